@@ -1,0 +1,1 @@
+"""The ``nosend`` command line. Nothing imports this package."""

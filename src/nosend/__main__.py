@@ -1,0 +1,3 @@
+from nosend.cli import main
+
+raise SystemExit(main())

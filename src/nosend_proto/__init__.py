@@ -1,0 +1,41 @@
+"""Sans-IO SMTP and POP3 engines for servers and clients.
+
+Every engine follows one contract (after h11): ``receive_data(bytes)`` takes what arrived
+(``b""`` when the peer closed), ``next_event()`` returns the next event or ``NEED_DATA``,
+and ``send(event)`` turns the application's answer into bytes to write. Engines do no I/O,
+read no clock, start no thread and log nothing; memory per connection is bounded by
+configured limits whatever the peer sends.
+
+Two errors escape: ``RemoteProtocolError`` (the peer) and ``LocalProtocolError`` (the
+application). Everything else here is a frozen value.
+"""
+
+from nosend_proto._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from nosend_proto._sasl import (
+    SERVER_MECHANISMS,
+    Credentials,
+    SaslChallenge,
+    SaslClient,
+    SaslFailure,
+    SaslServer,
+    SaslSuccess,
+)
+
+__all__ = [
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "SERVER_MECHANISMS",
+    "Credentials",
+    "SaslChallenge",
+    "SaslClient",
+    "SaslFailure",
+    "SaslServer",
+    "SaslSuccess",
+]
+
+# --- SMTP exports (owned by the SMTP engine) ---
+# --- end SMTP exports ---
+
+# --- POP3 exports (owned by the POP3 engine) ---
+# --- end POP3 exports ---
