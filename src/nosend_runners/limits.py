@@ -1,0 +1,144 @@
+"""Server-wide counters that protect the server from too many peers or guesses.
+
+Owns: the concurrent-connection limit (overall and per peer address) and the per-address
+authentication-failure tracker that sessions consult before answering AUTH/USER/PASS/APOP.
+Must not: do I/O or sleep; the runner and the sessions decide what to do with the answers.
+Both objects live for the whole server process and are shared by every session on one
+event loop, so they need no locking.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["ConnectionLimiter", "AuthFailureTracker", "LimitSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Connection and authentication limits (configuration, with conservative defaults).
+
+    ``max_connections`` bounds concurrent sessions overall and ``max_per_address`` per
+    peer address; ``auth_max_failures`` failures from one address within
+    ``auth_window`` seconds lock that address out of authentication until the window
+    passes; each failure delays the failing reply by up to ``auth_max_delay`` seconds.
+    ``blocking_threads`` bounds the worker threads used for disk work.
+    """
+
+    max_connections: int = 100
+    max_per_address: int = 10
+    auth_max_failures: int = 5
+    auth_window: float = 900.0
+    auth_max_delay: float = 8.0
+    blocking_threads: int = 8
+
+
+class ConnectionLimiter:
+    """Count live sessions overall and per peer address."""
+
+    __slots__ = ("max_total", "max_per_address", "_per_address", "_total")
+
+    def __init__(self, max_total: int, max_per_address: int) -> None:
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self._per_address: dict[str, int] = {}
+        self._total = 0
+
+    @property
+    def total(self) -> int:
+        """Number of sessions currently admitted."""
+        return self._total
+
+    def count(self, address: str) -> int:
+        """Number of sessions currently admitted from ``address``."""
+        return self._per_address.get(address, 0)
+
+    def try_acquire(self, address: str) -> bool:
+        """Admit one more session from ``address`` if both limits allow; say whether."""
+        current = self._per_address.get(address, 0)
+        if self._total >= self.max_total or current >= self.max_per_address:
+            return False
+        self._per_address[address] = current + 1
+        self._total += 1
+        return True
+
+    def release(self, address: str) -> None:
+        """Forget one admitted session from ``address``."""
+        current = self._per_address.get(address, 0)
+        if current <= 1:
+            self._per_address.pop(address, None)
+        else:
+            self._per_address[address] = current - 1
+        self._total = max(0, self._total - 1)
+
+
+class AuthFailureTracker:
+    """Remember recent authentication failures per peer address.
+
+    Sessions call ``blocked(addr)`` before checking credentials (answer a temporary
+    failure without checking when it is true), ``record_failure(addr)`` after a failed
+    attempt and ``failure_delay(addr)`` for how long to wait before replying, so that
+    guessing costs the guesser time (RFC 4954 section 4 leaves rate limiting to the
+    server). A success clears the address.
+    """
+
+    __slots__ = ("max_failures", "window", "max_delay", "_clock", "_failures")
+
+    def __init__(
+        self,
+        max_failures: int = 5,
+        window: float = 900.0,
+        max_delay: float = 8.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.max_delay = max_delay
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, address: str) -> list[float]:
+        stamps = self._failures.get(address)
+        if not stamps:
+            return []
+        horizon = self._clock() - self.window
+        recent = [t for t in stamps if t > horizon]
+        if recent:
+            self._failures[address] = recent
+        else:
+            del self._failures[address]
+        return recent
+
+    def failures(self, address: str) -> int:
+        """Number of failures from ``address`` within the window."""
+        return len(self._recent(address))
+
+    def blocked(self, address: str) -> bool:
+        """Whether ``address`` has used up its failures for the current window."""
+        return len(self._recent(address)) >= self.max_failures
+
+    def record_failure(self, address: str) -> None:
+        """Note one failed authentication from ``address``."""
+        recent = self._recent(address)
+        recent.append(self._clock())
+        # Bound memory per address: only the newest max_failures stamps matter.
+        self._failures[address] = recent[-self.max_failures :]
+        if len(self._failures) > 10_000:
+            self._prune()
+
+    def record_success(self, address: str) -> None:
+        """Forget the failures of ``address`` after a successful authentication."""
+        self._failures.pop(address, None)
+
+    def failure_delay(self, address: str) -> float:
+        """Seconds to wait before answering a failure: doubles per recent failure."""
+        count = len(self._recent(address))
+        if count == 0:
+            return 0.0
+        return float(min(self.max_delay, 0.5 * 2 ** (count - 1)))
+
+    def _prune(self) -> None:
+        for address in list(self._failures):
+            self._recent(address)

@@ -1,0 +1,86 @@
+"""One log line per session event: who, what, result; never a secret.
+
+Owns: formatting session events as single ``key=value`` lines on the ``nosend.session``
+logger, with the session's fixed fields (service, session id, peer, user) on every line.
+Must not: log message bodies, passwords, SASL responses or anything a caller marks secret;
+DESIGN.md invariant 5 says secrets never reach a log, so redaction is by field name here
+rather than trusted to every call site.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+__all__ = ["SessionLog", "format_fields", "SECRET_FIELD"]
+
+#: Field names whose values are never written, whatever the caller passes.
+SECRET_FIELD = re.compile(r"pass|secret|token|credential|response|auth_data|key", re.IGNORECASE)
+
+_MAX_VALUE = 200
+_BARE = re.compile(r"[A-Za-z0-9_.:@<>/+\-\[\]]+")
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    if len(text) > _MAX_VALUE:
+        text = text[:_MAX_VALUE] + "..."
+    if text and _BARE.fullmatch(text):
+        return text
+    # repr-style escaping keeps a peer's CR/LF or control bytes from forging log lines.
+    escaped = text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def format_fields(fields: Mapping[str, object]) -> str:
+    """Render ``fields`` as ``key=value`` pairs, redacting secret-looking keys.
+
+    ``None`` values are left out so optional fields cost nothing on the line.
+    """
+    parts = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        shown = "[redacted]" if SECRET_FIELD.search(key) else _quote(value)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+class SessionLog:
+    """A small structured logger adapter that sessions and runners share.
+
+    ``event("rcpt", rcpt="a@b", result="250")`` writes one line carrying the session's
+    bound fields first. ``bind(user=...)`` adds fields to every later line of this
+    session (for instance once AUTH succeeded).
+    """
+
+    __slots__ = ("_logger", "_fields")
+
+    def __init__(self, logger: logging.Logger | None = None, **fields: object) -> None:
+        self._logger = logger if logger is not None else logging.getLogger("nosend.session")
+        self._fields: dict[str, object] = dict(fields)
+
+    @property
+    def fields(self) -> Mapping[str, object]:
+        """The fields written on every line (read-only view)."""
+        return dict(self._fields)
+
+    def bind(self, **fields: object) -> None:
+        """Add or replace fields written on every later line of this session."""
+        self._fields.update(fields)
+
+    def event(self, name: str, *, level: int = logging.INFO, **fields: object) -> None:
+        """Log one session event ``name`` with ``fields`` (secrets redacted by key)."""
+        if not self._logger.isEnabledFor(level):
+            return
+        line = format_fields({**self._fields, "event": name, **fields})
+        self._logger.log(level, "%s", line)
+
+    def warning(self, name: str, **fields: object) -> None:
+        """Log a session event at WARNING level."""
+        self.event(name, level=logging.WARNING, **fields)
+
+    def error(self, name: str, **fields: object) -> None:
+        """Log a session event at ERROR level."""
+        self.event(name, level=logging.ERROR, **fields)
