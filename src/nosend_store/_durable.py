@@ -1,0 +1,231 @@
+"""Durable file primitives shared by the Maildir and the outbound queue.
+
+Owns: directory fsync, atomic small-file replacement, Maildir unique names, and the
+line-ending normaliser that turns received bytes (CRLF or LF) into the LF-only form
+kept on disk while counting the POP3 wire size.
+
+Must not: know about mailboxes, queues or protocols; hold process-global state (the
+runner calls these from many threads at once, so every stateful helper is an object the
+caller owns).
+
+Wire size, the one definition used everywhere in ``nosend_store``: the number of octets
+of the message with every line ending written as CRLF and a final CRLF added if the
+message does not end with one, WITHOUT dot-stuffing and without the terminating
+``.CRLF``. That is the size RFC 1939 section 11 asks LIST/STAT to report ("exact size of
+the message ... with CRLF line endings") and what Dovecot stores as ``,W=`` in Maildir
+file names. Since the disk copy is LF-only and always ends with LF (see
+:class:`LineEndingNormaliser`), wire size == disk size + number of LF bytes on disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+__all__ = [
+    "fsync_dir",
+    "atomic_write",
+    "UniqueNamer",
+    "LineEndingNormaliser",
+    "crlf_chunks",
+    "wire_size_of_disk_bytes",
+]
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync a directory so that a create, link, rename or unlink in it is durable.
+
+    POSIX leaves a new directory entry volatile until the directory itself is synced;
+    ext4/xfs honour fsync on a directory file descriptor.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, tmp_suffix: str) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never
+    a mix, and the new one survives a crash once this returns.
+
+    ``tmp_suffix`` must be unique among concurrent writers of the same ``path`` (pass a
+    :meth:`UniqueNamer.new_name`); the temporary file lives next to ``path`` because
+    ``rename`` is only atomic within one filesystem.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    tmp = f"{path}.tmp.{tmp_suffix}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _maildir_hostname(raw: str) -> str:
+    # Maildir specification (cr.yp.to/proto/maildir.html): "/" and ":" may not appear
+    # in a file name part, so they are written as \057 and \072.
+    out = raw.replace("/", "\\057").replace(":", "\\072")
+    # Keep names printable ASCII without "," (our own ,S=/,W= field separator) so that
+    # the name can serve as an RFC 1939 UIDL (0x21..0x7E).
+    out = out.replace(",", "\\054")
+    return "".join(c if 0x21 <= ord(c) <= 0x7E else f"\\{ord(c):03o}" for c in out) or "localhost"
+
+
+class UniqueNamer:
+    """Produces Maildir unique names, safe across threads, processes and restarts.
+
+    Format (Maildir specification, "modern" form used by qmail and Dovecot)::
+
+        <seconds>.M<microseconds>P<pid>Q<counter>R<random>.<host>
+
+    The pid is read on every call, so a forked child never repeats its parent's names;
+    the per-object counter separates names made in the same microsecond by one process;
+    32 random bits guard against pid reuse after a reboot with a clock set back.
+    """
+
+    def __init__(
+        self,
+        hostname: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._host = _maildir_hostname(hostname if hostname is not None else socket.gethostname())
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    @property
+    def host(self) -> str:
+        """The hostname part, already escaped for a Maildir file name."""
+        return self._host
+
+    def new_name(self) -> str:
+        """Return a fresh unique name (no ``,S=``/``:2,`` suffix)."""
+        with self._lock:
+            self._counter += 1
+            counter = self._counter
+        now = self._clock()
+        seconds = int(now)
+        micros = int((now - seconds) * 1_000_000)
+        rand = secrets.token_hex(4)
+        return f"{seconds}.M{micros}P{os.getpid()}Q{counter}R{rand}.{self._host}"
+
+
+class LineEndingNormaliser:
+    """Streams received message bytes into the on-disk LF-only form.
+
+    Every CRLF becomes LF; a lone LF stays; a lone CR (not followed by LF) is kept as
+    one octet, because changing it would alter the message. A CR that ends one chunk is
+    held back until the next chunk shows whether an LF follows, so chunk boundaries
+    never change the result. :meth:`finish` adds a final LF when the message is
+    non-empty and lacks one, which is how the wire size can include the final CRLF
+    that RFC 1939 requires before the terminating dot.
+
+    Counts: ``disk_size`` (octets written to disk) and ``wire_size`` (see the module
+    docstring).
+    """
+
+    __slots__ = ("_pending_cr", "_last", "disk_size", "newlines")
+
+    def __init__(self) -> None:
+        self._pending_cr = False
+        self._last = b""
+        #: Octets emitted so far.
+        self.disk_size = 0
+        #: LF octets emitted so far.
+        self.newlines = 0
+
+    @property
+    def wire_size(self) -> int:
+        """Wire size of what has been emitted (exact once :meth:`finish` was called)."""
+        return self.disk_size + self.newlines
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Return the disk bytes for ``chunk`` (possibly empty)."""
+        if not chunk:
+            return b""
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        out = chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+        return self._count(out)
+
+    def finish(self) -> bytes:
+        """Return the last disk bytes: a held-back CR and/or the missing final LF."""
+        out = b""
+        if self._pending_cr:
+            # A lone CR at the very end is kept; RFC 5321 section 2.3.8 forbids bare CR
+            # but a message must not be altered beyond its line endings.
+            out = b"\r"
+            self._pending_cr = False
+        if (self.disk_size or out) and not (out or self._last).endswith(b"\n"):
+            out += b"\n"
+        return self._count(out)
+
+    def _count(self, out: bytes) -> bytes:
+        if out:
+            self.disk_size += len(out)
+            self.newlines += out.count(b"\n")
+            self._last = out[-1:]
+        return out
+
+
+def crlf_chunks(
+    fileobj: BinaryIO, chunk_size: int = 64 * 1024, limit: int | None = None
+) -> Iterator[bytes]:
+    """Yield an LF-only binary file as CRLF wire bytes, in bounded chunks.
+
+    The octets yielded add up exactly to the message's wire size (each disk LF becomes
+    CRLF, nothing else changes). ``limit`` stops after that many disk octets.
+    """
+    left = limit
+    while True:
+        size = chunk_size if left is None else min(chunk_size, left)
+        if size <= 0:
+            return
+        data = fileobj.read(size)
+        if not data:
+            return
+        if left is not None:
+            left -= len(data)
+        yield data.replace(b"\n", b"\r\n")
+
+
+def wire_size_of_disk_bytes(data: bytes) -> int:
+    """Wire size of an LF-only message held in memory (used for small generated parts)."""
+    return len(data) + data.count(b"\n")
+
+
+def is_cross_device(exc: OSError) -> bool:
+    """True when a link/rename failed only because the filesystem cannot do it."""
+    return exc.errno in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK)

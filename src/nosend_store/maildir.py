@@ -1,0 +1,580 @@
+"""Maildir mailboxes that Dovecot and mutt read as they are.
+
+Owns: :class:`MaildirMailbox` — durable delivery from a stream of chunks, the POP3 view
+(listing with stable UIDLs and exact wire sizes, streamed reads, deletion at QUIT, the
+session lock), flags, deletion, tmp/ cleanup.
+
+On-disk format (Maildir specification, cr.yp.to/proto/maildir.html, with the Dovecot
+extensions doc.dovecot.org "Maildir mailbox format"):
+
+- ``tmp/ new/ cur/``; a message is written in ``tmp/``, fsynced, hard-linked into
+  ``new/`` (``link`` never clobbers; ``rename`` is the fallback on filesystems without
+  hard links), ``new/`` is fsynced, and only then is the key returned — the caller may
+  acknowledge (DESIGN invariant 1). The ``tmp/`` copy is then unlinked; a crash before
+  that leaves a stray tmp file which :meth:`MaildirMailbox.clean_tmp` removes later.
+- file name ``<unique>,S=<disk size>,W=<wire size>[:2,<flags>]`` where ``<unique>`` is
+  made by :class:`nosend_store._durable.UniqueNamer`. Dovecot reads ``,S=`` and ``,W=``
+  instead of stat/reading the file; we read ``,W=`` for POP3 sizes.
+- content is stored with LF line ends (what mutt and Dovecot expect) and always ends with
+  LF; the wire size therefore is disk size + number of LFs.
+- flags: ``:2,`` followed by the flag letters in ASCII order (``D F P R S T``); a message
+  with flags lives in ``cur/``.
+
+Keys: a message's key is its base name (everything before ``:``), unchanged when flags
+change. Its POP3 UIDL is the ``<unique>`` part (before the first ``,``), or a digest of the
+key when that part is not a valid RFC 1939 UIDL.
+
+Files that other programs put in ``new/``/``cur/`` without ``,W=`` get their wire size
+computed once and cached in ``nosend-wiresizes`` in the Maildir root (a cache: losing it
+only costs a re-read).
+
+Must not: hold a message in memory, speak a protocol, or rely on process-global state —
+the runner calls these methods from many worker threads and processes at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import BinaryIO
+
+from ._durable import (
+    LineEndingNormaliser,
+    UniqueNamer,
+    atomic_write,
+    crlf_chunks,
+    fsync_dir,
+    is_cross_device,
+)
+from .drop import DropMessage, DropSession, MessageGone
+from .locks import FileLock, LockBusy
+
+__all__ = [
+    "MaildirMailbox",
+    "MaildirWriter",
+    "MaildirMessage",
+    "MaildirDropSession",
+    "LockBusy",
+    "MessageGone",
+    "VALID_FLAGS",
+    "uidl_for_key",
+]
+
+#: Maildir flags understood by mutt and Dovecot (Maildir specification, "info" part).
+VALID_FLAGS = frozenset("DFPRST")
+
+_LOCK_NAME = "nosend-pop3.lock"
+_SIZE_CACHE_NAME = "nosend-wiresizes"
+_TMP_MAX_AGE = 36 * 3600  # Maildir specification: tmp files older than 36 hours are junk.
+_TIME_RE = re.compile(r"^(\d+)\.(?:M(\d+))?")
+_WIRE_RE = re.compile(r",W=(\d+)")
+_UIDL_RE = re.compile(r"^[\x21-\x7e]{1,70}$")
+
+
+@dataclass(frozen=True, slots=True)
+class MaildirMessage:
+    """A message found in ``new/`` or ``cur/``.
+
+    ``key`` is the base name (stable across flag changes), ``uidl`` the POP3 unique id,
+    ``size`` the wire size, ``flags`` the sorted flag letters, ``subdir`` ``"new"`` or
+    ``"cur"``, ``filename`` the current file name in that directory.
+    """
+
+    key: str
+    uidl: str
+    size: int
+    flags: str
+    subdir: str
+    filename: str
+
+
+def uidl_for_key(key: str) -> str:
+    """The RFC 1939 section 7 UIDL for a Maildir key (pure function, so it is stable)."""
+    unique = key.split(",", 1)[0]
+    if _UIDL_RE.match(unique):
+        return unique
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+def _sort_key(key: str) -> tuple[int, int, str]:
+    m = _TIME_RE.match(key)
+    if m is None:
+        return (0, 0, key)
+    return (int(m.group(1)), int(m.group(2) or 0), key)
+
+
+def _split_name(filename: str) -> tuple[str, str]:
+    """Return (key, flags) for a file name in new/ or cur/."""
+    key, sep, info = filename.partition(":")
+    flags = info[2:] if sep and info.startswith("2,") else ""
+    return key, flags
+
+
+class MaildirWriter:
+    """Incremental delivery of one message: ``write(chunk)``... then ``commit()``.
+
+    Made by :meth:`MaildirMailbox.open_writer`. Chunks may use CRLF or LF line ends and
+    may split a CRLF anywhere. Nothing is visible to readers until :meth:`commit`
+    returns; :meth:`abort` (or leaving the ``with`` block by an exception) removes the
+    temporary file. Not thread-safe: one writer belongs to one session.
+
+    ``crash_hook`` (tests only) is called with ``"before_fsync"``, ``"before_link"`` and
+    ``"before_dir_fsync"`` so a test can kill the process at each step.
+    """
+
+    def __init__(
+        self,
+        mailbox: MaildirMailbox,
+        unique: str,
+        crash_hook: Callable[[str], None] | None = None,
+    ) -> None:
+        self._mailbox = mailbox
+        self._unique = unique
+        self._tmp_path = os.path.join(mailbox.path, "tmp", unique)
+        self._norm = LineEndingNormaliser()
+        self._hook = crash_hook
+        self._fd: int | None = os.open(
+            self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+        self._buf = bytearray()
+        self.key: str | None = None
+
+    @property
+    def disk_size(self) -> int:
+        """Octets written so far in the on-disk form (for size limits)."""
+        return self._norm.disk_size
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` (any size, CRLF or LF line ends)."""
+        if self._fd is None:
+            raise RuntimeError("writer is closed")
+        out = self._norm.feed(chunk)
+        if out:
+            self._buf += out
+            if len(self._buf) >= 256 * 1024:
+                self._flush()
+
+    def _flush(self) -> None:
+        assert self._fd is not None
+        view = memoryview(self._buf)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        del view
+        self._buf.clear()
+
+    def commit(self) -> str:
+        """Make the message durable and visible in ``new/``; return its key.
+
+        Order (DESIGN invariant 1): fsync the file, link it into ``new/``, fsync
+        ``new/``. Only when this returns may the caller acknowledge the message.
+        """
+        if self._fd is None:
+            raise RuntimeError("writer is closed")
+        hook = self._hook
+        try:
+            tail = self._norm.finish()
+            if tail:
+                self._buf += tail
+            self._flush()
+            if hook:
+                hook("before_fsync")
+            os.fsync(self._fd)
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self._fd)
+        self._fd = None
+        key = f"{self._unique},S={self._norm.disk_size},W={self._norm.wire_size}"
+        new_dir = os.path.join(self._mailbox.path, "new")
+        new_path = os.path.join(new_dir, key)
+        try:
+            if hook:
+                hook("before_link")
+            try:
+                os.link(self._tmp_path, new_path)
+                linked = True
+            except OSError as exc:
+                if not is_cross_device(exc):
+                    raise
+                os.rename(self._tmp_path, new_path)
+                linked = False
+            if hook:
+                hook("before_dir_fsync")
+            fsync_dir(new_dir)
+        except BaseException:
+            _unlink_quietly(self._tmp_path)
+            raise
+        if linked:
+            # Not fsynced: a crash here leaves a harmless second name in tmp/.
+            _unlink_quietly(self._tmp_path)
+        self.key = key
+        return key
+
+    def abort(self) -> None:
+        """Discard the message (nothing was visible). Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+            _unlink_quietly(self._tmp_path)
+
+    def __enter__(self) -> MaildirWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None or self.key is None:
+            self.abort()
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class MaildirMailbox:
+    """One Maildir folder.
+
+    ``MaildirMailbox(path)`` creates ``tmp/ new/ cur/`` when missing (``create=False``
+    raises :class:`FileNotFoundError` instead). The object holds no open files and may
+    be shared by threads; several processes may deliver into the same folder at once.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        namer: UniqueNamer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._path = os.path.abspath(os.fspath(path))
+        self._namer = namer if namer is not None else UniqueNamer(clock=clock)
+        self._clock = clock
+        if create:
+            self._create()
+        elif not all(os.path.isdir(os.path.join(self._path, d)) for d in ("tmp", "new", "cur")):
+            raise FileNotFoundError(f"not a Maildir: {self._path}")
+
+    def _create(self) -> None:
+        made = False
+        parent = os.path.dirname(self._path)
+        if not os.path.isdir(self._path):
+            os.makedirs(self._path, mode=0o700, exist_ok=True)
+            fsync_dir(parent)
+            made = True
+        for sub in ("tmp", "new", "cur"):
+            p = os.path.join(self._path, sub)
+            if not os.path.isdir(p):
+                try:
+                    os.mkdir(p, 0o700)
+                except FileExistsError:
+                    pass
+                made = True
+        if made:
+            fsync_dir(self._path)
+
+    @property
+    def path(self) -> str:
+        """Absolute path of the Maildir root."""
+        return self._path
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def open_writer(self, crash_hook: Callable[[str], None] | None = None) -> MaildirWriter:
+        """Start an incremental delivery (see :class:`MaildirWriter`)."""
+        return MaildirWriter(self, self._namer.new_name(), crash_hook)
+
+    def deliver(
+        self, chunks: Iterable[bytes], crash_hook: Callable[[str], None] | None = None
+    ) -> str:
+        """Deliver a message from a (sync) iterable of byte chunks; return its key once
+        it is durable (file and directory fsynced). An exception from ``chunks`` aborts
+        the delivery and leaves nothing behind."""
+        with self.open_writer(crash_hook) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
+
+    # -- listing -------------------------------------------------------------------------
+
+    def list_messages(self) -> list[MaildirMessage]:
+        """Every message in ``new/`` and ``cur/``, oldest delivery first.
+
+        Wire sizes come from ``,W=`` in the name or from the size cache; only files
+        that have neither are read (once). Hidden files (``.``) are ignored, as the
+        Maildir specification asks.
+        """
+        found: list[tuple[str, str, str]] = []  # (subdir, filename, key)
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(os.path.join(self._path, sub))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if not name.startswith("."):
+                    found.append((sub, name, _split_name(name)[0]))
+        cache: dict[str, int] | None = None
+        cache_dirty = False
+        out: list[MaildirMessage] = []
+        seen: set[str] = set()
+        for sub, name, key in found:
+            if key in seen:
+                # Mid-rename by a MUA (new/ -> cur/): the file is listed twice; keep one.
+                continue
+            seen.add(key)
+            flags = _split_name(name)[1]
+            m = _WIRE_RE.search(key)
+            if m is not None:
+                size = int(m.group(1))
+            else:
+                if cache is None:
+                    cache = self._load_size_cache()
+                cached = cache.get(key)
+                if cached is None:
+                    computed = self._measure(sub, name, key)
+                    if computed is None:
+                        continue  # vanished meanwhile
+                    cache[key] = cached = computed
+                    cache_dirty = True
+                size = cached
+            out.append(MaildirMessage(key, uidl_for_key(key), size, flags, sub, name))
+        if cache is not None:
+            stale = set(cache) - seen
+            for key in stale:
+                del cache[key]
+            if cache_dirty or stale:
+                self._save_size_cache(cache)
+        out.sort(key=lambda msg: _sort_key(msg.key))
+        return out
+
+    def _measure(self, sub: str, name: str, key: str) -> int | None:
+        try:
+            f = open(os.path.join(self._path, sub, name), "rb")
+        except FileNotFoundError:
+            located = self._locate(key)
+            if located is None:
+                return None
+            f = open(located, "rb")
+        with f:
+            total = 0
+            while data := f.read(256 * 1024):
+                total += len(data) + data.count(b"\n")
+            return total
+
+    def _load_size_cache(self) -> dict[str, int]:
+        try:
+            with open(os.path.join(self._path, _SIZE_CACHE_NAME), "rb") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, int)}
+
+    def _save_size_cache(self, cache: dict[str, int]) -> None:
+        data = json.dumps(cache, sort_keys=True).encode()
+        try:
+            atomic_write(
+                os.path.join(self._path, _SIZE_CACHE_NAME),
+                data,
+                tmp_suffix=self._namer.new_name(),
+            )
+        except OSError:
+            pass  # only a cache: next listing measures again
+
+    def _locate(self, key: str) -> str | None:
+        """Current path of ``key`` (its name changes when a MUA sets flags)."""
+        for sub in ("cur", "new"):
+            d = os.path.join(self._path, sub)
+            # Fast paths: the bare key (new/) and the common ":2,..." names are tried via
+            # a directory scan only when the direct stat misses.
+            direct = os.path.join(d, key)
+            if os.path.exists(direct):
+                return direct
+            try:
+                with os.scandir(d) as it:
+                    for entry in it:
+                        if _split_name(entry.name)[0] == key:
+                            return entry.path
+            except FileNotFoundError:
+                continue
+        return None
+
+    def get(self, key: str) -> MaildirMessage | None:
+        """The message with ``key``, or None."""
+        path = self._locate(key)
+        if path is None:
+            return None
+        sub = os.path.basename(os.path.dirname(path))
+        name = os.path.basename(path)
+        flags = _split_name(name)[1]
+        m = _WIRE_RE.search(key)
+        size = int(m.group(1)) if m else self._measure(sub, name, key)
+        if size is None:
+            return None
+        return MaildirMessage(key, uidl_for_key(key), size, flags, sub, name)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def open_message(self, key: str, hint: MaildirMessage | None = None) -> BinaryIO:
+        """Open a message for streaming (on-disk LF form). Raises :class:`MessageGone`."""
+        if hint is not None:
+            try:
+                return open(os.path.join(self._path, hint.subdir, hint.filename), "rb")
+            except FileNotFoundError:
+                pass
+        for _ in range(3):
+            path = self._locate(key)
+            if path is None:
+                break
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                continue  # renamed between locate and open (flags changed): retry
+        raise MessageGone(key)
+
+    def wire_chunks(self, key: str, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        """Stream a message as CRLF wire bytes (no dot-stuffing)."""
+        with self.open_message(key) as f:
+            yield from crlf_chunks(f, chunk_size)
+
+    # -- flags ---------------------------------------------------------------------------
+
+    def set_flags(self, key: str, flags: str) -> MaildirMessage:
+        """Replace the flags of ``key`` (moving it to ``cur/``); return the new state.
+
+        Flags are Maildir letters (``S`` seen, ``R`` replied, ``F`` flagged, ``T``
+        trashed, ``D`` draft, ``P`` passed), stored sorted as the specification asks.
+        """
+        bad = set(flags) - VALID_FLAGS
+        if bad:
+            raise ValueError(f"unknown Maildir flags: {''.join(sorted(bad))}")
+        info = "".join(sorted(set(flags)))
+        for _ in range(3):
+            src = self._locate(key)
+            if src is None:
+                raise MessageGone(key)
+            name = f"{key}:2,{info}"
+            dst_dir = os.path.join(self._path, "cur")
+            dst = os.path.join(dst_dir, name)
+            if src == dst:
+                break
+            try:
+                os.rename(src, dst)
+            except FileNotFoundError:
+                continue
+            fsync_dir(dst_dir)
+            src_dir = os.path.dirname(src)
+            if src_dir != dst_dir:
+                fsync_dir(src_dir)
+            break
+        else:
+            raise MessageGone(key)
+        msg = self.get(key)
+        if msg is None:
+            raise MessageGone(key)
+        return msg
+
+    def add_flags(self, key: str, flags: str) -> MaildirMessage:
+        """Add flag letters to ``key`` (e.g. ``"S"`` after a POP3 RETR, if wanted)."""
+        msg = self.get(key)
+        if msg is None:
+            raise MessageGone(key)
+        return self.set_flags(key, msg.flags + flags)
+
+    # -- deletion ------------------------------------------------------------------------
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove messages durably; return how many were removed by this call."""
+        removed = 0
+        dirs: set[str] = set()
+        for key in keys:
+            for _ in range(3):
+                path = self._locate(key)
+                if path is None:
+                    break
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                dirs.add(os.path.dirname(path))
+                break
+        for d in dirs:
+            fsync_dir(d)
+        return removed
+
+    def clean_tmp(self, max_age: float = _TMP_MAX_AGE) -> int:
+        """Remove ``tmp/`` files older than ``max_age`` seconds (leftovers of crashes)."""
+        now = self._clock()
+        removed = 0
+        tmp = os.path.join(self._path, "tmp")
+        with os.scandir(tmp) as it:
+            for entry in it:
+                try:
+                    if now - entry.stat().st_mtime > max_age:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
+
+    # -- POP3 ----------------------------------------------------------------------------
+
+    def lock_path(self) -> str:
+        """The session lock file (``nosend-pop3.lock`` in the Maildir root)."""
+        return os.path.join(self._path, _LOCK_NAME)
+
+    def pop3_session(self, timeout: float = 0.0) -> MaildirDropSession:
+        """Lock the mailbox and snapshot it for one POP3 session.
+
+        Raises :class:`LockBusy` when another session (this process or another) holds
+        it for longer than ``timeout`` seconds; RFC 1939 section 4 then answers -ERR.
+        """
+        lock = FileLock(self.lock_path())
+        if not lock.acquire(timeout):
+            raise LockBusy(lock.path)
+        try:
+            listing = self.list_messages()
+        except BaseException:
+            lock.release()
+            raise
+        return MaildirDropSession(self, listing, lock)
+
+
+class MaildirDropSession(DropSession):
+    """A POP3 session's view of a Maildir (see :class:`nosend_store.drop.DropSession`)."""
+
+    def __init__(
+        self, mailbox: MaildirMailbox, listing: list[MaildirMessage], lock: FileLock
+    ) -> None:
+        super().__init__([DropMessage(i, m.uidl, m.size) for i, m in enumerate(listing, start=1)])
+        self._mailbox = mailbox
+        self._entries = listing
+        self._lock = lock
+
+    def entry(self, number: int) -> MaildirMessage:
+        """The Maildir entry behind ``number`` (for flags, keys)."""
+        return self._entries[number - 1]
+
+    def _open(self, msg: DropMessage) -> BinaryIO:
+        entry = self._entries[msg.number - 1]
+        return self._mailbox.open_message(entry.key, hint=entry)
+
+    def _apply_deletions(self, msgs: list[DropMessage]) -> None:
+        self._mailbox.delete(self._entries[m.number - 1].key for m in msgs)
+
+    def _unlock(self) -> None:
+        self._lock.release()
