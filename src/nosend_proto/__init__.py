@@ -38,4 +38,21 @@ __all__ = [
 # --- end SMTP exports ---
 
 # --- POP3 exports (owned by the POP3 engine) ---
+# Event and answer classes live in ``nosend_proto.pop3_events`` (names such as NEED_DATA,
+# StartTLS and ConnectionClosed also exist for SMTP, so only POP3-only names come here).
+from nosend_proto import pop3_events, pop3_state  # noqa: E402
+from nosend_proto.pop3_events import MessageInfo, POP3ServerConfig  # noqa: E402
+from nosend_proto.pop3_state import POP3State, WireSizeCounter, wire_size  # noqa: E402
+from nosend_proto.pop3_state import ServerConnection as POP3ServerConnection  # noqa: E402
+
+__all__ += [
+    "pop3_events",
+    "pop3_state",
+    "MessageInfo",
+    "POP3ServerConfig",
+    "POP3ServerConnection",
+    "POP3State",
+    "WireSizeCounter",
+    "wire_size",
+]
 # --- end POP3 exports ---
