@@ -1,0 +1,435 @@
+"""Edits to ``mail.cfg`` that keep every comment, blank line and layout the user wrote.
+
+Owns: :class:`ConfigDocument` (the file as lines, with small edits: domains, mailboxes,
+aliases, single values) and :func:`edit_config` (lock, read, edit, validate, write
+atomically). Must not: rewrite lines it was not asked to change, write a file that
+:func:`nosend_store.config.parse_config` rejects, or put a secret in an error message.
+
+An edit touches only the lines it adds, changes or removes. A changed value keeps its
+trailing comment; a new line goes after the last entry of its section (or after the
+comment block under the section header); a removed section takes its header and its
+entries with it but leaves comments that introduce the next section.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from nosend_store.config import (
+    _TRAILING_COMMENT_RE,
+    Config,
+    ConfigError,
+    _Line,
+    _tokenize,
+    parse_config,
+    write_atomically,
+)
+
+__all__ = ["ConfigEditError", "ConfigDocument", "edit_config", "SHARED_SECRET_WARNING"]
+
+#: The comment written above every ``shared_secret`` line.
+SHARED_SECRET_WARNING = (
+    "# WARNING: shared_secret is plaintext-equivalent (for APOP / CRAM-MD5): "
+    "anyone who can read this file can log in as this mailbox."
+)
+
+T = TypeVar("T")
+
+
+class ConfigEditError(ValueError):
+    """An edit that cannot be made (the message says why, in one line)."""
+
+
+def _address_key(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    return f"{local.lower()}{at}{domain.lower().rstrip('.')}"
+
+
+class ConfigDocument:
+    """The text of a ``mail.cfg`` as lines, with edits that leave other lines alone."""
+
+    def __init__(self, text: str, path: str | os.PathLike[str] = "mail.cfg") -> None:
+        self.path = os.fspath(path)
+        self.newline = "\r\n" if "\r\n" in text else "\n"
+        self.lines: list[str] = text.splitlines()
+        self._tokens_cache: list[_Line] | None = None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> ConfigDocument:
+        """Read the file at ``path`` (``ConfigError`` if missing or not UTF-8)."""
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(path, 0, "no such file (create one with `nosend init`)") from None
+        except OSError as e:
+            raise ConfigError(path, 0, f"cannot read: {e.strerror}") from None
+        try:
+            return cls(data.decode("utf-8"), path)
+        except UnicodeDecodeError as e:
+            raise ConfigError(path, data.count(b"\n", 0, e.start) + 1, "not valid UTF-8") from None
+
+    def text(self) -> str:
+        """The whole file, ending with a newline."""
+        return "".join(line + self.newline for line in self.lines)
+
+    def config(self) -> Config:
+        """Parse and validate the current text (``ConfigError`` if invalid)."""
+        return parse_config(self.text(), self.path)
+
+    # -- finding things ----------------------------------------------------------------
+
+    def _tokens(self) -> list[_Line]:
+        if self._tokens_cache is None:
+            self._tokens_cache = _tokenize(self.text(), self.path)
+        return self._tokens_cache
+
+    def _changed(self) -> None:
+        self._tokens_cache = None
+
+    def _section(self, kind: str, name: str = "") -> tuple[int, int] | None:
+        """(header index, end index) of the first matching section, or None."""
+        tokens = self._tokens()
+        for i, t in enumerate(tokens):
+            if t.kind == "section" and t.section_type == kind and t.section_name == name:
+                end = next(
+                    (j for j in range(i + 1, len(tokens)) if tokens[j].kind == "section"),
+                    len(tokens),
+                )
+                return i, end
+        return None
+
+    def _sections_of(self, kind: str) -> list[tuple[int, int]]:
+        tokens = self._tokens()
+        return [
+            span
+            for t in tokens
+            if t.kind == "section" and t.section_type == kind
+            for span in [self._section(kind, t.section_name)]
+            if span is not None
+        ]
+
+    def _last_content(self, start: int, end: int) -> int:
+        """Index after which a new line of section [start, end) goes."""
+        tokens = self._tokens()
+        last = None
+        for j in range(start + 1, end):
+            if tokens[j].kind in ("entry", "word"):
+                last = j
+        if last is not None:
+            return last
+        j = start
+        while j + 1 < end and tokens[j + 1].kind == "comment":
+            j += 1
+        return j
+
+    def _insert(self, index: int, new_lines: list[str]) -> None:
+        for value in new_lines:
+            if "\n" in value or "\r" in value:
+                raise ConfigEditError("a value cannot contain a line break")
+        self.lines[index:index] = new_lines
+        self._changed()
+
+    def _delete(self, start: int, end: int) -> None:
+        del self.lines[start:end]
+        # Do not leave two blank lines where one section used to be.
+        if 0 < start < len(self.lines) and not self.lines[start].strip():
+            if not self.lines[start - 1].strip():
+                del self.lines[start]
+        self._changed()
+
+    def _entry_index(self, span: tuple[int, int], key: str) -> int | None:
+        tokens = self._tokens()
+        for j in range(span[0] + 1, span[1]):
+            if tokens[j].kind == "entry" and tokens[j].key == key:
+                return j
+        return None
+
+    @staticmethod
+    def _check_value(value: str) -> None:
+        if "\n" in value or "\r" in value:
+            raise ConfigEditError("a value cannot contain a line break")
+        if _TRAILING_COMMENT_RE.search(value) or value.startswith("#"):
+            raise ConfigEditError("a value cannot contain ' #' (it would start a comment)")
+
+    def _replace_value(self, index: int, value: str) -> None:
+        """Change the value on line ``index``, keeping the key's spacing and any comment."""
+        self._check_value(value)
+        raw = self.lines[index]
+        head, eq, rest = raw.partition("=")
+        m = _TRAILING_COMMENT_RE.search(rest)
+        comment = rest[m.start() :] if m else ""
+        spacing = rest[: len(rest) - len(rest.lstrip())] if rest.strip() else " "
+        if comment:
+            # Keep the comment's column when the new value fits before it.
+            old = rest[: m.start() if m else len(rest)]
+            width = len(old)
+            body = f"{spacing}{value}"
+            if len(body) < width:
+                body = body.ljust(width)
+            self.lines[index] = f"{head}{eq}{body}{comment}"
+        else:
+            self.lines[index] = f"{head}{eq}{spacing}{value}" if value else f"{head}{eq}"
+        self._changed()
+
+    # -- values ------------------------------------------------------------------------
+
+    def set_value(self, kind: str, name: str, key: str, value: str) -> None:
+        """Set ``key = value`` in section ``[kind name]`` (added if the key is absent)."""
+        self._check_value(value)
+        span = self._section(kind, name)
+        if span is None:
+            raise ConfigEditError(f"no [{kind}{' ' + name if name else ''}] section")
+        index = self._entry_index(span, key)
+        if index is None:
+            self._insert(self._last_content(*span) + 1, [f"{key} = {value}"])
+        else:
+            self._replace_value(index, value)
+
+    def remove_value(self, kind: str, name: str, key: str) -> bool:
+        """Remove ``key`` from ``[kind name]``; return whether it was there."""
+        span = self._section(kind, name)
+        index = self._entry_index(span, key) if span else None
+        if index is None:
+            return False
+        start = index
+        if (
+            key == "shared_secret"
+            and index > 0
+            and self.lines[index - 1].startswith(SHARED_SECRET_WARNING[:30])
+        ):
+            start = index - 1
+        del self.lines[start : index + 1]
+        self._changed()
+        return True
+
+    # -- domains -----------------------------------------------------------------------
+
+    def domains(self) -> list[str]:
+        """Domains listed in [domains], in file order."""
+        span = self._section("domains")
+        if span is None:
+            return []
+        tokens = self._tokens()
+        return [t.value for t in tokens[span[0] + 1 : span[1]] if t.kind == "word"]
+
+    def add_domain(self, domain: str) -> None:
+        """Add a local domain (``ConfigEditError`` if already listed)."""
+        self._check_value(domain)
+        if domain.lower().rstrip(".") in (d.lower().rstrip(".") for d in self.domains()):
+            raise ConfigEditError(f"domain {domain!r} is already listed")
+        span = self._section("domains")
+        if span is None:
+            self._append_section(["[domains]", domain], before="mailbox")
+        else:
+            self._insert(self._last_content(*span) + 1, [domain])
+
+    def remove_domain(self, domain: str) -> None:
+        """Remove a local domain (``ConfigEditError`` if absent or still used by aliases)."""
+        span = self._section("domains")
+        wanted = domain.lower().rstrip(".")
+        tokens = self._tokens()
+        if span is not None:
+            for j in range(span[0] + 1, span[1]):
+                t = tokens[j]
+                if t.kind == "word" and t.value.lower().rstrip(".") == wanted:
+                    used = [
+                        a for a in self.aliases() if _address_key(a[0]).rpartition("@")[2] == wanted
+                    ]
+                    if used:
+                        raise ConfigEditError(
+                            f"domain {domain!r} still has aliases "
+                            f"({', '.join(a for a, _ in used)}); remove them first"
+                        )
+                    self._delete(j, j + 1)
+                    return
+        raise ConfigEditError(f"no domain {domain!r} in [domains]")
+
+    # -- mailboxes ---------------------------------------------------------------------
+
+    def mailboxes(self) -> list[str]:
+        """Mailbox names, in file order."""
+        return [
+            t.section_name
+            for t in self._tokens()
+            if t.kind == "section" and t.section_type == "mailbox"
+        ]
+
+    def add_mailbox(self, name: str, password_hash: str, shared_secret: str | None = None) -> None:
+        """Add ``[mailbox name]`` after the last mailbox (``ConfigEditError`` if it exists)."""
+        self._check_value(password_hash)
+        if name in self.mailboxes():
+            raise ConfigEditError(f"mailbox {name!r} already exists")
+        body = [f"[mailbox {name}]", f"password = {password_hash}"]
+        if shared_secret is not None:
+            self._check_value(shared_secret)
+            body += [SHARED_SECRET_WARNING, f"shared_secret = {shared_secret}"]
+        existing = self._sections_of("mailbox")
+        if existing:
+            start, end = existing[-1]
+            self._insert(self._last_content(start, end) + 1, ["", *body])
+        else:
+            self._append_section(body, before="aliases")
+
+    def set_mailbox_password(
+        self, name: str, password_hash: str, shared_secret: str | None, keep_secret: bool
+    ) -> None:
+        """Replace a mailbox's hash; set, keep (``keep_secret``) or drop its shared secret."""
+        if name not in self.mailboxes():
+            raise ConfigEditError(f"no mailbox {name!r}")
+        self.set_value("mailbox", name, "password", password_hash)
+        if shared_secret is not None:
+            span = self._section("mailbox", name)
+            assert span is not None
+            index = self._entry_index(span, "shared_secret")
+            if index is None:
+                self._insert(
+                    self._last_content(*span) + 1,
+                    [SHARED_SECRET_WARNING, f"shared_secret = {shared_secret}"],
+                )
+            else:
+                self._replace_value(index, shared_secret)
+        elif not keep_secret:
+            self.remove_value("mailbox", name, "shared_secret")
+
+    def has_shared_secret(self, name: str) -> bool:
+        """Whether ``[mailbox name]`` has a ``shared_secret`` line."""
+        span = self._section("mailbox", name)
+        return span is not None and self._entry_index(span, "shared_secret") is not None
+
+    def remove_mailbox(self, name: str) -> None:
+        """Remove ``[mailbox name]`` (``ConfigEditError`` if absent or still referenced)."""
+        span = self._section("mailbox", name)
+        if span is None:
+            raise ConfigEditError(f"no mailbox {name!r}")
+        users = [a for a, targets in self.aliases() if name in targets]
+        if users:
+            raise ConfigEditError(
+                f"mailbox {name!r} is a target of alias {', '.join(users)}; change the alias first"
+            )
+        start, end = span
+        tokens = self._tokens()
+        last = start
+        for j in range(start + 1, end):
+            if tokens[j].kind in ("entry", "word"):
+                last = j
+        self._delete(start, last + 1)
+
+    # -- aliases -----------------------------------------------------------------------
+
+    def aliases(self) -> list[tuple[str, list[str]]]:
+        """(address, targets) for each alias line, in file order, as written."""
+        span = self._section("aliases")
+        if span is None:
+            return []
+        return [
+            (t.key, [x.strip() for x in t.value.split(",") if x.strip()])
+            for t in self._tokens()[span[0] + 1 : span[1]]
+            if t.kind == "entry"
+        ]
+
+    def _alias_index(self, address: str) -> int | None:
+        span = self._section("aliases")
+        if span is None:
+            return None
+        wanted = _address_key(address)
+        tokens = self._tokens()
+        for j in range(span[0] + 1, span[1]):
+            if tokens[j].kind == "entry" and _address_key(tokens[j].key) == wanted:
+                return j
+        return None
+
+    def add_alias(self, address: str, targets: list[str]) -> None:
+        """Add an alias, or add targets to an existing one."""
+        if not targets:
+            raise ConfigEditError("an alias needs at least one target")
+        for item in (address, *targets):
+            self._check_value(item)
+            if "," in item or "=" in item.partition("@")[2] or not item:
+                raise ConfigEditError(f"bad alias part {item!r}")
+        index = self._alias_index(address)
+        if index is None:
+            line = f"{address} = {', '.join(targets)}"
+            span = self._section("aliases")
+            if span is None:
+                self._append_section(["[aliases]", line], before="link")
+            else:
+                self._insert(self._last_content(*span) + 1, [line])
+            return
+        current = [x.strip() for x in self._tokens()[index].value.split(",") if x.strip()]
+        added = [t for t in targets if t.lower() not in {c.lower() for c in current}]
+        if not added:
+            raise ConfigEditError(f"alias {address!r} already has those targets")
+        self._replace_value(index, ", ".join(current + added))
+
+    def remove_alias(self, address: str, targets: list[str] | None = None) -> None:
+        """Remove an alias, or only some of its targets (the alias goes when none remain)."""
+        index = self._alias_index(address)
+        if index is None:
+            raise ConfigEditError(f"no alias {address!r}")
+        if targets:
+            current = [x.strip() for x in self._tokens()[index].value.split(",") if x.strip()]
+            drop = {t.lower() for t in targets}
+            missing = [t for t in targets if t.lower() not in {c.lower() for c in current}]
+            if missing:
+                raise ConfigEditError(f"alias {address!r} has no target {missing[0]!r}")
+            remaining = [c for c in current if c.lower() not in drop]
+            if remaining:
+                self._replace_value(index, ", ".join(remaining))
+                return
+        del self.lines[index]
+        self._changed()
+
+    # -- sections ----------------------------------------------------------------------
+
+    def _append_section(self, body: list[str], before: str) -> None:
+        """Put a new section before the first ``[before ...]`` section, else at the end."""
+        tokens = self._tokens()
+        for i, t in enumerate(tokens):
+            if t.kind == "section" and t.section_type == before:
+                # Stay above the comment block that introduces that section.
+                while i > 0 and tokens[i - 1].kind == "comment":
+                    i -= 1
+                self._insert(i, [*body, ""])
+                return
+        prefix = [""] if self.lines and self.lines[-1].strip() else []
+        self._insert(len(self.lines), [*prefix, *body])
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # Two `nosend` commands editing at once must not lose one edit: lock the directory
+    # (the file itself is replaced by rename, so a lock on it would not hold).
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def edit_config(
+    path: str | os.PathLike[str], edit: Callable[[ConfigDocument], T]
+) -> tuple[T, Config]:
+    """Lock, read, apply ``edit``, validate and atomically write ``mail.cfg``.
+
+    Returns what ``edit`` returned and the new :class:`Config`. Raises
+    :class:`ConfigError` if the file is invalid before the edit, and
+    :class:`ConfigEditError` if the edit cannot be made or would make it invalid;
+    in both cases the file is left untouched.
+    """
+    target = Path(path)
+    with _locked(target):
+        doc = ConfigDocument.read(target)
+        doc.config()  # refuse to edit a broken file: the user must see and fix it first
+        result = edit(doc)
+        try:
+            config = doc.config()
+        except ConfigError as e:
+            raise ConfigEditError(f"refused, the file would become invalid: {e.message}") from None
+        write_atomically(target, doc.text())
+    return result, config
