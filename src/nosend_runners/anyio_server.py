@@ -1,0 +1,342 @@
+"""The ``nosend serve`` core: listeners, TLS, limits, signals and graceful shutdown.
+
+Owns: binding (or inheriting, via systemd socket activation) the listening sockets for
+SMTP, submission, SMTPS, POP3 and POP3S; accepting connections on asyncio or trio
+through anyio; implicit TLS (RFC 8314) before a session starts; refusing connections
+over the overall and per-address limits; running one session task per connection;
+SIGHUP reload of ``mail.cfg`` (a bad file is logged with file:line and the old one
+kept); SIGTERM/SIGINT graceful shutdown. Must not: speak SMTP or POP3 beyond the one-line
+refusals in ``services.refusal``; sessions own every other byte.
+
+Graceful shutdown, in order: idle sessions are woken (their ``receive`` raises
+``ShutdownRequested``; they answer 421 / ``-ERR [SYS/TEMP]`` and end), new connections
+are no longer accepted, sessions inside ``ctx.busy()`` (a message body and its commit)
+run on for up to ``timeouts.shutdown_grace`` seconds, then whatever is left is
+cancelled. A disk commit running in a worker thread always completes first.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+from anyio.abc import SocketAttribute
+
+from nosend_runners.activation import InheritedSocket
+from nosend_runners.limits import AuthFailureTracker, ConnectionLimiter
+from nosend_runners.services import refusal
+from nosend_runners.settings import ServerSettings
+from nosend_runners.streams import AnyioStream, peer_from_socket_stream
+from nosend_runners.tls import TLSConfigError, server_context
+from nosend_runners.transport import (
+    ServerState,
+    SessionContext,
+    SessionFunc,
+    SessionGuard,
+    ShutdownRequested,
+    StreamClosed,
+)
+
+__all__ = ["MailServer", "ServerSetupError", "BoundAddress", "Reloader"]
+
+_log = logging.getLogger("nosend.server")
+
+#: Called on SIGHUP (in a worker thread): returns the new ``(config, settings)`` or
+#: raises an exception whose ``str()`` says what is wrong (``ConfigError``: file:line).
+Reloader = Callable[[], tuple[Any, ServerSettings]]
+
+BoundAddress = tuple[str, str, int]  # (service, host, port)
+
+
+class ServerSetupError(Exception):
+    """The server cannot start: a port is taken, TLS is missing for SMTPS/POP3S, ..."""
+
+
+def _tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None:
+        return None
+    return server_context(settings.tls_cert, settings.tls_key)
+
+
+class MailServer:
+    """Serve sessions on every configured listener until shut down.
+
+    ``session_factory(service)`` returns the session coroutine for a service; it is
+    asked once per service at start-up, so a missing session module fails the start
+    rather than the first connection. ``inherited`` are listening sockets from systemd
+    (``activation.listen_fds``); when given, they replace ``settings.listen``.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        session_factory: Callable[[str], SessionFunc],
+        *,
+        config: Any = None,
+        reloader: Reloader | None = None,
+        inherited: Sequence[InheritedSocket] = (),
+        handle_signals: bool = False,
+    ) -> None:
+        self.settings = settings
+        self._inherited = list(inherited)
+        services = (
+            {s.service for s in self._inherited if s.service}
+            if self._inherited
+            else {entry.service for entry in settings.listen}
+        )
+        try:
+            self._ssl = _tls_context(settings)
+        except TLSConfigError as exc:
+            raise ServerSetupError(str(exc)) from None
+        if self._ssl is None and services & {"smtps", "pop3s"}:
+            raise ServerSetupError(
+                "smtps/pop3s listeners need tls_cert and tls_key in mail.cfg (RFC 8314)"
+            )
+        self._sessions = {service: session_factory(service) for service in sorted(services)}
+        limits = settings.limits
+        self.state = ServerState(
+            config=config,
+            auth_failures=AuthFailureTracker(
+                limits.auth_max_failures, limits.auth_window, limits.auth_max_delay
+            ),
+            hostname=settings.hostname,
+            timeouts=settings.timeouts,
+        )
+        self.connections = ConnectionLimiter(limits.max_connections, limits.max_per_address)
+        self._reloader = reloader
+        self._handle_signals = handle_signals
+        self._live = 0
+        self._drained: anyio.Event | None = None
+        self._force: anyio.CancelScope | None = None
+        #: Where the server listens, once started: (service, host, port).
+        self.addresses: list[BoundAddress] = []
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[MailServer] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen, serve until ``shutdown()`` (or a signal), then shut down gracefully."""
+        self.state.blocking_limiter = anyio.CapacityLimiter(self.settings.limits.blocking_threads)
+        self._drained = anyio.Event()
+        listeners = await self._open_listeners()
+        try:
+            with anyio.CancelScope() as force:
+                self._force = force
+                async with anyio.create_task_group() as sessions:
+                    async with anyio.create_task_group() as accepting:
+                        for service, listener in listeners:
+                            accepting.start_soon(self._accept_loop, listener, service, sessions)
+                        if self._handle_signals:
+                            accepting.start_soon(self._signal_loop)
+                        _log.info(
+                            "listening %s",
+                            " ".join(f"{s}={h}:{p}" for s, h, p in self.addresses),
+                        )
+                        task_status.started(self)
+                        await self.state.shutdown.wait()
+                        accepting.cancel_scope.cancel()
+                    await self._close_listeners(listeners)
+                    grace = self.settings.timeouts.shutdown_grace
+                    _log.info("shutting down: %d session(s) open, grace %ss", self._live, grace)
+                    if self._live:
+                        with anyio.move_on_after(grace):
+                            await self._drained.wait()
+                    if self._live:
+                        _log.warning("cancelling %d session(s) after the grace period", self._live)
+                    sessions.cancel_scope.cancel()
+        finally:
+            await self._close_listeners(listeners)
+            _log.info("stopped")
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
+        if not self.state.shutdown.requested:
+            _log.info("graceful shutdown requested")
+        self.state.shutdown.request()
+
+    def abort(self) -> None:
+        """Stop at once: cancel every session (a second SIGTERM/SIGINT)."""
+        self.state.shutdown.request()
+        if self._force is not None:
+            self._force.cancel()
+
+    @property
+    def live_sessions(self) -> int:
+        """Number of sessions running now."""
+        return self._live
+
+    # -- listeners -----------------------------------------------------------------------
+
+    async def _open_listeners(self) -> list[tuple[str, anyio.abc.SocketListener]]:
+        opened: list[tuple[str, anyio.abc.SocketListener]] = []
+        try:
+            if self._inherited:
+                for inherited in self._inherited:
+                    if inherited.service is None or not inherited.listening:
+                        _log.warning(
+                            "ignoring inherited socket %r: %s",
+                            inherited.name,
+                            "not listening" if inherited.service else "unknown service",
+                        )
+                        inherited.sock.close()
+                        continue
+                    listener = await anyio.abc.SocketListener.from_socket(inherited.sock)
+                    opened.append((inherited.service, listener))
+            else:
+                for entry in self.settings.listen:
+                    host = None if entry.host in ("", "*") else entry.host
+                    try:
+                        multi = await anyio.create_tcp_listener(
+                            local_host=host, local_port=entry.port
+                        )
+                    except OSError as exc:
+                        raise ServerSetupError(
+                            f"cannot listen on {entry.host}:{entry.port} for {entry.service}: "
+                            f"{exc.strerror or exc}"
+                        ) from None
+                    for one in multi.listeners:
+                        assert isinstance(one, anyio.abc.SocketListener)
+                        opened.append((entry.service, one))
+        except BaseException:
+            await self._close_listeners(opened)
+            raise
+        for service, listener in opened:
+            local = listener.extra(SocketAttribute.local_address)
+            if isinstance(local, tuple):
+                self.addresses.append((service, str(local[0]), int(local[1])))
+        return opened
+
+    @staticmethod
+    async def _close_listeners(listeners: list[tuple[str, anyio.abc.SocketListener]]) -> None:
+        with anyio.CancelScope(shield=True):
+            for _, listener in listeners:
+                try:
+                    await listener.aclose()
+                except (OSError, anyio.BrokenResourceError):
+                    pass
+
+    async def _accept_loop(
+        self,
+        listener: anyio.abc.SocketListener,
+        service: str,
+        sessions: anyio.abc.TaskGroup,
+    ) -> None:
+        while True:
+            try:
+                conn = await listener.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except OSError as exc:
+                # EMFILE/ENFILE/ECONNABORTED: keep serving those already connected.
+                _log.error("accept on %s failed: %s", service, exc)
+                await anyio.sleep(0.1)
+                continue
+            sessions.start_soon(self._handle, conn, service)
+
+    # -- one connection ------------------------------------------------------------------
+
+    async def _handle(self, conn: anyio.abc.SocketStream, service: str) -> None:
+        timeouts = self.state.timeouts
+        peer = peer_from_socket_stream(conn)
+        guard = SessionGuard(self.state.shutdown)
+        stream = AnyioStream(
+            conn,
+            peer,
+            guard,
+            ssl_context=self._ssl,
+            send_timeout=timeouts.send,
+            tls_handshake_timeout=timeouts.tls_handshake,
+        )
+        ctx = SessionContext(service, state=self.state, peer=lambda: stream.peer, guard=guard)
+        started = time.monotonic()
+        if not self.connections.try_acquire(peer.address):
+            ctx.log.warning(
+                "refused",
+                reason="too many connections",
+                total=self.connections.total,
+                from_address=self.connections.count(peer.address),
+            )
+            await self._refuse(stream, ctx, "busy")
+            return
+        self._live += 1
+        try:
+            ctx.log.event("connect")
+            if ctx.implicit_tls:
+                await stream.start_tls()
+                ctx.log.event("tls", tls_version=stream.peer.tls_version, cipher=stream.peer.cipher)
+            await self._sessions[service](stream, ctx)
+        except StreamClosed as exc:
+            ctx.log.event("closed", reason=str(exc))
+        except (ShutdownRequested, TimeoutError) as exc:
+            # A session should answer these itself; never let them crash the server.
+            ctx.log.warning("unhandled", error=type(exc).__name__)
+        except Exception as exc:
+            ctx.log.error("session_crashed", error=type(exc).__name__)
+            _log.exception("session %s crashed", ctx.session_id)
+        finally:
+            await stream.aclose()
+            self.connections.release(peer.address)
+            self._live -= 1
+            ctx.log.event("disconnect", seconds=f"{time.monotonic() - started:.3f}")
+            if self._live == 0 and self.state.shutdown.requested and self._drained is not None:
+                self._drained.set()
+
+    async def _refuse(self, stream: AnyioStream, ctx: SessionContext, reason: str) -> None:
+        try:
+            if ctx.implicit_tls:
+                await stream.start_tls()
+            await stream.send(refusal(ctx.service, reason))
+        except StreamClosed:
+            pass
+        finally:
+            await stream.aclose()
+
+    # -- signals and reload --------------------------------------------------------------
+
+    async def _signal_loop(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                elif self.state.shutdown.requested:
+                    _log.warning("second %s: stopping now", signal.Signals(signum).name)
+                    self.abort()
+                else:
+                    _log.info("%s received", signal.Signals(signum).name)
+                    self.shutdown()
+
+    async def reload(self) -> bool:
+        """Re-read the configuration (SIGHUP); keep the old one if the new one is bad.
+
+        Applies the new ``mail.cfg`` to sessions that start from now on, with its
+        hostname, timeouts, limits and certificate. Listener changes need a restart.
+        Returns whether the new configuration was taken.
+        """
+        if self._reloader is None:
+            _log.warning("reload requested but this server has no configuration file")
+            return False
+        try:
+            config, settings = await anyio.to_thread.run_sync(self._reloader)
+            ssl_context = _tls_context(settings)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the running config
+            _log.error("reload failed, keeping the running configuration: %s", exc)
+            return False
+        if settings.listen != self.settings.listen and not self._inherited:
+            _log.warning("listener changes in the new configuration take effect on restart")
+        self.settings = settings
+        self._ssl = ssl_context
+        self.state.config = config
+        self.state.hostname = settings.hostname
+        self.state.timeouts = settings.timeouts
+        self.connections.max_total = settings.limits.max_connections
+        self.connections.max_per_address = settings.limits.max_per_address
+        _log.info("configuration reloaded")
+        return True

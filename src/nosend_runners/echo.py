@@ -1,0 +1,87 @@
+"""A line-echo session that exercises every transport feature, for runner tests.
+
+Owns: a tiny line protocol spoken on every service until (and besides) the real
+sessions: it greets, echoes lines and has commands for STARTTLS, a body/commit that a
+shutdown must let finish (``BUSY``), blocking work in a thread (``BLOCK``), reporting the
+peer (``PEER``) and ``QUIT``. Must not: be mistaken for mail; it never touches the store.
+
+Replies start with ``220``/``250``/``221``/``421`` so SMTP-minded tools can drive it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from nosend_proto._receivebuffer import OVERLONG, ReceiveBuffer
+from nosend_runners.transport import SessionContext, ShutdownRequested, Stream, StreamClosed
+
+__all__ = ["run"]
+
+
+async def _lines(stream: Stream, ctx: SessionContext, buffer: ReceiveBuffer) -> bytes | None:
+    """Next line without its terminator, or ``None`` when the peer left."""
+    while True:
+        line = buffer.next_line()
+        if line is OVERLONG:
+            await stream.send(b"500 line too long\r\n")
+            continue
+        if isinstance(line, bytes):
+            return line.rstrip(b"\r\n")
+        data = await stream.receive(4096, timeout=ctx.timeouts.command)
+        if not data:
+            return None
+        buffer.feed(data)
+
+
+async def run(stream: Stream, ctx: SessionContext) -> None:
+    """Serve one echo session on ``stream``."""
+    buffer = ReceiveBuffer(max_line=1000)
+    try:
+        await stream.send(f"220 {ctx.hostname} nosend echo {ctx.service} ready\r\n".encode())
+        while True:
+            try:
+                line = await _lines(stream, ctx, buffer)
+            except TimeoutError:
+                ctx.log.event("timeout", result="421")
+                await stream.send(b"421 4.4.2 Idle timeout, closing\r\n")
+                return
+            except ShutdownRequested:
+                ctx.log.event("shutdown", result="421")
+                await stream.send(b"421 4.3.2 Server shutting down\r\n")
+                return
+            if line is None:
+                ctx.log.event("peer_closed")
+                return
+            verb, _, arg = line.partition(b" ")
+            verb = verb.upper()
+            if verb == b"QUIT":
+                await stream.send(b"221 bye\r\n")
+                return
+            if verb == b"STARTTLS":
+                if not stream.can_start_tls:
+                    await stream.send(b"454 4.7.0 TLS not available\r\n")
+                    continue
+                await stream.send(b"220 2.0.0 Ready to start TLS\r\n")
+                # RFC 3207 section 4.2: anything pipelined after STARTTLS is discarded.
+                buffer = ReceiveBuffer(max_line=1000)
+                await stream.start_tls()
+                ctx.log.event("starttls", tls_version=stream.peer.tls_version)
+            elif verb == b"PEER":
+                peer = stream.peer
+                await stream.send(
+                    f"250 {peer.address} {peer.port} tls={peer.tls} {peer.tls_version}\r\n".encode()
+                )
+            elif verb == b"BUSY":
+                # Stands in for DATA: a body and commit that a graceful shutdown lets finish.
+                with ctx.busy():
+                    await anyio.sleep(float(arg or b"0.5"))
+                await stream.send(b"250 2.0.0 committed\r\n")
+            elif verb == b"BLOCK":
+                await ctx.run_blocking(time.sleep, float(arg or b"0.1"))
+                await stream.send(b"250 2.0.0 blocked work done\r\n")
+            else:
+                await stream.send(b"250 " + line + b"\r\n")
+    except StreamClosed as exc:
+        ctx.log.event("stream_closed", reason=str(exc))

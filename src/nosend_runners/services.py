@@ -1,0 +1,91 @@
+"""Where each service's session comes from: the one place sessions plug into runners.
+
+Owns: mapping a service name (``smtp``, ``submission``, ``smtps``, ``pop3``, ``pop3s``)
+to its session coroutine, and the one-line refusals a runner sends on its own when no
+session runs (too many connections, server not configured). Must not: hold policy; the
+sessions live in their own modules and are imported here lazily, so a runner starts even
+while a session module has a problem and the error names that module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from nosend_runners.transport import SERVICES, SessionFunc
+
+__all__ = [
+    "SessionsUnavailable",
+    "SESSION_ENTRY_POINTS",
+    "session_factory",
+    "echo_session_factory",
+    "refusal",
+    "is_pop3",
+]
+
+#: service -> (module, coroutine name). The SMTP session serves port 25 relay/delivery,
+#: submission (RFC 6409) and SMTPS (RFC 8314); it reads ``ctx.service`` to tell them
+#: apart. The POP3 session serves POP3 and POP3S the same way.
+SESSION_ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "smtp": ("nosend_runners.smtp_session", "run"),
+    "submission": ("nosend_runners.smtp_session", "run"),
+    "smtps": ("nosend_runners.smtp_session", "run"),
+    "pop3": ("nosend_runners.pop3_session", "run"),
+    "pop3s": ("nosend_runners.pop3_session", "run"),
+}
+
+
+class SessionsUnavailable(Exception):
+    """The session module for a service cannot be imported; the message names it."""
+
+
+def is_pop3(service: str) -> bool:
+    """Whether ``service`` speaks POP3 (else SMTP)."""
+    return service.startswith("pop3")
+
+
+def session_factory(service: str) -> SessionFunc:
+    """Return the session coroutine for ``service``, or raise ``SessionsUnavailable``."""
+    if service not in SESSION_ENTRY_POINTS:
+        raise SessionsUnavailable(f"unknown service {service!r}; expected one of {SERVICES}")
+    module_name, attribute = SESSION_ENTRY_POINTS[service]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise SessionsUnavailable(
+            f"the {service} session ({module_name}) is not installed in this build; "
+            "`nosend serve --session echo` runs the transport test session instead"
+        ) from None
+    run: SessionFunc = getattr(module, attribute)
+    return run
+
+
+def echo_session_factory(service: str) -> SessionFunc:
+    """Return the line-echo transport test session for every service."""
+    from nosend_runners.echo import run  # noqa: PLC0415 - only loaded when asked for
+
+    return run
+
+
+#: The session factories ``nosend serve --session`` can choose from.
+FACTORIES: dict[str, Callable[[str], SessionFunc]] = {
+    "mail": session_factory,
+    "echo": echo_session_factory,
+}
+
+
+def refusal(service: str, reason: str) -> bytes:
+    """A refusal sent before (instead of) a greeting, then the runner closes.
+
+    ``reason`` is ``"busy"`` (connection limits; RFC 3463 4.7.0 / RFC 3206 SYS/TEMP)
+    or ``"unavailable"`` (no usable configuration; RFC 3463 4.3.0). SMTP allows a 421
+    in place of the 220 greeting (RFC 5321 section 3.1); POP3 an ``-ERR`` greeting.
+    """
+    if is_pop3(service):
+        text = "too many connections" if reason == "busy" else "service not available"
+        return f"-ERR [SYS/TEMP] {text}, try again later\r\n".encode()
+    if reason == "busy":
+        return b"421 4.7.0 Too many connections, try again later\r\n"
+    return b"421 4.3.0 Service not available, try again later\r\n"

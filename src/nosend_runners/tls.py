@@ -1,0 +1,41 @@
+"""Server TLS contexts from the certificate and key named in ``mail.cfg``.
+
+Owns: building the ``ssl.SSLContext`` used for implicit TLS (RFC 8314) and for the
+STARTTLS/STLS upgrade (RFC 3207, RFC 2595), and reporting a bad certificate as one clear
+error naming the file. Must not: read configuration itself or touch sockets.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+__all__ = ["TLSConfigError", "server_context"]
+
+
+class TLSConfigError(Exception):
+    """The configured certificate or key cannot be used; the message names the file."""
+
+
+def server_context(cert_file: str | Path, key_file: str | Path | None = None) -> ssl.SSLContext:
+    """Return a server-side context for ``cert_file`` (PEM chain) and ``key_file``.
+
+    ``key_file`` may be ``None`` when the key is in the certificate file. TLS 1.2 is the
+    floor: RFC 8314 section 4.1 requires at least 1.2 and RFC 8996 retires 1.0/1.1.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Mail clients do not present certificates; we authenticate them with SASL/APOP.
+    context.verify_mode = ssl.CERT_NONE
+    context.options |= ssl.OP_NO_COMPRESSION  # CRIME (RFC 7457 section 2.6)
+    cert = Path(cert_file)
+    key = Path(key_file) if key_file is not None else None
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise TLSConfigError(f"{path}: no such file")
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        named = f"{cert}" if key is None else f"{cert} / {key}"
+        raise TLSConfigError(f"{named}: cannot load certificate and key: {exc}") from None
+    return context

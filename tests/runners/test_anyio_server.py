@@ -1,0 +1,164 @@
+"""The anyio server on real sockets, on asyncio and trio, with the echo session."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+
+from nosend_runners.anyio_server import MailServer, ServerSetupError
+from nosend_runners.services import SessionsUnavailable, echo_session_factory
+from nosend_runners.settings import Listen, ServerSettings
+from nosend_runners.transport import SessionContext, Stream
+from tests.runners.conftest import (
+    CertFiles,
+    LineClient,
+    echo_settings,
+    fast_timeouts,
+    port_of,
+    running_server,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_greets_echoes_and_quits_on_smtp_and_pop3() -> None:
+    async with running_server(echo_settings("smtp", "pop3")) as server:
+        for service in ("smtp", "pop3"):
+            client = await LineClient.connect(port_of(server, service))
+            assert await client.line() == f"220 test.invalid nosend echo {service} ready".encode()
+            assert await client.command(b"hello there") == b"250 hello there"
+            assert await client.command(b"QUIT") == b"221 bye"
+            assert await client.closed()
+            await client.aclose()
+
+
+async def test_peer_is_the_client_address_without_tls() -> None:
+    async with running_server(echo_settings("smtp")) as server:
+        client = await LineClient.connect(port_of(server, "smtp"))
+        await client.line()
+        reply = await client.command(b"PEER")
+        assert reply.startswith(b"250 127.0.0.1 ")
+        assert b"tls=False" in reply
+        await client.aclose()
+
+
+async def test_pipelined_lines_are_answered_in_order() -> None:
+    async with running_server(echo_settings("smtp")) as server:
+        client = await LineClient.connect(port_of(server, "smtp"))
+        await client.line()
+        await client.send(b"one\r\ntwo\r\nthree\r\n")
+        assert [await client.line() for _ in range(3)] == [b"250 one", b"250 two", b"250 three"]
+        await client.aclose()
+
+
+async def test_idle_client_is_closed_with_421_at_the_command_timeout() -> None:
+    settings = echo_settings("smtp", timeouts=fast_timeouts(command=0.3))
+    async with running_server(settings) as server:
+        client = await LineClient.connect(port_of(server, "smtp"))
+        await client.line()
+        started = anyio.current_time()
+        assert await client.line(timeout=5) == b"421 4.4.2 Idle timeout, closing"
+        assert anyio.current_time() - started >= 0.25
+        assert await client.closed()
+        await client.aclose()
+
+
+async def test_client_that_reads_nothing_is_dropped_and_does_not_block_others() -> None:
+    settings = echo_settings("smtp", timeouts=fast_timeouts(send=0.5))
+    async with running_server(settings) as server:
+        port = port_of(server, "smtp")
+        stuck = await LineClient.connect(port)
+
+        async def flood() -> None:
+            # Never read: the server's echo replies fill the socket buffers.
+            try:
+                while True:
+                    await stuck.send(b"x" * 998 + b"\r\n")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flood)
+            await anyio.sleep(0.2)
+            other = await LineClient.connect(port)
+            assert (await other.line()).startswith(b"220 ")
+            assert await other.command(b"still served") == b"250 still served"
+            with anyio.fail_after(10):
+                while server.live_sessions > 1:
+                    await anyio.sleep(0.05)
+            assert await other.command(b"QUIT") == b"221 bye"
+            await other.aclose()
+            tg.cancel_scope.cancel()
+        await stuck.aclose()
+
+
+async def test_blocking_work_runs_in_a_thread_without_stalling_other_sessions() -> None:
+    async with running_server(echo_settings("smtp")) as server:
+        port = port_of(server, "smtp")
+        slow, fast = await LineClient.connect(port), await LineClient.connect(port)
+        await slow.line(), await fast.line()
+        await slow.send(b"BLOCK 1.0\r\n")
+        await anyio.sleep(0.1)
+        started = anyio.current_time()
+        assert await fast.command(b"ping") == b"250 ping"
+        assert anyio.current_time() - started < 0.8  # not waiting behind the 1 s sleep
+        assert await slow.line() == b"250 2.0.0 blocked work done"
+        await slow.aclose(), await fast.aclose()
+
+
+async def test_session_crash_is_logged_and_only_closes_that_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(stream: Stream, ctx: SessionContext) -> None:
+        await stream.send(b"220 about to fail\r\n")
+        raise ValueError("bug in a session")
+
+    async with running_server(echo_settings("smtp"), lambda _service: broken) as server:
+        for _ in range(2):
+            client = await LineClient.connect(port_of(server, "smtp"))
+            assert await client.line() == b"220 about to fail"
+            assert await client.closed()
+            await client.aclose()
+    assert "event=session_crashed" in caplog.text
+    assert "error=ValueError" in caplog.text
+
+
+async def test_a_taken_port_is_a_setup_error_naming_it() -> None:
+    async with running_server(echo_settings("smtp")) as server:
+        port = port_of(server, "smtp")
+        settings = ServerSettings(listen=(Listen("smtp", "127.0.0.1", port),))
+        with pytest.raises(ServerSetupError, match=f"127.0.0.1:{port} for smtp"):
+            await MailServer(settings, echo_session_factory).serve()
+
+
+async def test_implicit_tls_service_without_certificate_is_refused_at_start() -> None:
+    with pytest.raises(ServerSetupError, match="smtps/pop3s listeners need tls_cert"):
+        MailServer(echo_settings("smtps"), echo_session_factory)
+
+
+async def test_missing_session_module_fails_the_start_with_a_clear_message() -> None:
+    def factory(service: str) -> object:
+        raise SessionsUnavailable(f"the {service} session is not installed")
+
+    with pytest.raises(SessionsUnavailable, match="the smtp session is not installed"):
+        MailServer(echo_settings("smtp"), factory)  # type: ignore[arg-type]
+
+
+async def test_log_lines_carry_service_peer_and_never_the_password(
+    caplog: pytest.LogCaptureFixture, tls_cert: CertFiles
+) -> None:
+    async def logs_secret(stream: Stream, ctx: SessionContext) -> None:
+        ctx.log.bind(user="skipper")
+        ctx.log.event("auth", password="hunter2", result="235")
+        await stream.send(b"221 done\r\n")
+
+    caplog.set_level(logging.INFO)
+    async with running_server(echo_settings("smtp"), lambda _s: logs_secret) as server:
+        client = await LineClient.connect(port_of(server, "smtp"))
+        assert await client.line() == b"221 done"
+        await client.aclose()
+    assert "hunter2" not in caplog.text
+    assert "service=smtp" in caplog.text and "peer=127.0.0.1:" in caplog.text
+    assert "user=skipper" in caplog.text and "password=[redacted]" in caplog.text
