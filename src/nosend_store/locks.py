@@ -63,6 +63,18 @@ class FileLock:
         """True while this object holds the lock."""
         return self._fd is not None
 
+    def same_file_as(self, path: str | os.PathLike[str]) -> bool:
+        """True if the held lock is on the file now at ``path`` (False if it was
+        removed or replaced after we opened it)."""
+        if self._fd is None:
+            return False
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        own = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
     def acquire(self, timeout: float = 0.0, poll_interval: float = 0.05) -> bool:
         """Try to take the lock; wait up to ``timeout`` seconds. Return True if held."""
         if self._fd is not None:

@@ -4,6 +4,7 @@ for a message that is not durably in place (DESIGN invariant 1)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -131,3 +132,90 @@ def test_reader_racing_many_deliveries_never_sees_a_partial_message(tmp_path: Pa
         writer.wait(20)
     assert writer.returncode == 0
     assert len(visible_messages(box)) == 60
+
+
+QUEUE_CHILD = """
+import os, signal, sys
+from nosend_store.queue import Envelope, OutboundQueue
+
+path, kill_at = sys.argv[1], sys.argv[2]
+
+def die(step):
+    if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+q = OutboundQueue(path)
+with q.open_writer(Envelope.simple("a@y", ["b@x", "c@x"])) as w:
+    w.write(b"Subject: q\\r\\n\\r\\n")
+    for i in range(2000):
+        if i == 1000:
+            die("mid_write")
+        w.write(b"y" * 70 + b"\\r\\n")
+    qid = w.commit(crash_hook=die)
+print("ACK", qid, flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "visible_after"),
+    [("mid_write", False), ("before_rename", False), ("before_dir_fsync", True), ("never", True)],
+)
+def test_kill_during_enqueue_shows_all_or_nothing(
+    tmp_path: Path, kill_at: str, visible_after: bool
+) -> None:
+    from nosend_store.queue import OutboundQueue
+
+    path = tmp_path / "queue"
+    result = subprocess.run(
+        [sys.executable, "-c", QUEUE_CHILD, str(path), kill_at], capture_output=True, timeout=20
+    )
+    if kill_at == "never":
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(b"ACK ")
+    else:
+        assert result.returncode == -9, result.stderr
+        assert b"ACK" not in result.stdout
+    q = OutboundQueue(path)
+    entries = q.entries()
+    assert len(entries) == (1 if visible_after else 0)
+    for entry in entries:
+        assert [r.address for r in entry.pending] == ["b@x", "c@x"]
+        claim = q.claim(entry.id)
+        assert claim is not None
+        with claim:
+            wire = b"".join(claim.wire_chunks())
+        assert wire == b"Subject: q\r\n\r\n" + (b"y" * 70 + b"\r\n") * 2000
+        assert len(wire) == entry.wire_size
+    # Staging leftovers are invisible and cleaned up later.
+    q.clean_tmp(max_age=-1)
+    assert os.listdir(path / "tmp") == []
+
+
+def test_killed_transport_loses_its_claim_and_nothing_else(tmp_path: Path) -> None:
+    from nosend_store.queue import Envelope, OutboundQueue
+
+    q = OutboundQueue(tmp_path / "queue")
+    qid = q.enqueue(Envelope.simple("a@y", ["b@x"]), [b"x\r\n"])
+    code = (
+        "import sys, time\n"
+        "from nosend_store.queue import OutboundQueue, RecipientResult\n"
+        "c = OutboundQueue(sys.argv[1]).claim(sys.argv[2])\n"
+        "c.record('b@x', RecipientResult.delivered())\n"
+        "print('claimed', flush=True); time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "queue"), qid], stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"claimed\n"
+        assert q.claim(qid) is None
+        child.kill()
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    claim = q.claim(qid, timeout=5)
+    assert claim is not None  # the claim died with the process
+    assert [r.address for r in claim.entry.pending] == ["b@x"]  # unsaved result not applied
+    claim.release()
