@@ -73,7 +73,7 @@ _SALT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 _SCRYPT_RE = re.compile(
     r"\{SCRYPT\}\$scrypt\$ln=(\d{1,2}),r=(\d{1,3}),p=(\d{1,3})"
-    r"\$([A-Za-z0-9+/]{16,88})\$([A-Za-z0-9+/]{16,88})"
+    r"\$([A-Za-z0-9+/]{2,88})\$([A-Za-z0-9+/]{16,88})"
 )
 _PBKDF2_RE = re.compile(r"\{PBKDF2\}\$1\$([^$]{1,64})\$(\d{1,9})\$([0-9a-fA-F]{40})")
 _PLAIN_B64_PREFIX = "{PLAIN.B64}"
