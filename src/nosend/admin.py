@@ -16,7 +16,9 @@ import argparse
 import getpass
 import os
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from nosend_store.config import (
     load_config,
 )
 from nosend_store.config_edit import ConfigDocument, ConfigEditError, edit_config
+from nosend_store.queue import OutboundQueue, QueueEntry, RecipientResult
 
 _SHARED_SECRET_WARNING = (
     "warning: mailbox {name!r} now has a plaintext-equivalent secret in {path} "
@@ -428,24 +431,136 @@ def _config_path_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- queue -----------------------------------------------------------------------------
+# -- queue ---------------------------------------------------------------------------
 
 
-def _queue_unavailable() -> UserError:
-    return UserError("the outbound queue is not available in this build")
+def _open_queue(args: argparse.Namespace) -> OutboundQueue | None:
+    """The configured queue, or None when it was never created (nothing queued yet)."""
+    config = load_config(_config_path(args))
+    if not config.server.queue_dir.is_dir():
+        return None
+    return OutboundQueue(config.server.queue_dir, hostname=config.server.hostname)
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def _entry(queue: OutboundQueue | None, qid: str) -> QueueEntry:
+    entry = queue.get(qid) if queue is not None and _plausible_id(qid) else None
+    if entry is None:
+        raise UserError(f"no message {qid!r} in the queue")
+    return entry
+
+
+def _plausible_id(qid: str) -> bool:
+    # An id names a directory: never let one reach outside the queue.
+    return bool(qid) and "/" not in qid and qid not in (".", "..") and "\0" not in qid
 
 
 def _queue_list(args: argparse.Namespace) -> int:
-    raise _queue_unavailable()
+    queue = _open_queue(args)
+    entries = queue.entries() if queue is not None else []
+    if not entries:
+        print("the queue is empty")
+        return 0
+    for e in entries:
+        pending = len(e.pending)
+        print(
+            f"{e.id}  {_when(e.created)}  {e.wire_size:>9}  tries {e.attempts}  "
+            f"next {_when(e.next_attempt)}  <{e.sender}>  "
+            f"{pending}/{len(e.recipients)} recipient{'s' if len(e.recipients) != 1 else ''}"
+            " pending"
+        )
+    print(f"{len(entries)} message{'s' if len(entries) != 1 else ''}")
+    return 0
 
 
 def _queue_show(args: argparse.Namespace) -> int:
-    raise _queue_unavailable()
+    queue = _open_queue(args)
+    e = _entry(queue, args.id)
+    print(f"id:           {e.id}")
+    print(f"queued:       {_when(e.created)}")
+    print(f"size:         {e.wire_size} bytes")
+    print(f"sender:       <{e.sender}>")
+    print(f"attempts:     {e.attempts} (last {_when(e.last_attempt)})")
+    print(f"next attempt: {_when(e.next_attempt)}")
+    if e.last_error:
+        print(f"last error:   {e.last_error}")
+    for r in e.recipients:
+        reply = f"  {r.reply}" if r.reply else ""
+        print(f"recipient:    <{r.address}>  {r.state}{reply}")
+    assert queue is not None
+    headers = _message_headers(Path(queue.path) / "active" / e.id / "message")
+    if headers:
+        print()
+        for line in headers:
+            print(line)
+    return 0
+
+
+_SHOWN_HEADERS = ("from:", "to:", "cc:", "subject:", "date:", "message-id:")
+
+
+def _message_headers(path: Path, limit: int = 64 * 1024) -> list[str]:
+    """A few header fields (RFC 5322 section 2.2), unfolded, from the stored message."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(limit)
+    except OSError:
+        return []
+    fields: list[str] = []
+    for raw in head.split(b"\n"):
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        if not line:
+            break
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1] += " " + line.strip()
+        else:
+            fields.append(line)
+    return [f for f in fields if f.lower().startswith(_SHOWN_HEADERS)]
 
 
 def _queue_delete(args: argparse.Namespace) -> int:
-    raise _queue_unavailable()
+    queue = _open_queue(args)
+    entry = _entry(queue, args.id)
+    assert queue is not None
+    claim = queue.claim(entry.id)
+    if claim is None:
+        raise UserError(f"message {args.id!r} is being sent right now; try again later")
+    # Failing every pending recipient is the queue's public way out; with no bounce
+    # sink the sender is not notified, as with postsuper -d.
+    with claim:
+        for r in claim.entry.pending:
+            claim.record(r.address, RecipientResult.failed("550 5.7.0 deleted by administrator"))
+        outcome = claim.finish()
+    if not outcome.removed:
+        raise UserError(f"message {args.id!r} could not be removed")
+    print(f"deleted {args.id}")
+    return 0
 
 
 def _queue_retry(args: argparse.Namespace) -> int:
-    raise _queue_unavailable()
+    queue = _open_queue(args)
+    ids = list(args.id) if args.id else ([e.id for e in queue.entries()] if queue else [])
+    for qid in ids:
+        _entry(queue, qid)
+    assert queue is not None or not ids
+    busy = []
+    for qid in ids:
+        claim = queue.claim(qid) if queue is not None else None
+        if claim is None:
+            busy.append(qid)
+            continue
+        with claim:
+            # OutboundQueue has no public reschedule yet: make the entry due now by
+            # saving it through its claim (the only writer while the claim is held).
+            claim._entry = replace(claim.entry, next_attempt=0.0)  # noqa: SLF001
+            claim.save()
+    done = len(ids) - len(busy)
+    print(f"{done} message{'s' if done != 1 else ''} will be retried at the next chance")
+    if busy:
+        raise UserError(f"being sent right now, not changed: {', '.join(busy)}")
+    return 0
