@@ -419,16 +419,16 @@ class QueueClaim:
         crash re-sends as little as possible)."""
         self._queue._store(self._entry)
 
-    def finish(self, now: float | None = None) -> FinishOutcome:
+    def finish(self, now: float | None = None, *, count_attempt: bool = True) -> FinishOutcome:
         """End the attempt: persist results, expire if too old, notify, remove if done.
 
-        Counts an attempt if any result was recorded and schedules the next one with
-        the retry policy's backoff. Releases the claim.
+        Counts an attempt if any result was recorded (and ``count_attempt``) and then
+        schedules the next one with the retry policy's backoff. Releases the claim.
         """
         try:
             now = self._queue.now() if now is None else now
             entry = self._entry
-            if self._recorded:
+            if self._recorded and count_attempt:
                 attempts = entry.attempts + 1
                 entry = replace(
                     entry,
