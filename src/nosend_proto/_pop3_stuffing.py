@@ -12,7 +12,8 @@ Must not: know commands, states or replies.
 The rules, identical for the encoder and the size functions:
 
 * CRLF stays CRLF; a bare LF becomes CRLF; a CR not followed by LF is kept as is.
-* A non-empty message whose last byte is not LF gets CRLF appended.
+* A non-empty message whose last byte is not LF gets CRLF appended (a final CR is taken
+  as a CRLF cut short and only gets its LF).
 * The size counts the encoded lines *without* the stuffing dots and without the final
   ``.CRLF``: the message as the client sees it after undoing the transfer encoding
   (RFC 1939 section 11; fetchmail subtracts each stuffed dot when it counts).
@@ -106,8 +107,8 @@ class MessageEncoder:
             return TERMINATOR
         tail = b""
         if self._pending_cr:
-            # A lone CR at the very end is a character of an unterminated last line.
-            tail = b"\r\r\n"
+            # A CR as the very last byte is taken as a CRLF cut short: complete it.
+            tail = b"\r\n"
         elif not self._at_line_start:
             tail = b"\r\n"
         self._pending_cr = False
@@ -140,6 +141,8 @@ class WireSizeCounter:
         """The wire size of everything fed so far, as if the message ended here."""
         if self._last in (-1, 0x0A):
             return self._size
+        if self._last == 0x0D:
+            return self._size + 1  # a final CR is completed to CRLF
         return self._size + 2
 
     def copy(self) -> WireSizeCounter:
