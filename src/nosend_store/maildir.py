@@ -21,8 +21,9 @@ extensions doc.dovecot.org "Maildir mailbox format"):
   with flags lives in ``cur/``.
 
 Keys: a message's key is its base name (everything before ``:``), unchanged when flags
-change. Its POP3 UIDL is the ``<unique>`` part (before the first ``,``), or a digest of the
-key when that part is not a valid RFC 1939 UIDL.
+change. Its POP3 UIDL is the key itself — what Dovecot reports with
+``pop3_uidl_format = %f`` — or a digest of the key when the key is not a valid RFC 1939
+UIDL (over 70 octets, e.g. with a long host name).
 
 Files that other programs put in ``new/``/``cur/`` without ``,W=`` get their wire size
 computed once and cached in ``nosend-wiresizes`` in the Maildir root (a cache: losing it
@@ -95,10 +96,15 @@ class MaildirMessage:
 
 
 def uidl_for_key(key: str) -> str:
-    """The RFC 1939 section 7 UIDL for a Maildir key (pure function, so it is stable)."""
-    unique = key.split(",", 1)[0]
-    if _UIDL_RE.match(unique):
-        return unique
+    """The RFC 1939 section 7 UIDL for a Maildir key (pure function, so it is stable).
+
+    The key itself when it is a valid UIDL (1..70 octets of 0x21..0x7E): that is what
+    Dovecot's POP3 server reports with ``pop3_uidl_format = %f``, so a site moving to
+    Dovecot keeps its UIDLs and "leave mail on server" clients do not fetch everything
+    again. Longer keys (long host names) get a 40-hex-digit digest of the key instead.
+    """
+    if _UIDL_RE.match(key):
+        return key
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
