@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import signal
 import ssl
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ import anyio.to_thread
 from anyio.abc import SocketAttribute
 
 from nosend_runners.activation import InheritedSocket
+from nosend_runners.connection import run_connection
 from nosend_runners.limits import AuthFailureTracker, ConnectionLimiter
 from nosend_runners.services import refusal
 from nosend_runners.settings import ServerSettings
@@ -40,7 +40,6 @@ from nosend_runners.transport import (
     SessionContext,
     SessionFunc,
     SessionGuard,
-    ShutdownRequested,
     StreamClosed,
 )
 
@@ -256,7 +255,6 @@ class MailServer:
             tls_handshake_timeout=timeouts.tls_handshake,
         )
         ctx = SessionContext(service, state=self.state, peer=lambda: stream.peer, guard=guard)
-        started = time.monotonic()
         if not self.connections.try_acquire(peer.address):
             ctx.log.warning(
                 "refused",
@@ -268,24 +266,10 @@ class MailServer:
             return
         self._live += 1
         try:
-            ctx.log.event("connect")
-            if ctx.implicit_tls:
-                await stream.start_tls()
-                ctx.log.event("tls", tls_version=stream.peer.tls_version, cipher=stream.peer.cipher)
-            await self._sessions[service](stream, ctx)
-        except StreamClosed as exc:
-            ctx.log.event("closed", reason=str(exc))
-        except (ShutdownRequested, TimeoutError) as exc:
-            # A session should answer these itself; never let them crash the server.
-            ctx.log.warning("unhandled", error=type(exc).__name__)
-        except Exception as exc:
-            ctx.log.error("session_crashed", error=type(exc).__name__)
-            _log.exception("session %s crashed", ctx.session_id)
+            await run_connection(stream, ctx, self._sessions[service])
         finally:
-            await stream.aclose()
             self.connections.release(peer.address)
             self._live -= 1
-            ctx.log.event("disconnect", seconds=f"{time.monotonic() - started:.3f}")
             if self._live == 0 and self.state.shutdown.requested and self._drained is not None:
                 self._drained.set()
 

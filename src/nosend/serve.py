@@ -1,0 +1,203 @@
+"""``nosend serve`` and ``nosend inetd``: run the mail server.
+
+``serve`` listens on every address in ``mail.cfg`` (or on sockets from systemd socket
+activation) and runs until SIGTERM/SIGINT; SIGHUP re-reads ``mail.cfg``. With no
+configuration file it first writes a working default and prints the generated password
+once. ``inetd SERVICE`` runs one session on the connection on stdin/stdout, for
+openbsd-inetd, xinetd, systemd ``Accept=yes`` or socat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from nosend_runners.activation import ActivationError, listen_fds
+from nosend_runners.anyio_server import MailServer, ServerSetupError
+from nosend_runners.inetd import refuse_inetd, run_inetd, stderr_is_connection
+from nosend_runners.services import FACTORIES, SessionsUnavailable
+from nosend_runners.settings import ServerSettings, settings_from_config
+from nosend_runners.tls import TLSConfigError
+from nosend_store.config import (
+    Config,
+    ConfigError,
+    create_default_config,
+    default_config_path,
+)
+from nosend_store.reload import ConfigHolder
+
+_LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+_INETD_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` and ``inetd`` subcommands."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the SMTP and POP3 servers",
+        description="Listen on the addresses in mail.cfg until SIGTERM; SIGHUP reloads "
+        "mail.cfg. Creates a default configuration on first run.",
+    )
+    _common(serve)
+    serve.add_argument(
+        "--foreground",
+        action="store_true",
+        default=True,
+        help="stay in the foreground (the default and only mode; use systemd to supervise)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    inetd = subparsers.add_parser(
+        "inetd",
+        help="serve one connection on stdin/stdout (inetd, xinetd, systemd, socat)",
+        description="Run one session on the connection passed on stdin/stdout "
+        "(or fd 3 with systemd Accept=yes).",
+    )
+    inetd.add_argument("service", choices=_INETD_SERVICES)
+    _common(inetd)
+    inetd.add_argument(
+        "--log-file",
+        type=Path,
+        help="append log lines here (default: stderr, or syslog when stderr is the connection)",
+    )
+    inetd.set_defaults(handler=_inetd)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="mail.cfg to use (default: $NOSEND_CONFIG or the usual place)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="event loop (trio needs the 'trio' extra)",
+    )
+    parser.add_argument(
+        "--session",
+        choices=sorted(FACTORIES),
+        default="mail",
+        help="'echo' runs the line-echo transport test session instead of SMTP/POP3",
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"nosend: {message}", file=sys.stderr)
+    return 1
+
+
+def _first_run(path: Path) -> Config:
+    config, password = create_default_config(path)
+    server = config.server
+    mailbox = next(iter(config.mailboxes))
+    domain = sorted(config.domains)[0] if config.domains else server.hostname
+    smtp = server.smtp_listen[0] if server.smtp_listen else None
+    pop3 = server.pop3_listen[0] if server.pop3_listen else None
+    print(f"Created {path} (mail in {server.data_dir}).")
+    print(f"Mailbox {mailbox!r}, password: {password}")
+    print("  (shown only this once; mail.cfg stores only a hash. Change it with `nosend user`.)")
+    print("Point a mail client at it:")
+    if smtp is not None:
+        print(f"  outgoing (SMTP): server {smtp.host}, port {smtp.port}, no encryption")
+    if pop3 is not None:
+        print(f"  incoming (POP3): server {pop3.host}, port {pop3.port}, no encryption")
+    print(f"  user name: {mailbox} (or {mailbox}@{domain}), the password above")
+    print(f"  your address: {mailbox}@{domain}")
+    sys.stdout.flush()
+    return config
+
+
+def _setup_logging(level: str, handler: logging.Handler) -> None:
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    path: Path = args.config if args.config is not None else default_config_path()
+    if not path.exists():
+        try:
+            _first_run(path)
+        except (OSError, ConfigError) as exc:
+            return _fail(f"cannot create a default configuration at {path}: {exc}")
+    try:
+        holder = ConfigHolder(path)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    config = holder.current
+    settings = settings_from_config(config)
+    _setup_logging(config.server.log_level, logging.StreamHandler(sys.stderr))
+    try:
+        inherited = listen_fds(ports=settings.ports())
+    except ActivationError as exc:
+        return _fail(str(exc))
+
+    def reloader() -> tuple[Config, ServerSettings]:
+        error = holder.reload()
+        if error is not None:
+            raise error
+        return holder.current, settings_from_config(holder.current)
+
+    try:
+        server = MailServer(
+            settings,
+            FACTORIES[args.session],
+            config=config,
+            reloader=reloader,
+            inherited=inherited,
+            handle_signals=True,
+        )
+        anyio.run(functools.partial(server.serve), backend=args.backend)
+    except (ServerSetupError, SessionsUnavailable, TLSConfigError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _inetd_log_handler(log_file: Path | None) -> logging.Handler:
+    if log_file is not None:
+        return logging.FileHandler(log_file)
+    if not stderr_is_connection():
+        return logging.StreamHandler(sys.stderr)
+    # openbsd-inetd and xinetd put the connection on fd 2 as well: a log line there
+    # would be read by the client as a reply.
+    if os.path.exists("/dev/log"):
+        return logging.handlers.SysLogHandler("/dev/log")
+    return logging.NullHandler()
+
+
+def _inetd(args: argparse.Namespace) -> int:
+    service: str = args.service
+    _setup_logging("info", _inetd_log_handler(args.log_file))
+    log = logging.getLogger("nosend.inetd")
+    path: Path = args.config if args.config is not None else default_config_path()
+    config: Config | None = None
+    try:
+        config = ConfigHolder(path).current
+        settings = settings_from_config(config)
+        logging.getLogger().setLevel(config.server.log_level.upper())
+    except ConfigError as exc:
+        if args.session != "echo" or path.exists():
+            log.error("%s", exc)
+            anyio.run(refuse_inetd, service, backend=args.backend)
+            return 1
+        settings = ServerSettings()  # the echo session needs no mail.cfg
+    try:
+        session = FACTORIES[args.session](service)
+        anyio.run(
+            functools.partial(run_inetd, service, session, settings, config=config),
+            backend=args.backend,
+        )
+    except (SessionsUnavailable, TLSConfigError) as exc:
+        log.error("%s", exc)
+        anyio.run(refuse_inetd, service, backend=args.backend)
+        return 1
+    return 0

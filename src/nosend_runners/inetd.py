@@ -1,0 +1,164 @@
+"""``nosend inetd SERVICE``: one session on the connection inherited on stdin/stdout.
+
+Owns: finding the connection a super-server handed us and running one session on it:
+openbsd-inetd, xinetd and ucspi ``tcpserver`` pass a TCP socket as fds 0 and 1;
+systemd ``Accept=yes`` passes it as fd 0 (``StandardInput=socket``) or as fd 3 with
+``LISTEN_FDS=1``; socat ``EXEC:`` passes a socketpair, or two pipes with ``,pipes``.
+STARTTLS/STLS work on every one of them (TLS over a MemoryBIO, independent of the fd
+type). The peer address comes from the socket when it is a TCP socket, else from the
+environment the super-server sets, else ``"unknown"``. Must not: log to stderr when
+stderr is the connection (openbsd-inetd and xinetd put the socket on fd 2 too); the
+CLI chooses the log destination with ``stderr_is_connection``.
+
+Connection limits under inetd are the super-server's job (xinetd ``instances`` and
+``per_source``, openbsd-inetd ``nowait.N``), and the auth-failure tracker lives only as
+long as the one connection.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Mapping, MutableMapping
+
+import anyio
+import anyio.abc
+
+from nosend_runners.activation import listen_fds
+from nosend_runners.connection import run_connection
+from nosend_runners.fdstream import FdByteStream
+from nosend_runners.limits import AuthFailureTracker, LimitSettings
+from nosend_runners.services import refusal
+from nosend_runners.settings import ServerSettings
+from nosend_runners.streams import AnyioStream, peer_from_socket_stream
+from nosend_runners.tls import server_context
+from nosend_runners.transport import (
+    PeerInfo,
+    ServerState,
+    SessionContext,
+    SessionFunc,
+    SessionGuard,
+    StreamClosed,
+)
+
+__all__ = ["run_inetd", "refuse_inetd", "stderr_is_connection", "peer_from_environment"]
+
+# Set by the super-servers, most specific first: systemd Accept=yes, ucspi-tcp, socat,
+# xinetd.
+_ENV_PEERS = (
+    ("REMOTE_ADDR", "REMOTE_PORT"),
+    ("TCPREMOTEIP", "TCPREMOTEPORT"),
+    ("SOCAT_PEERADDR", "SOCAT_PEERPORT"),
+    ("REMOTE_HOST", None),
+)
+
+
+def peer_from_environment(environ: Mapping[str, str]) -> PeerInfo:
+    """The peer as the super-server's environment names it, or ``"unknown"``."""
+    for address_key, port_key in _ENV_PEERS:
+        address = environ.get(address_key, "").strip()
+        if address:
+            port_text = environ.get(port_key, "") if port_key else ""
+            port = int(port_text) if port_text.isdigit() else None
+            return PeerInfo(address, port)
+    return PeerInfo("unknown")
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def stderr_is_connection(fd: int = 0) -> bool:
+    """Whether fd 2 is the same open file as the connection on ``fd`` (log elsewhere)."""
+    try:
+        a, b = os.fstat(fd), os.fstat(2)
+    except OSError:
+        return False
+    return stat.S_ISSOCK(a.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+async def _open_connection(
+    environ: MutableMapping[str, str], read_fd: int, write_fd: int
+) -> tuple[anyio.abc.ByteStream, PeerInfo]:
+    activated = [s for s in listen_fds(environ) if not s.listening]
+    if activated:
+        # systemd Accept=yes with the connection as fd 3 (sd_listen_fds(3)).
+        sock = activated[0].sock
+    elif _is_socket(read_fd):
+        sock = socket.socket(fileno=os.dup(read_fd))
+    else:
+        return FdByteStream(read_fd, write_fd), peer_from_environment(environ)
+    stream = await anyio.abc.SocketStream.from_socket(sock)
+    peer = peer_from_socket_stream(stream)
+    if peer.address == "unknown":  # a UNIX socketpair (socat EXEC:)
+        peer = peer_from_environment(environ)
+    return stream, peer
+
+
+async def run_inetd(
+    service: str,
+    session: SessionFunc,
+    settings: ServerSettings,
+    *,
+    config: object = None,
+    environ: MutableMapping[str, str] | None = None,
+    read_fd: int = 0,
+    write_fd: int = 1,
+) -> None:
+    """Serve one ``service`` session on the inherited connection, then return."""
+    env = os.environ if environ is None else environ
+    ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+    inner, peer = await _open_connection(env, read_fd, write_fd)
+    limits: LimitSettings = settings.limits
+    state = ServerState(
+        config=config,
+        auth_failures=AuthFailureTracker(
+            limits.auth_max_failures, limits.auth_window, limits.auth_max_delay
+        ),
+        blocking_limiter=anyio.CapacityLimiter(2),
+        hostname=settings.hostname,
+        timeouts=settings.timeouts,
+    )
+    guard = SessionGuard(state.shutdown)
+    stream = AnyioStream(
+        inner,
+        peer,
+        guard,
+        ssl_context=ssl_context,
+        send_timeout=settings.timeouts.send,
+        tls_handshake_timeout=settings.timeouts.tls_handshake,
+    )
+    ctx = SessionContext(service, state=state, peer=lambda: stream.peer, guard=guard)
+    try:
+        await run_connection(stream, ctx, session)
+    finally:
+        _release_stdio(read_fd, write_fd)
+
+
+def _release_stdio(read_fd: int, write_fd: int) -> None:
+    """Drop our other references to a socket on stdin/stdout so the peer sees the close
+    now, not at process exit; /dev/null keeps the fd numbers valid."""
+    for fd in {read_fd, write_fd}:
+        if _is_socket(fd):
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, fd)
+            os.close(null)
+
+
+async def refuse_inetd(service: str, read_fd: int = 0, write_fd: int = 1) -> None:
+    """Answer the inherited connection with a temporary failure (no usable config).
+
+    Plain text only: with no configuration there is no certificate for implicit TLS.
+    """
+    inner, peer = await _open_connection(os.environ, read_fd, write_fd)
+    stream = AnyioStream(inner, peer, SessionGuard(ServerState().shutdown), send_timeout=10)
+    try:
+        await stream.send(refusal(service, "unavailable"))
+    except StreamClosed:
+        pass
+    finally:
+        await stream.aclose()
