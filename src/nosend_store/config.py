@@ -65,7 +65,7 @@ import shlex
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
@@ -424,10 +424,19 @@ def _strip_comment(text: str) -> str:
     return (text[: m.start()] if m else text).strip()
 
 
+def _split_lines(text: str) -> list[str]:
+    """Lines as editors count them: split at LF only (str.splitlines also splits at
+    form feed, U+2028 and others, which would shift every line number after them)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def _tokenize(text: str, path: str) -> list[_Line]:
     """Split the file into classified lines; only malformed headers are errors here."""
     lines: list[_Line] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_split_lines(text), start=1):
         stripped = raw.strip()
         if not stripped:
             lines.append(_Line(number, raw, "blank"))
@@ -896,14 +905,17 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
                 + ")",
             )
 
-    server = _build_server(server_section, base, errors, len(text.splitlines()))
+    server = _build_server(server_section, base, errors, len(_split_lines(text)))
     domains = _build_domains(domain_section, errors)
     mailboxes = _build_mailboxes(mailbox_sections, errors)
     aliases = _build_aliases(alias_section, domains, errors)
     links = {s.name: _build_link(s, errors) for s in link_sections}
     accounts = {s.name: _build_account(s, base, errors) for s in account_sections}
-    errors.raise_if_any()
-    assert server is not None  # _build_server reported why otherwise
+    if server is None:
+        errors.raise_if_any()  # _build_server has said why
+        raise AssertionError("no [server] and no error")
+    # Cross-checks run even after other errors so that `nosend config check` lists
+    # everything at once; entries that failed to parse are simply absent here.
 
     postmaster = server.postmaster
     if postmaster is None and mailboxes:
@@ -957,12 +969,17 @@ def _build_server(
     for key in ("smtps_listen", "pop3s_listen"):
         if values.get(key) and not values.get("tls_cert"):
             errors.add(where[key], f"{key} needs tls_cert and tls_key")
+    # Two listeners on one address cannot both bind; defaults count too.
     seen: dict[ListenAddress, str] = {}
-    for key in ("smtp_listen", "submission_listen", "smtps_listen", "pop3_listen", "pop3s_listen"):
-        for addr in values.get(key, ()):
+    for f in fields(ServerOptions):
+        if not f.name.endswith("_listen"):
+            continue
+        for addr in values.get(f.name, f.default):
             if addr in seen:
-                errors.add(where[key], f"{key}: {addr} is already used by {seen[addr]}")
-            seen[addr] = key
+                other = seen[addr]
+                line = where.get(f.name) or where.get(other) or section.number
+                errors.add(line, f"{f.name}: {addr} is already used by {other}")
+            seen[addr] = f.name
     return _server_or_none(values) if ok else None
 
 

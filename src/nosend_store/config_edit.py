@@ -25,6 +25,7 @@ from nosend_store.config import (
     Config,
     ConfigError,
     _Line,
+    _split_lines,
     _tokenize,
     parse_config,
     write_atomically,
@@ -56,7 +57,7 @@ class ConfigDocument:
     def __init__(self, text: str, path: str | os.PathLike[str] = "mail.cfg") -> None:
         self.path = os.fspath(path)
         self.newline = "\r\n" if "\r\n" in text else "\n"
-        self.lines: list[str] = text.splitlines()
+        self.lines: list[str] = _split_lines(text)
         self._tokens_cache: list[_Line] | None = None
 
     @classmethod
