@@ -7,9 +7,12 @@ test that started it.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -155,3 +158,93 @@ class LineClient:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class SyncClient:
+    """A blocking line client for servers running in another process."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock: socket.socket = sock
+        self.buffer = b""
+
+    @classmethod
+    def connect(cls, port: int, timeout: float = 10) -> SyncClient:
+        """Connect to 127.0.0.1:``port``, retrying while the server starts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                return cls(sock)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def line(self) -> bytes:
+        """The next line without CRLF; ``b""`` when the server closed."""
+        while b"\r\n" not in self.buffer:
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                return b""
+            if not data:
+                return b""
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def command(self, line: bytes) -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        return self.line()
+
+    def closed(self) -> bool:
+        """Whether the server closes the connection."""
+        try:
+            while self.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        return True
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    """Return once something accepts connections on 127.0.0.1:``port``."""
+    SyncClient.connect(port, timeout).close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop a process this test started, by its own pid, and reap it."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def write_config(directory: Path, *extra: str, cert: CertFiles | None = None) -> Path:
+    """A valid ``mail.cfg`` in ``directory`` with ``extra`` lines added to ``[server]``."""
+    from nosend_store.config import create_default_config
+
+    path = directory / "mail.cfg"
+    create_default_config(path, data_dir=directory / "data", password="test-password-1")
+    text = path.read_text()
+    server_lines = list(extra)
+    if cert is not None:
+        server_lines += [f"tls_cert = {cert.cert}", f"tls_key = {cert.key}"]
+        text = text.replace("\ntls_cert =\ntls_key =\n", "\n")
+    for line in server_lines:
+        key = line.split("=", 1)[0].strip()
+        text = "\n".join(
+            ln for ln in text.split("\n") if not ln.startswith(f"{key} =") and ln != f"{key} ="
+        )
+    text = text.replace("[server]\n", "[server]\n" + "".join(f"{x}\n" for x in server_lines), 1)
+    path.write_text(text)
+    return path
