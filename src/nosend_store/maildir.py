@@ -142,7 +142,7 @@ class MaildirWriter:
     ) -> None:
         self._mailbox = mailbox
         self._unique = unique
-        self._tmp_path = os.path.join(mailbox.path, "tmp", unique)
+        self._tmp_path = f"{mailbox.path}/tmp/{unique}"
         self._norm = LineEndingNormaliser()
         self._hook = crash_hook
         self._fd: int | None = os.open(
@@ -197,8 +197,8 @@ class MaildirWriter:
         os.close(self._fd)
         self._fd = None
         key = f"{self._unique},S={self._norm.disk_size},W={self._norm.wire_size}"
-        new_dir = os.path.join(self._mailbox.path, "new")
-        new_path = os.path.join(new_dir, key)
+        new_dir = f"{self._mailbox.path}/new"
+        new_path = f"{new_dir}/{key}"
         try:
             if hook:
                 hook("before_link")
