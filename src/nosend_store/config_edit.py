@@ -137,11 +137,14 @@ class ConfigDocument:
 
     def _delete(self, start: int, end: int) -> None:
         del self.lines[start:end]
-        # Do not leave two blank lines where one section used to be.
-        if 0 < start < len(self.lines) and not self.lines[start].strip():
-            if not self.lines[start - 1].strip():
-                del self.lines[start]
         self._changed()
+
+    def _delete_section(self, start: int, end: int) -> None:
+        """Delete a section's lines and the blank line that separated it from the one
+        above (the inverse of how sections are added)."""
+        if start > 0 and not self.lines[start - 1].strip():
+            start -= 1
+        self._delete(start, end)
 
     def _entry_index(self, span: tuple[int, int], key: str) -> int | None:
         tokens = self._tokens()
@@ -162,19 +165,18 @@ class ConfigDocument:
         self._check_value(value)
         raw = self.lines[index]
         head, eq, rest = raw.partition("=")
-        m = _TRAILING_COMMENT_RE.search(rest)
-        comment = rest[m.start() :] if m else ""
         spacing = rest[: len(rest) - len(rest.lstrip())] if rest.strip() else " "
-        if comment:
-            # Keep the comment's column when the new value fits before it.
-            old = rest[: m.start() if m else len(rest)]
-            width = len(old)
-            body = f"{spacing}{value}"
-            if len(body) < width:
-                body = body.ljust(width)
-            self.lines[index] = f"{head}{eq}{body}{comment}"
+        body = f"{spacing}{value}" if value else ""
+        m = _TRAILING_COMMENT_RE.search(rest)
+        if m is None:
+            self.lines[index] = f"{head}{eq}{body}"
         else:
-            self.lines[index] = f"{head}{eq}{spacing}{value}" if value else f"{head}{eq}"
+            hash_at = m.end() - 1
+            gap_at = len(rest[:hash_at].rstrip())
+            gap = rest[gap_at:hash_at]
+            # Keep the comment's distance from the value: an edit and its reverse then
+            # give back the original line.
+            self.lines[index] = f"{head}{eq}{body}{gap}{rest[hash_at:]}"
         self._changed()
 
     # -- values ------------------------------------------------------------------------
@@ -318,7 +320,7 @@ class ConfigDocument:
         for j in range(start + 1, end):
             if tokens[j].kind in ("entry", "word"):
                 last = j
-        self._delete(start, last + 1)
+        self._delete_section(start, last + 1)
 
     # -- aliases -----------------------------------------------------------------------
 
