@@ -163,20 +163,20 @@ class ConfigDocument:
     def _replace_value(self, index: int, value: str) -> None:
         """Change the value on line ``index``, keeping the key's spacing and any comment."""
         self._check_value(value)
-        raw = self.lines[index]
-        head, eq, rest = raw.partition("=")
-        spacing = rest[: len(rest) - len(rest.lstrip())] if rest.strip() else " "
-        body = f"{spacing}{value}" if value else ""
+        head, eq, rest = self.lines[index].partition("=")
         m = _TRAILING_COMMENT_RE.search(rest)
-        if m is None:
-            self.lines[index] = f"{head}{eq}{body}"
-        else:
-            hash_at = m.end() - 1
-            gap_at = len(rest[:hash_at].rstrip())
-            gap = rest[gap_at:hash_at]
+        value_part, comment = (rest[: m.end() - 1], rest[m.end() - 1 :]) if m else (rest, "")
+        if value_part.strip():
+            spacing = value_part[: len(value_part) - len(value_part.lstrip())]
             # Keep the comment's distance from the value: an edit and its reverse then
             # give back the original line.
-            self.lines[index] = f"{head}{eq}{body}{gap}{rest[hash_at:]}"
+            gap = value_part[len(value_part.rstrip()) :]
+        else:
+            # "key =        # comment": keep the comment in its column if the value fits.
+            spacing = " "
+            gap = " " * max(1, len(value_part) - 1 - len(value))
+        body = f"{spacing}{value}" if value else ""
+        self.lines[index] = f"{head}{eq}{body}{gap}{comment}" if comment else f"{head}{eq}{body}"
         self._changed()
 
     # -- values ------------------------------------------------------------------------

@@ -168,6 +168,15 @@ def test_set_value_keeps_trailing_comment_and_its_spacing() -> None:
     assert d.config().server.max_recipients == 50
 
 
+def test_set_an_empty_value_that_has_a_comment() -> None:
+    d = ConfigDocument("[server]\nsmtps_listen =          # off\ntls_cert =\n")
+    d.set_value("server", "", "smtps_listen", "[::1]:465")
+    d.set_value("server", "", "tls_cert", "c.pem")
+    assert d.text() == "[server]\nsmtps_listen = [::1]:465 # off\ntls_cert = c.pem\n"
+    d.set_value("server", "", "smtps_listen", "")
+    assert d.text() == "[server]\nsmtps_listen = # off\ntls_cert = c.pem\n"
+
+
 def test_remove_mailbox_keeps_comments_around_it() -> None:
     d = doc()
     d.remove_alias("crew@yacht.example", ["mate"])
