@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import socket
 import threading
@@ -138,24 +139,32 @@ class UniqueNamer:
         return f"{seconds}.M{micros}P{os.getpid()}Q{counter}R{rand}.{self._host}"
 
 
+_CR_BEFORE_LF = re.compile(rb"\r+\n")
+
+
 class LineEndingNormaliser:
     """Streams received message bytes into the on-disk LF-only form.
 
-    Every CRLF becomes LF; a lone LF stays; a lone CR (not followed by LF) is kept as
-    one octet, because changing it would alter the message. A CR that ends one chunk is
-    held back until the next chunk shows whether an LF follows, so chunk boundaries
-    never change the result. :meth:`finish` adds a final LF when the message is
-    non-empty and lacks one, which is how the wire size can include the final CRLF
-    that RFC 1939 requires before the terminating dot.
+    Rules (the disk form then never holds a CR right before an LF, nor a trailing CR):
 
-    Counts: ``disk_size`` (octets written to disk) and ``wire_size`` (see the module
-    docstring).
+    * CRLF becomes LF; a bare LF stays;
+    * a CR immediately before a line end is part of that line end (``a\\r\\r\\n`` is
+      the line ``a``): RFC 5321 section 2.3.8 forbids bare CRs, and keeping one there
+      would make the file's line end ambiguous to every reader (Dovecot and the POP3
+      encoder both take CR LF on disk as one line end);
+    * any other CR is kept, one octet;
+    * the message ends with LF: if it is non-empty and does not, an LF is added (a
+      trailing CR counts as the cut-short line end).
+
+    CRs at the end of a chunk are held back until the next chunk shows what follows,
+    so chunk boundaries never change the result. Counts: ``disk_size`` and
+    ``wire_size`` (see the module docstring).
     """
 
     __slots__ = ("_pending_cr", "_last", "disk_size", "newlines")
 
     def __init__(self) -> None:
-        self._pending_cr = False
+        self._pending_cr = 0
         self._last = b""
         #: Octets emitted so far.
         self.disk_size = 0
@@ -172,25 +181,23 @@ class LineEndingNormaliser:
         if not chunk:
             return b""
         if self._pending_cr:
-            chunk = b"\r" + chunk
-            self._pending_cr = False
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
-            self._pending_cr = True
-        out = chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
-        return self._count(out)
+            chunk = b"\r" * self._pending_cr + chunk
+        if chunk[-1] == 0x0D:
+            stripped = chunk.rstrip(b"\r")
+            self._pending_cr = len(chunk) - len(stripped)
+            chunk = stripped
+        else:
+            self._pending_cr = 0
+        if b"\r" in chunk:
+            chunk = _CR_BEFORE_LF.sub(b"\n", chunk)
+        return self._count(chunk)
 
     def finish(self) -> bytes:
-        """Return the last disk bytes: a held-back CR and/or the missing final LF."""
-        out = b""
-        if self._pending_cr:
-            # A lone CR at the very end is kept; RFC 5321 section 2.3.8 forbids bare CR
-            # but a message must not be altered beyond its line endings.
-            out = b"\r"
-            self._pending_cr = False
-        if (self.disk_size or out) and not (out or self._last).endswith(b"\n"):
-            out += b"\n"
-        return self._count(out)
+        """Return the last disk bytes: the missing final LF, if any."""
+        held, self._pending_cr = self._pending_cr, 0
+        if held or (self.disk_size and self._last != b"\n"):
+            return self._count(b"\n")
+        return b""
 
     def _count(self, out: bytes) -> bytes:
         if out:
@@ -206,7 +213,8 @@ def crlf_chunks(
     """Yield an LF-only binary file as CRLF wire bytes, in bounded chunks.
 
     The octets yielded add up exactly to the message's wire size (each disk LF becomes
-    CRLF, nothing else changes). ``limit`` stops after that many disk octets.
+    CRLF, nothing else changes; the disk form has no CR before an LF). ``limit`` stops
+    after that many disk octets.
     """
     left = limit
     while True:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nosend_proto._pop3_stuffing import wire_size as pop3_wire_size
 from nosend_store._durable import LineEndingNormaliser, UniqueNamer, crlf_chunks
 from nosend_store.drop import MessageGone
 from nosend_store.locks import LockBusy
@@ -61,6 +62,14 @@ def test_lone_cr_is_kept(tmp_path: Path) -> None:
     assert mb.list_messages()[0].size == len(b"a\rb\r\n")
 
 
+def test_cr_before_line_end_belongs_to_the_line_end(tmp_path: Path) -> None:
+    mb = MaildirMailbox(tmp_path / "box")
+    key = mb.deliver([b"a\r\r", b"\r", b"\nb\r"])
+    with mb.open_message(key) as f:
+        assert f.read() == b"a\nb\n"
+    assert mb.list_messages()[0].size == len(b"a\r\nb\r\n")
+
+
 def test_empty_message_has_size_zero(tmp_path: Path) -> None:
     mb = MaildirMailbox(tmp_path / "box")
     key = mb.deliver([])
@@ -88,8 +97,12 @@ def test_normaliser_wire_size_matches_streamed_bytes(parts: list[bytes], cut: in
     wire = b"".join(crlf_chunks(io.BytesIO(disk), chunk_size=3))
     assert len(wire) == norm.wire_size
     assert disk == b"" or disk.endswith(b"\n")
+    # No CR before LF on disk: every reader (Dovecot, the POP3 encoder) agrees on lines.
+    assert b"\r\n" not in disk
     if b"\r" not in data:
         assert wire == wire_of(data)
+    # Contract with the POP3 engine: its size for our disk form is our wire size.
+    assert pop3_wire_size(disk) == norm.wire_size
 
 
 def test_unique_names_differ_within_one_microsecond() -> None:
