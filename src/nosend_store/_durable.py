@@ -35,6 +35,7 @@ __all__ = [
     "UniqueNamer",
     "LineEndingNormaliser",
     "crlf_chunks",
+    "measure_wire_size",
     "wire_size_of_disk_bytes",
 ]
 
@@ -207,26 +208,31 @@ class LineEndingNormaliser:
         return out
 
 
-def crlf_chunks(
-    fileobj: BinaryIO, chunk_size: int = 64 * 1024, limit: int | None = None
-) -> Iterator[bytes]:
-    """Yield an LF-only binary file as CRLF wire bytes, in bounded chunks.
+def crlf_chunks(fileobj: BinaryIO, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+    """Yield a stored message as CRLF wire bytes, in chunks of bounded size.
 
-    The octets yielded add up exactly to the message's wire size (each disk LF becomes
-    CRLF, nothing else changes; the disk form has no CR before an LF). ``limit`` stops
-    after that many disk octets.
+    For our own files (LF only, ending with LF, no CR before LF) every LF simply becomes
+    CRLF. A file another program wrote may hold CRLF or lack the final newline; it goes
+    through :class:`LineEndingNormaliser` first, so the octets yielded always add up to
+    :func:`measure_wire_size` of the file.
     """
-    left = limit
-    while True:
-        size = chunk_size if left is None else min(chunk_size, left)
-        if size <= 0:
-            return
-        data = fileobj.read(size)
-        if not data:
-            return
-        if left is not None:
-            left -= len(data)
-        yield data.replace(b"\n", b"\r\n")
+    norm = LineEndingNormaliser()
+    while data := fileobj.read(chunk_size):
+        out = norm.feed(data)
+        if out:
+            yield out.replace(b"\n", b"\r\n")
+    tail = norm.finish()
+    if tail:
+        yield tail.replace(b"\n", b"\r\n")
+
+
+def measure_wire_size(fileobj: BinaryIO, chunk_size: int = 256 * 1024) -> int:
+    """Wire size of a stored message by reading it (for files without ``,W=``)."""
+    norm = LineEndingNormaliser()
+    while data := fileobj.read(chunk_size):
+        norm.feed(data)
+    norm.finish()
+    return norm.wire_size
 
 
 def wire_size_of_disk_bytes(data: bytes) -> int:

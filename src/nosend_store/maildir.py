@@ -52,6 +52,7 @@ from ._durable import (
     crlf_chunks,
     fsync_dir,
     is_cross_device,
+    measure_wire_size,
 )
 from .drop import DropMessage, DropSession, MessageGone
 from .locks import FileLock, LockBusy
@@ -374,10 +375,7 @@ class MaildirMailbox:
                 return None
             f = open(located, "rb")
         with f:
-            total = 0
-            while data := f.read(256 * 1024):
-                total += len(data) + data.count(b"\n")
-            return total
+            return measure_wire_size(f)
 
     def _load_size_cache(self) -> dict[str, int]:
         try:

@@ -148,6 +148,17 @@ def test_foreign_file_without_w_is_measured_once_and_cached(tmp_path: Path) -> N
     assert b"123.foreign" not in (tmp_path / "box" / "nosend-wiresizes").read_bytes()
 
 
+def test_foreign_file_with_crlf_and_no_final_newline(tmp_path: Path) -> None:
+    # Some delivery agents store CRLF; sizes and streamed bytes must still agree.
+    mb = MaildirMailbox(tmp_path / "box")
+    raw = b"Subject: x\r\n\r\nbody\nlast"
+    (tmp_path / "box" / "new" / "789.crlf.host").write_bytes(raw)
+    [entry] = mb.list_messages()
+    wire = b"".join(mb.wire_chunks(entry.key))
+    assert wire == b"Subject: x\r\n\r\nbody\r\nlast\r\n"
+    assert entry.size == len(wire) == pop3_wire_size(raw)
+
+
 def test_flags_move_to_cur_sorted_and_keep_key(tmp_path: Path) -> None:
     mb = MaildirMailbox(tmp_path / "box")
     key = mb.deliver([b"x\n"])
