@@ -94,7 +94,8 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _first_run(path: Path) -> Config:
+def first_run(path: Path) -> Config:
+    """Write a default ``mail.cfg`` at ``path``; print its password once and client settings."""
     config, password = create_default_config(path)
     server = config.server
     mailbox = next(iter(config.mailboxes))
@@ -126,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
     path: Path = args.config if args.config is not None else default_config_path()
     if not path.exists():
         try:
-            _first_run(path)
+            first_run(path)
         except (OSError, ConfigError) as exc:
             return _fail(f"cannot create a default configuration at {path}: {exc}")
     try:
