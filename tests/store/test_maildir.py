@@ -296,3 +296,27 @@ def test_concurrent_deliveries_from_several_processes(tmp_path: Path) -> None:
         with open(tmp_path / "box" / m.subdir / m.filename, "rb") as f:
             bodies.add(f.read())
     assert len(bodies) == 200
+
+
+def test_concurrent_deliveries_from_threads_sharing_one_mailbox(tmp_path: Path) -> None:
+    # The anyio runner calls deliver from worker threads with one shared object.
+    from concurrent.futures import ThreadPoolExecutor
+
+    mb = MaildirMailbox(tmp_path / "box")
+
+    def one(i: int) -> str:
+        with mb.open_writer() as w:
+            w.write(f"Subject: {i}\r\n\r\n".encode())
+            w.write(b"body\r\n")
+            return w.commit()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(one, range(200)))
+    assert len(set(keys)) == 200
+    listing = mb.list_messages()
+    assert sorted(m.key for m in listing) == sorted(keys)
+    subjects = set()
+    for m in listing:
+        with mb.open_message(m.key) as f:
+            subjects.add(f.readline())
+    assert len(subjects) == 200
