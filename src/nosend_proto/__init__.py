@@ -35,6 +35,25 @@ __all__ = [
 ]
 
 # --- SMTP exports (owned by the SMTP engine) ---
+# Events live in ``nosend_proto.smtp_events`` (NEED_DATA, StartTLS, ConnectionClosed and
+# AuthAttempt also exist for POP3, so only SMTP-only names come here).
+from nosend_proto import received, smtp_events, smtp_state  # noqa: E402
+from nosend_proto.received import protocol_name, received_header  # noqa: E402
+from nosend_proto.smtp_events import Reply  # noqa: E402
+from nosend_proto.smtp_state import ServerConnection as SMTPServerConnection  # noqa: E402
+from nosend_proto.smtp_state import SMTPServerConfig, SMTPState  # noqa: E402
+
+__all__ += [
+    "received",
+    "smtp_events",
+    "smtp_state",
+    "protocol_name",
+    "received_header",
+    "Reply",
+    "SMTPServerConfig",
+    "SMTPServerConnection",
+    "SMTPState",
+]
 # --- end SMTP exports ---
 
 # --- POP3 exports (owned by the POP3 engine) ---

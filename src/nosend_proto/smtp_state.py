@@ -1,22 +1,97 @@
 """The SMTP server engine: the command state table and ``ServerConnection``.
 
-Interface draft (implementation follows in the next commits).
+Owns: the order of commands (RFC 5321 section 4.1.4 and 3.3), ESMTP negotiation (EHLO
+keywords, parameters), pipelining flush points (RFC 2920 section 3.1), the DATA and BDAT
+body streams, STARTTLS session reset (RFC 3207 section 4.2), the AUTH exchange framing
+(RFC 4954, through ``_sasl``), and every limit of the configuration.
+
+Must not: do I/O, read a clock or randomness, log, or decide policy (who may send or
+receive, which credentials are good): those are answered by the application's replies.
+
+How to drive it (the application, or the runner-agnostic session)::
+
+    conn = ServerConnection(config, nonce=secrets.token_hex(8))
+    out = conn.send(Reply(220, f"{config.hostname} ESMTP"))  # the greeting
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA:
+            write(out); out = b""               # RFC 2920: flush before waiting
+            conn.receive_data(read())           # b"" when the peer closed
+            continue
+        if isinstance(event, ConnectionClosed):
+            break
+        reply = decide(event)                   # None for DataChunk and Bdat
+        if reply is not None:
+            out += conn.send(reply)
+            if conn.should_flush:               # sync points: DATA, STARTTLS, QUIT, ...
+                write(out); out = b""
+        if conn.state is SMTPState.TLS_PENDING:
+            upgrade(); conn.start_tls_done()
+        elif conn.state is SMTPState.CLOSED:
+            break
 """
 
 from __future__ import annotations
 
+import base64
 import enum
+from collections import deque
 from dataclasses import dataclass
 
+from nosend_proto import _smtp_grammar as grammar
 from nosend_proto._errors import LocalProtocolError
-from nosend_proto._sasl import SERVER_MECHANISMS
-from nosend_proto.smtp_events import NEED_DATA, Reply, Sentinel, SMTPEvent
+from nosend_proto._receivebuffer import OVERLONG, ReceiveBuffer
+from nosend_proto._sasl import (
+    SERVER_MECHANISMS,
+    Credentials,
+    SaslChallenge,
+    SaslFailure,
+    SaslServer,
+    SaslStep,
+    SaslSuccess,
+    decode_sasl_line,
+)
+from nosend_proto._smtp_data import ContentChecker, DotDecoder
+from nosend_proto._smtp_writers import render_reply
+from nosend_proto.received import protocol_name
+from nosend_proto.smtp_events import (
+    NEED_DATA,
+    AuthAttempt,
+    AuthChallenge,
+    Bdat,
+    BdatChunkEnd,
+    ConnectionClosed,
+    DataChunk,
+    DataRejected,
+    DataStart,
+    EndOfData,
+    Hello,
+    Help,
+    MailFrom,
+    MailParams,
+    Noop,
+    ProtocolViolation,
+    Quit,
+    RcptTo,
+    Reply,
+    Reset,
+    Sentinel,
+    SMTPEvent,
+    StartTLS,
+    Verify,
+)
 
 __all__ = ["SMTPServerConfig", "SMTPState", "ServerConnection", "BARE_NEWLINE_POLICIES"]
 
 #: ``"reject"``: a body with a bare CR or LF is read to its real ``CRLF.CRLF`` and refused
-#: with 550 5.6.0. ``"normalise"``: each bare CR or LF becomes CRLF in the DataChunks.
+#: with 550 5.6.0 (like Postfix's ``smtpd_forbid_bare_newline``). ``"normalise"``: each
+#: bare CR or LF becomes CRLF in the DataChunks. Neither ever ends the body.
 BARE_NEWLINE_POLICIES: tuple[str, ...] = ("reject", "normalise")
+
+# RFC 1870 section 3, RFC 3461 section 5, RFC 4954 section 5 and RFC 6531 let MAIL and
+# RCPT lines grow by their parameters (SIZE 26, BODY 14, SMTPUTF8 9, RET/ENVID 108, AUTH
+# 500; ORCPT 507, NOTIFY 31): one allowance covers any combination.
+_PARAMS_ALLOWANCE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,14 +100,14 @@ class SMTPServerConfig:
 
     ``max_command_line`` (RFC 5321 section 4.5.3.1.4: 512 octets with CRLF; MAIL and RCPT
     may add the extensions' parameter allowances), ``max_text_line`` (section 4.5.3.1.6:
-    1000 octets with CRLF; 0 accepts any length), ``max_recipients`` (section 4.5.3.1.8;
-    more get 452), ``max_message_size`` (octets after unstuffing, advertised as SIZE,
-    RFC 1870; 0 = no limit), ``max_errors`` (protocol errors before a 421 and close;
-    0 = never), ``max_auth_line`` (RFC 4954 section 4: 12288).
-    ``tls_available`` offers STARTTLS; ``tls_active`` means the connection is already
-    TLS (SMTPS). ``auth_mechanisms`` (subset of PLAIN, LOGIN, CRAM-MD5) offers AUTH,
-    only over TLS when ``auth_requires_tls``. ``bare_newlines`` is one of
-    ``BARE_NEWLINE_POLICIES``.
+    1000 octets with CRLF, checked on the unstuffed content; 0 accepts any length),
+    ``max_recipients`` (section 4.5.3.1.8; more get 452 4.5.3), ``max_message_size``
+    (octets after unstuffing, advertised as SIZE, RFC 1870; 0 = no limit), ``max_errors``
+    (protocol errors before a 421 and close; 0 = never), ``max_auth_line`` (RFC 4954
+    section 4: 12288). ``tls_available`` offers STARTTLS; ``tls_active`` means the
+    connection is already TLS (SMTPS). ``auth_mechanisms`` (subset of PLAIN, LOGIN,
+    CRAM-MD5) offers AUTH, only over TLS when ``auth_requires_tls``. ``bare_newlines``
+    is one of ``BARE_NEWLINE_POLICIES``.
     """
 
     hostname: str
@@ -64,8 +139,10 @@ class SMTPServerConfig:
                 raise LocalProtocolError(f"unsupported SASL mechanism {mech!r}")
         if self.bare_newlines not in BARE_NEWLINE_POLICIES:
             raise LocalProtocolError(f"bare_newlines must be one of {BARE_NEWLINE_POLICIES}")
-        if min(self.max_text_line, self.max_recipients, self.max_message_size) < 0:
+        if min(self.max_text_line, self.max_message_size, self.max_errors) < 0:
             raise LocalProtocolError("limits must not be negative")
+        if self.max_text_line and self.max_text_line < 3:
+            raise LocalProtocolError("max_text_line must hold at least one character")
         if self.max_recipients < 1 or self.max_auth_line < 512:
             raise LocalProtocolError("max_recipients must be >= 1, max_auth_line >= 512")
 
@@ -73,50 +150,889 @@ class SMTPServerConfig:
 class SMTPState(enum.Enum):
     """Where the conversation stands (see the diagram in ``smtp_events``)."""
 
-    GREETING = "greeting"
-    REFUSED = "refused"
-    CONNECTED = "connected"
-    READY = "ready"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    DATA = "data"
-    BDAT = "bdat"
-    AUTH = "auth"
-    TLS_PENDING = "tls-pending"
+    GREETING = "greeting"  # the application has not sent its 220 yet
+    REFUSED = "refused"  # greeted with 554: only QUIT is served (RFC 5321 section 3.1)
+    CONNECTED = "connected"  # greeted, no successful HELO/EHLO yet
+    READY = "ready"  # HELO/EHLO done, no transaction
+    MAIL = "mail"  # MAIL accepted, no recipient yet
+    RCPT = "rcpt"  # at least one recipient accepted
+    DATA = "data"  # reading a DATA body after 354
+    BDAT = "bdat"  # reading the octets of one BDAT chunk
+    AUTH = "auth"  # waiting for a SASL response line after 334
+    TLS_PENDING = "tls-pending"  # 220 sent to STARTTLS; waiting for start_tls_done()
     CLOSED = "closed"
 
 
+class _Owed(enum.Enum):
+    """What the reply the application owes answers (decides the transition)."""
+
+    GREETING = "greeting"
+    HELLO = "HELO/EHLO"
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+    END_DATA = "end of data"
+    BDAT_CHUNK = "BDAT chunk"
+    RSET = "RSET"
+    NOOP = "NOOP"
+    VRFY = "VRFY"
+    HELP = "HELP"
+    STARTTLS = "STARTTLS"
+    AUTH_CHALLENGE = "AUTH challenge"
+    AUTH_ATTEMPT = "AUTH"
+    QUIT = "QUIT"
+    VIOLATION = "protocol violation"
+    FATAL = "protocol violation that closes"
+    REJECTED = "rejected data"
+
+
+# Positive replies each owed reply admits (RFC 5321 section 4.3.2); 4xx and 5xx are
+# always admitted except for QUIT, and a 421 always closes.
+_POSITIVE: dict[_Owed, frozenset[int]] = {
+    _Owed.GREETING: frozenset({220}),
+    _Owed.HELLO: frozenset({250}),
+    _Owed.MAIL: frozenset({250}),
+    _Owed.RCPT: frozenset({250, 251}),
+    _Owed.DATA: frozenset({354}),
+    _Owed.END_DATA: frozenset({250}),
+    _Owed.BDAT_CHUNK: frozenset({250}),
+    _Owed.RSET: frozenset({250}),
+    _Owed.NOOP: frozenset({250}),
+    _Owed.VRFY: frozenset({250, 251, 252}),
+    _Owed.HELP: frozenset({211, 214}),
+    _Owed.STARTTLS: frozenset({220}),
+    _Owed.AUTH_CHALLENGE: frozenset({334}),
+    _Owed.AUTH_ATTEMPT: frozenset({235}),
+    _Owed.QUIT: frozenset({221}),
+    _Owed.VIOLATION: frozenset(),
+    _Owed.FATAL: frozenset(),
+    _Owed.REJECTED: frozenset(),
+}
+
+# RFC 3463 codes the engine adds to positive replies when the application gives none.
+_POSITIVE_ENHANCED: dict[_Owed, str] = {
+    _Owed.MAIL: "2.1.0",  # RFC 3463 section 3.2: X.1.0 other address status
+    _Owed.RCPT: "2.1.5",  # X.1.5 destination address valid
+    _Owed.AUTH_ATTEMPT: "2.7.0",  # RFC 4954 section 6
+}
+
+_COMMAND_STATES = frozenset({SMTPState.CONNECTED, SMTPState.READY, SMTPState.MAIL, SMTPState.RCPT})
+
+# The state table for commands (RFC 5321 section 4.1.4, 3.3; RFC 3030; RFC 3207;
+# RFC 4954): verb -> {state it is refused in: the 503 text}. A verb absent from a state's
+# row is accepted in every command state; REFUSED accepts only QUIT.
+_SEQUENCE: dict[str, dict[SMTPState, str]] = {
+    "HELO": {},
+    "EHLO": {},
+    "MAIL": {
+        SMTPState.CONNECTED: "Send HELO or EHLO first",
+        SMTPState.MAIL: "Nested MAIL command",
+        SMTPState.RCPT: "Nested MAIL command",
+    },
+    "RCPT": {
+        SMTPState.CONNECTED: "Need MAIL before RCPT",
+        SMTPState.READY: "Need MAIL before RCPT",
+    },
+    "DATA": {
+        SMTPState.CONNECTED: "Need MAIL before DATA",
+        SMTPState.READY: "Need MAIL before DATA",
+        SMTPState.MAIL: "Need RCPT before DATA",
+    },
+    "BDAT": {
+        SMTPState.CONNECTED: "Need MAIL before BDAT",
+        SMTPState.READY: "Need MAIL before BDAT",
+        SMTPState.MAIL: "Need RCPT before BDAT",
+    },
+    "RSET": {},
+    "NOOP": {},
+    "VRFY": {},
+    "HELP": {},
+    "QUIT": {},
+    "STARTTLS": {
+        SMTPState.MAIL: "STARTTLS not allowed during a mail transaction",
+        SMTPState.RCPT: "STARTTLS not allowed during a mail transaction",
+    },
+    "AUTH": {
+        SMTPState.CONNECTED: "Send EHLO first",
+        SMTPState.MAIL: "AUTH not allowed during a mail transaction",
+        SMTPState.RCPT: "AUTH not allowed during a mail transaction",
+    },
+}
+
+# RFC 5321 section 4.2.4: known but not implemented is 502, unknown is 500.
+_NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"})
+
+_QueuedEvent = tuple[SMTPEvent, _Owed | None]
+
+
 class ServerConnection:
-    """One SMTP server connection, sans I/O.
+    """One SMTP server connection, sans I/O (see the module docstring for the loop).
 
     ``receive_data(bytes)`` (``b""`` when the peer closed), ``next_event()`` (an event or
-    ``NEED_DATA``), ``send(reply)`` returns the bytes to write. ``should_flush`` says when
-    buffered reply bytes must be written (RFC 2920 section 3.1). ``nonce`` is a random
-    per-connection string used for CRAM-MD5 challenges (``<nonce.N@hostname>``).
+    ``NEED_DATA``), ``send(reply)`` returns the bytes to write. ``nonce`` is a random
+    per-connection string from the application, used for CRAM-MD5 challenges
+    ``<nonce.N@hostname>`` (the engine has no randomness of its own).
+
+    Flushing (RFC 2920 section 3.1): reply bytes may be collected and written together;
+    they must be written whenever ``next_event()`` returns ``NEED_DATA`` and whenever
+    ``should_flush`` is true after a ``send()``: when no complete command is left in the
+    input, and always at the sync points (354, 334, 220 to STARTTLS, 221, closing).
     """
 
     def __init__(self, config: SMTPServerConfig, *, nonce: str) -> None:
         self.config = config
         self._nonce = nonce
         self._state = SMTPState.GREETING
+        self._owed: _Owed | None = None
+        self._events: deque[_QueuedEvent] = deque()
+        limit = config.max_command_line + _PARAMS_ALLOWANCE
+        if config.auth_mechanisms:
+            limit = max(limit, config.max_auth_line)
+        self._buf = ReceiveBuffer(limit)
+        self._incoming: deque[bytes] = deque()
+        self._lookahead: bytes | object | None = None
+        self._eof = False
+        self._errors = 0
+        self._tls_active = config.tls_active
+        self._helo: str | None = None
+        self._extended = False
+        self._offered: frozenset[str] = frozenset()
+        self._auth_identity: str | None = None
+        self._auth_count = 0
+        self._sasl: SaslServer | None = None
+        self.discarded_after_starttls = 0
+        # The event a pending reply answers, where the transition needs its values.
+        self._pending_hello: Hello | None = None
+        self._pending_mail: MailParams | None = None
+        self._pending_auth: Credentials | None = None
+        self._mail: MailParams | None = None
+        self._rcpt_accepted = 0
+        self._rcpt_attempted = False
+        self._chunking = False
+        self._bdat_remaining = 0
+        self._bdat_size = 0
+        self._bdat_last = False
+        self._bdat_error: Reply | None = None
+        self._checker = self._new_checker()
+        self._decoder = DotDecoder()
+        self._reset_transaction()
 
-    def receive_data(self, data: bytes) -> None:
-        """Take bytes the peer sent; ``b""`` means the peer closed its side."""
-        raise NotImplementedError
+    # -- public state ------------------------------------------------------------------
 
-    def next_event(self) -> SMTPEvent | Sentinel:
-        """Return the next event, or ``NEED_DATA``."""
-        return NEED_DATA
+    @property
+    def state(self) -> SMTPState:
+        """Where the conversation stands."""
+        return self._state
 
-    def send(self, reply: Reply | object) -> bytes:
-        """Render the application's reply to the pending event; return the wire bytes."""
-        raise NotImplementedError
+    @property
+    def helo_name(self) -> str | None:
+        """The name of the last accepted HELO/EHLO (forgotten after STARTTLS)."""
+        return self._helo
 
-    def start_tls_done(self) -> None:
-        """The runner finished the TLS handshake after a 220 to StartTLS (RFC 3207 4.2)."""
-        raise NotImplementedError
+    @property
+    def extended(self) -> bool:
+        """True once an EHLO (not HELO) was accepted in this session."""
+        return self._extended
+
+    @property
+    def tls_active(self) -> bool:
+        """True on SMTPS or after a completed STARTTLS."""
+        return self._tls_active
+
+    @property
+    def auth_identity(self) -> str | None:
+        """The username of the AUTH the application accepted with 235, if any."""
+        return self._auth_identity
+
+    @property
+    def errors(self) -> int:
+        """Protocol errors counted so far (towards ``max_errors``)."""
+        return self._errors
+
+    @property
+    def mail_params(self) -> MailParams | None:
+        """Parameters of the open transaction's MAIL FROM, if one is open."""
+        return self._mail
+
+    @property
+    def recipients(self) -> int:
+        """Recipients accepted in the open transaction."""
+        return self._rcpt_accepted
+
+    @property
+    def received_protocol(self) -> str:
+        """The ``with`` protocol name for the trace header of the current transaction."""
+        return protocol_name(
+            extended=self._extended,
+            tls=self._tls_active,
+            authenticated=self._auth_identity is not None,
+            smtputf8=self._mail is not None and self._mail.smtputf8,
+        )
+
+    def extensions(self) -> tuple[str, ...]:
+        """The EHLO keyword lines this session would offer now (RFC 5321 section 4.1.1.1)."""
+        cfg = self.config
+        lines: list[str] = []
+        if cfg.pipelining:
+            lines.append("PIPELINING")  # RFC 2920
+        # RFC 1870 section 4: SIZE with the fixed maximum, bare when there is none.
+        lines.append(f"SIZE {cfg.max_message_size}" if cfg.max_message_size else "SIZE")
+        if cfg.eightbitmime:
+            lines.append("8BITMIME")  # RFC 6152
+        if cfg.smtputf8:
+            lines.append("SMTPUTF8")  # RFC 6531
+        if cfg.enhanced_status_codes:
+            lines.append("ENHANCEDSTATUSCODES")  # RFC 2034
+        if cfg.chunking:
+            lines.append("CHUNKING")  # RFC 3030
+        if cfg.dsn:
+            lines.append("DSN")  # RFC 3461
+        if cfg.tls_available and not self._tls_active:
+            lines.append("STARTTLS")  # RFC 3207; never again once TLS is on
+        if self._auth_offered():
+            lines.append("AUTH " + " ".join(cfg.auth_mechanisms))  # RFC 4954
+        return tuple(lines)
 
     @property
     def should_flush(self) -> bool:
-        """True when reply bytes returned so far must be written before anything else."""
-        return True
+        """True when the reply bytes returned so far must be written now (RFC 2920 3.1).
+
+        False while a reply is still owed or while further complete commands are already
+        buffered (their replies may go out together); true at every sync point.
+        """
+        if self._owed is not None or self._events:
+            return False
+        if self._state not in _COMMAND_STATES and self._state is not SMTPState.REFUSED:
+            return True
+        if self._lookahead is None:
+            self._lookahead = self._read_line()
+        return self._lookahead is None
+
+    # -- input -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes the peer sent; ``b""`` means the peer closed its side."""
+        if self._state is SMTPState.CLOSED:
+            return
+        if self._state is SMTPState.TLS_PENDING:
+            raise LocalProtocolError("TLS handshake pending: call start_tls_done() first")
+        if self._eof:
+            raise LocalProtocolError("data received after the peer closed")
+        if not data:
+            self._eof = True
+            return
+        self._incoming.append(bytes(data) if not isinstance(data, bytes) else data)
+
+    def _read_line(self) -> bytes | object | None:
+        """Next buffered line, OVERLONG, or None; moves raw chunks in only as needed."""
+        if self._lookahead is not None:
+            line, self._lookahead = self._lookahead, None
+            return line
+        while True:
+            line = self._buf.next_line()
+            if line is not None:
+                return line
+            if not self._incoming:
+                return None
+            self._buf.feed(self._incoming.popleft())
+
+    def _read_raw(self, limit: int) -> bytes | None:
+        """Up to ``limit`` raw octets of body (buffered first), or None when none is here."""
+        if self._buf:
+            return self._buf.take(limit)
+        if not self._incoming:
+            return None
+        chunk = self._incoming.popleft()
+        if len(chunk) > limit:
+            self._buf.feed(chunk[limit:])
+            return chunk[:limit]
+        return chunk
+
+    # -- events ------------------------------------------------------------------------
+
+    def next_event(self) -> SMTPEvent | Sentinel:
+        """Return the next event, or ``NEED_DATA`` when more input is needed."""
+        if self._owed is not None:
+            raise LocalProtocolError(f"reply to the {self._owed.value} event first")
+        if self._events:
+            event, owed = self._events.popleft()
+            self._owed = owed
+            return event
+        state = self._state
+        if state is SMTPState.GREETING:
+            raise LocalProtocolError("send the greeting (220 or 554) first")
+        if state is SMTPState.TLS_PENDING:
+            raise LocalProtocolError("TLS handshake pending: call start_tls_done() first")
+        if state is SMTPState.CLOSED:
+            return ConnectionClosed()
+        if state is SMTPState.DATA:
+            return self._next_data_event()
+        if state is SMTPState.BDAT:
+            return self._next_bdat_event()
+        line = self._read_line()
+        if line is None:
+            return self._closed() if self._eof else NEED_DATA
+        if state is SMTPState.AUTH:
+            return self._emit(self._sasl_line(line))
+        return self._emit(self._command(line))
+
+    def _emit(self, item: _QueuedEvent) -> SMTPEvent:
+        event, owed = item
+        self._owed = owed
+        return event
+
+    def _closed(self) -> ConnectionClosed:
+        self._state = SMTPState.CLOSED
+        self._sasl = None
+        return ConnectionClosed()
+
+    def _violation(
+        self, reply: Reply, reason: str, *, count: bool = True, close: bool = False
+    ) -> _QueuedEvent:
+        if count:
+            self._errors += 1
+            if self.config.max_errors and self._errors >= self.config.max_errors and not close:
+                reply = Reply(421, f"{self.config.hostname} Too many errors, closing", "4.7.0")
+                reason = f"too many errors (last: {reason})"
+                close = True
+        return ProtocolViolation(reply, reason, close), _Owed.FATAL if close else _Owed.VIOLATION
+
+    # -- commands ----------------------------------------------------------------------
+
+    def _command(self, raw: bytes | object) -> _QueuedEvent:
+        if raw is OVERLONG:
+            # RFC 5321 section 4.5.3.1.4 / 4.2.4: 500 line too long.
+            return self._violation(Reply(500, "Line too long", "5.5.2"), "overlong command")
+        assert isinstance(raw, bytes)
+        body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+        try:
+            line = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._violation(Reply(500, "Invalid UTF-8 in command", "5.5.2"), "bad utf-8")
+        if not line.isprintable():
+            return self._violation(
+                Reply(500, "Control character in command", "5.5.2"), "control character"
+            )
+        verb, arg = grammar.split_command(line)
+        limit = self.config.max_command_line
+        if verb in ("MAIL", "RCPT"):
+            limit += _PARAMS_ALLOWANCE
+        elif verb == "AUTH":
+            limit = max(limit, self.config.max_auth_line)
+        if len(raw) > limit:
+            return self._violation(Reply(500, "Line too long", "5.5.2"), "overlong command")
+        state = self._state
+        if state is SMTPState.REFUSED and verb != "QUIT":
+            # RFC 5321 section 3.1: after a 554 greeting, 503 to all but QUIT.
+            return self._violation(
+                Reply(503, "No service here, send QUIT", "5.5.1"), "command after 554 greeting"
+            )
+        refused = _SEQUENCE.get(verb)
+        if refused is None:
+            if verb in _NOT_IMPLEMENTED:
+                shown = grammar.quote_for_reply(verb)
+                reply = Reply(502, f"Command not implemented: {shown}", "5.5.1")
+                return self._violation(reply, "not implemented")
+            shown = grammar.quote_for_reply(verb)
+            return self._violation(
+                Reply(500, f"Command unrecognized: {shown}", "5.5.1"), "unknown command"
+            )
+        if state in refused:
+            if verb in ("DATA", "BDAT") and state is SMTPState.MAIL and self._rcpt_attempted:
+                # RFC 5321 section 3.3: every RCPT was refused, 554 no valid recipients.
+                if verb == "BDAT":
+                    return self._bdat(arg, sequence_error="No valid recipients")
+                reply = Reply(554, "No valid recipients", "5.5.1")
+                return self._violation(reply, "DATA without recipients")
+            if verb == "BDAT":
+                return self._bdat(arg, sequence_error=refused[state])
+            return self._violation(Reply(503, refused[state], "5.5.1"), f"{verb} out of sequence")
+        handler = getattr(self, "_cmd_" + verb.lower())
+        result: _QueuedEvent = handler(arg)
+        return result
+
+    def _syntax(self, text: str, enhanced: str = "5.5.4") -> _QueuedEvent:
+        return self._violation(Reply(501, text, enhanced), "syntax error")
+
+    def _cmd_helo(self, arg: str, extended: bool = False) -> _QueuedEvent:
+        verb = "EHLO" if extended else "HELO"
+        name = arg.strip(" ")
+        if not name or " " in name:
+            return self._syntax(f"Syntax: {verb} hostname")
+        # RFC 5321 section 4.1.1.1: Domain or address-literal. Underscores are let through
+        # (common in Windows host names); policy may refuse the name later.
+        if not grammar.is_domain(name.replace("_", "-")) or (
+            not name.isascii() and not self.config.smtputf8
+        ):
+            return self._syntax(f"Invalid domain name {grammar.quote_for_reply(name)}")
+        event = Hello(name, extended)
+        self._pending_hello = event
+        return event, _Owed.HELLO
+
+    def _cmd_ehlo(self, arg: str) -> _QueuedEvent:
+        return self._cmd_helo(arg, extended=True)
+
+    def _cmd_mail(self, arg: str) -> _QueuedEvent:
+        if arg[:5].upper() != "FROM:":
+            return self._syntax("Syntax: MAIL FROM:<address>")
+        path_text, params_text = grammar.split_path_and_params(arg[5:])
+        path = grammar.parse_path(path_text, null_ok=True, postmaster_ok=False)
+        if path is None:
+            shown = grammar.quote_for_reply(path_text)
+            return self._syntax(f"Bad sender address syntax {shown}", "5.1.7")
+        params = self._params(params_text)
+        if isinstance(params, Reply):
+            return self._violation(params, "bad MAIL parameter")
+        mail = grammar.mail_params(params, self._offered, self.config.max_message_size)
+        if isinstance(mail, Reply):
+            return self._violation(mail, "bad MAIL parameter", count=mail.code != 552)
+        if not path.mailbox.isascii() and not mail.smtputf8:
+            return self._need_utf8(path.mailbox)
+        self._pending_mail = mail
+        return MailFrom(path.mailbox, mail), _Owed.MAIL
+
+    def _need_utf8(self, mailbox: str) -> _QueuedEvent:
+        # RFC 6531 section 3.4: a non-ASCII address without the SMTPUTF8 parameter.
+        shown = grammar.quote_for_reply(mailbox)
+        reply = Reply(553, f"Non-ASCII address {shown} needs SMTPUTF8", "5.6.7")
+        return self._violation(reply, "non-ASCII address without SMTPUTF8")
+
+    def _params(self, text: str) -> list[tuple[str, str | None]] | Reply:
+        if not text:
+            return []
+        if not self._extended:
+            # RFC 5321 section 4.1.1.11: parameters need EHLO; 555 for a HELO session.
+            shown = grammar.quote_for_reply(text)
+            return Reply(555, f"Parameters not recognized after HELO: {shown}", "5.5.4")
+        return grammar.parse_params(text)
+
+    def _cmd_rcpt(self, arg: str) -> _QueuedEvent:
+        if arg[:3].upper() != "TO:":
+            return self._syntax("Syntax: RCPT TO:<address>")
+        path_text, params_text = grammar.split_path_and_params(arg[3:])
+        path = grammar.parse_path(path_text, null_ok=False, postmaster_ok=True)
+        if path is None:
+            shown = grammar.quote_for_reply(path_text)
+            return self._syntax(f"Bad recipient address syntax {shown}", "5.1.3")
+        params = self._params(params_text)
+        if isinstance(params, Reply):
+            return self._violation(params, "bad RCPT parameter")
+        rcpt = grammar.rcpt_params(params, self._offered)
+        if isinstance(rcpt, Reply):
+            return self._violation(rcpt, "bad RCPT parameter")
+        if self._chunking:
+            return self._violation(Reply(503, "RCPT after BDAT", "5.5.1"), "RCPT after BDAT")
+        if not path.mailbox.isascii() and not (self._mail and self._mail.smtputf8):
+            return self._need_utf8(path.mailbox)
+        if self._rcpt_accepted >= self.config.max_recipients:
+            # RFC 5321 section 4.5.3.1.10: 452 too many recipients, not an error.
+            reply = Reply(452, "Too many recipients", "4.5.3")
+            return self._violation(reply, "too many recipients", count=False)
+        return RcptTo(path.mailbox, rcpt), _Owed.RCPT
+
+    def _cmd_data(self, arg: str) -> _QueuedEvent:
+        if arg:
+            return self._syntax("Syntax: DATA")
+        if self._chunking:
+            # RFC 3030 section 3: DATA and BDAT must not be mixed in one transaction.
+            return self._violation(Reply(503, "DATA after BDAT", "5.5.1"), "DATA after BDAT")
+        return DataStart(), _Owed.DATA
+
+    def _cmd_bdat(self, arg: str) -> _QueuedEvent:
+        return self._bdat(arg, sequence_error=None)
+
+    def _bdat(self, arg: str, sequence_error: str | None) -> _QueuedEvent:
+        # RFC 3030 section 2: "BDAT" SP chunk-size [ SP end-marker ]
+        words = arg.split(" ")
+        if not 1 <= len(words) <= 2 or not words[0].isdigit() or not words[0].isascii():
+            # The chunk's length is unknown, so its octets cannot be skipped: close.
+            reply = Reply(421, "Bad BDAT syntax, cannot continue", "4.5.0")
+            return self._violation(reply, "BDAT syntax", close=True)
+        if len(words) == 2 and words[1].upper() != "LAST":
+            reply = Reply(421, "Bad BDAT syntax, cannot continue", "4.5.0")
+            return self._violation(reply, "BDAT syntax", close=True)
+        size = int(words[0][:30])  # anything longer is endless anyway
+        last = len(words) == 2
+        self._bdat_remaining = size
+        self._bdat_size = size
+        self._bdat_last = last
+        self._bdat_error = None
+        if not self._extended or not self.config.chunking:
+            self._bdat_error = Reply(502, "BDAT not offered", "5.5.1")
+        elif sequence_error is not None:
+            self._bdat_error = Reply(503, sequence_error, "5.5.1")
+        elif not self._chunking:
+            self._chunking = True
+            self._checker = self._new_checker()
+        # RFC 3030 section 2: the octets are read (and dropped on error) before replying.
+        self._state = SMTPState.BDAT
+        return Bdat(size, last), None
+
+    def _cmd_rset(self, arg: str) -> _QueuedEvent:
+        if arg.strip(" "):
+            return self._syntax("Syntax: RSET")
+        return Reset(), _Owed.RSET
+
+    def _cmd_noop(self, arg: str) -> _QueuedEvent:
+        return Noop(), _Owed.NOOP  # RFC 5321 section 4.1.1.9: an argument is ignored
+
+    def _cmd_vrfy(self, arg: str) -> _QueuedEvent:
+        if not arg.strip(" "):
+            return self._syntax("Syntax: VRFY address")
+        return Verify(arg.strip(" ")), _Owed.VRFY
+
+    def _cmd_help(self, arg: str) -> _QueuedEvent:
+        return Help(arg.strip(" ")), _Owed.HELP
+
+    def _cmd_quit(self, arg: str) -> _QueuedEvent:
+        if arg.strip(" "):
+            return self._syntax("Syntax: QUIT")
+        return Quit(), _Owed.QUIT
+
+    def _cmd_starttls(self, arg: str) -> _QueuedEvent:
+        if self._tls_active:
+            return self._violation(Reply(503, "TLS already active", "5.5.1"), "STARTTLS in TLS")
+        if not self.config.tls_available:
+            return self._violation(
+                Reply(502, "STARTTLS not available", "5.5.1"), "STARTTLS not offered"
+            )
+        if arg.strip(" "):
+            return self._syntax("Syntax: STARTTLS")  # RFC 3207 section 4: no parameters
+        return StartTLS(), _Owed.STARTTLS
+
+    def _auth_offered(self) -> bool:
+        cfg = self.config
+        return bool(cfg.auth_mechanisms) and (self._tls_active or not cfg.auth_requires_tls)
+
+    def _cmd_auth(self, arg: str) -> _QueuedEvent:
+        cfg = self.config
+        if not cfg.auth_mechanisms:
+            return self._violation(Reply(502, "AUTH not available", "5.5.1"), "AUTH not offered")
+        if not self._extended:
+            return self._violation(Reply(503, "Send EHLO first", "5.5.1"), "AUTH after HELO")
+        if self._auth_identity is not None:
+            # RFC 4954 section 4: after a successful AUTH, further AUTH gets 503.
+            return self._violation(Reply(503, "Already authenticated", "5.5.1"), "AUTH twice")
+        if not self._auth_offered():
+            # RFC 4954 section 6: 538 encryption required for the mechanism.
+            text = "Encryption required for requested authentication mechanism"
+            return self._violation(Reply(538, text, "5.7.11"), "AUTH before TLS")
+        words = arg.split(" ")
+        if not 1 <= len(words) <= 2 or not words[0]:
+            return self._syntax("Syntax: AUTH mechanism [initial-response]")
+        mechanism = words[0].upper()
+        if mechanism not in cfg.auth_mechanisms:
+            shown = grammar.quote_for_reply(words[0])
+            reply = Reply(504, f"Unrecognized authentication type {shown}", "5.5.4")
+            return self._violation(reply, "unknown SASL mechanism")
+        initial: bytes | None = None
+        if len(words) == 2:
+            decoded = decode_sasl_line(words[1].encode())
+            if isinstance(decoded, SaslFailure):
+                return self._sasl_failed(decoded)
+            initial = decoded
+        self._auth_count += 1
+        challenge = f"<{self._nonce}.{self._auth_count}@{cfg.hostname}>".encode()
+        self._sasl = SaslServer(mechanism, initial, challenge)
+        return self._sasl_step(self._sasl.start())
+
+    def _sasl_step(self, step: SaslStep) -> _QueuedEvent:
+        if isinstance(step, SaslChallenge):
+            assert self._sasl is not None
+            text = base64.b64encode(step.data).decode("ascii")
+            return AuthChallenge(Reply(334, text), self._sasl.mechanism), _Owed.AUTH_CHALLENGE
+        self._sasl = None
+        self._state = SMTPState.READY
+        if isinstance(step, SaslSuccess):
+            self._pending_auth = step.credentials
+            return AuthAttempt(step.credentials), _Owed.AUTH_ATTEMPT
+        return self._sasl_failed(step)
+
+    def _sasl_failed(self, failure: SaslFailure) -> _QueuedEvent:
+        self._sasl = None
+        self._state = SMTPState.READY
+        if failure.cancelled:
+            # RFC 4954 section 4: a "*" cancels; reply 501.
+            reply = Reply(501, "Authentication cancelled", "5.7.0")
+            return self._violation(reply, "AUTH cancelled", count=False)
+        # RFC 4954 section 4: undecodable base64 (or a malformed response) gets 501.
+        return self._violation(Reply(501, failure.reason, "5.5.2"), "bad AUTH response")
+
+    def _sasl_line(self, raw: bytes | object) -> _QueuedEvent:
+        if raw is OVERLONG or (isinstance(raw, bytes) and len(raw) > self.config.max_auth_line):
+            self._sasl = None
+            self._state = SMTPState.READY
+            # RFC 4954 section 4 / 6: 500 5.5.6 authentication exchange line too long.
+            reply = Reply(500, "Authentication exchange line is too long", "5.5.6")
+            return self._violation(reply, "overlong AUTH line")
+        assert isinstance(raw, bytes) and self._sasl is not None
+        decoded = decode_sasl_line(raw.rstrip(b"\r\n"))
+        if isinstance(decoded, SaslFailure):
+            return self._sasl_failed(decoded)
+        return self._sasl_step(self._sasl.respond(decoded))
+
+    # -- bodies ------------------------------------------------------------------------
+
+    def _new_checker(self) -> ContentChecker:
+        cfg = self.config
+        return ContentChecker(
+            cfg.max_message_size, cfg.max_text_line, cfg.bare_newlines == "normalise"
+        )
+
+    def _next_data_event(self) -> SMTPEvent | Sentinel:
+        while True:
+            chunk = self._read_raw(1 << 62)
+            if chunk is None:
+                return self._closed() if self._eof else NEED_DATA
+            content, end = self._decoder.feed(chunk)
+            content = self._checker.feed(content)
+            if end >= 0:
+                if end < len(chunk):
+                    self._buf.feed(chunk[end:])
+                final = self._end_of_body()
+                if content:
+                    self._events.append(final)
+                    return DataChunk(content)
+                return self._emit(final)
+            if content:
+                return DataChunk(content)
+
+    def _end_of_body(self) -> _QueuedEvent:
+        """The verdict on a complete body: EndOfData, or DataRejected with its reply."""
+        checker = self._checker
+        if checker.oversize:
+            # RFC 1870 section 6.3 / RFC 5321 section 4.5.3.1.9.
+            reply = Reply(552, "Message size exceeds fixed maximum message size", "5.3.4")
+            return DataRejected(reply, "size"), _Owed.REJECTED
+        if checker.bare and self.config.bare_newlines == "reject":
+            # RFC 5321 section 2.3.8: lines end with CRLF; bare CR/LF are refused so that
+            # no downstream server can read a different message end (SMTP smuggling).
+            text = "Message contains bare CR or LF; lines must end with CRLF"
+            return DataRejected(Reply(550, text, "5.6.0"), "bare-newline"), _Owed.REJECTED
+        if checker.long_line:
+            limit = self.config.max_text_line
+            reply = Reply(550, f"Message contains a line longer than {limit} octets", "5.6.0")
+            return DataRejected(reply, "line-length"), _Owed.REJECTED
+        return EndOfData(), _Owed.END_DATA
+
+    def _next_bdat_event(self) -> SMTPEvent | Sentinel:
+        while self._bdat_remaining:
+            data = self._read_raw(self._bdat_remaining)
+            if data is None:
+                return self._closed() if self._eof else NEED_DATA
+            self._bdat_remaining -= len(data)
+            if self._bdat_error is not None:
+                continue  # RFC 3030 section 2: the octets of a refused BDAT are dropped
+            content = self._checker.feed(data)
+            if content:
+                return DataChunk(content)
+        # The chunk is complete: the BDAT command gets its reply now.
+        self._state = SMTPState.RCPT
+        if self._bdat_error is not None:
+            error, self._bdat_error = self._bdat_error, None
+            self._state = self._state_after_refused_bdat()
+            return self._emit(self._violation(error, "BDAT refused"))
+        if self._bdat_last:
+            tail = self._checker.finish()
+            final = self._end_of_body()
+            if tail:
+                self._events.append(final)
+                return DataChunk(tail)
+            return self._emit(final)
+        if self._checker.oversize:
+            reply = Reply(552, "Message size exceeds fixed maximum message size", "5.3.4")
+            return self._emit((DataRejected(reply, "size"), _Owed.REJECTED))
+        return self._emit((BdatChunkEnd(self._bdat_size), _Owed.BDAT_CHUNK))
+
+    def _state_after_refused_bdat(self) -> SMTPState:
+        if self._helo is None:
+            return SMTPState.CONNECTED
+        if self._mail is None:
+            return SMTPState.READY
+        return SMTPState.RCPT if self._rcpt_accepted else SMTPState.MAIL
+
+    # -- replies -----------------------------------------------------------------------
+
+    def send(self, reply: Reply | ProtocolViolation | DataRejected | AuthChallenge) -> bytes:
+        """Render the application's reply to the pending event; return the wire bytes.
+
+        The events that carry a ready-made ``reply`` may be passed themselves. A 421 may
+        be sent at any time and closes the connection (RFC 5321 section 3.8).
+        """
+        if isinstance(reply, ProtocolViolation | DataRejected | AuthChallenge):
+            reply = reply.reply
+        if not isinstance(reply, Reply):
+            raise LocalProtocolError(f"send() takes a Reply, not {type(reply).__name__}")
+        if self._state is SMTPState.CLOSED:
+            raise LocalProtocolError("the connection is closed")
+        owed = self._owed
+        if owed is None:
+            if self._state is SMTPState.GREETING:
+                owed = _Owed.GREETING
+            elif reply.code != 421:
+                raise LocalProtocolError("no command is waiting for a reply")
+        code = reply.code
+        if owed is not None and code != 421 and code not in _POSITIVE[owed]:
+            if code < 400 or owed is _Owed.QUIT or (owed is _Owed.GREETING and code != 554):
+                raise LocalProtocolError(f"{code} is not a valid reply to {owed.value}")
+        extra: tuple[str, ...] = ()
+        if owed is _Owed.HELLO and code == 250 and self._pending_hello is not None:
+            if self._pending_hello.extended:
+                self._offered = frozenset(line.split(" ")[0] for line in self.extensions())
+                extra = self.extensions()
+        data = render_reply(reply, self._enhanced(owed, reply), extra)
+        self._owed = None
+        self._transition(owed, code)
+        return data
+
+    def _enhanced(self, owed: _Owed | None, reply: Reply) -> str | None:
+        # RFC 2034 section 3: on every 2xx/4xx/5xx reply except the greeting and the
+        # replies to HELO and EHLO.
+        if not self.config.enhanced_status_codes or reply.code < 400 and reply.code >= 300:
+            return None
+        if owed in (_Owed.GREETING, _Owed.HELLO):
+            return None
+        if reply.enhanced is not None:
+            return reply.enhanced
+        cls = reply.code // 100
+        if cls == 2:
+            return _POSITIVE_ENHANCED.get(owed, "2.0.0") if owed else "2.0.0"
+        if owed is _Owed.AUTH_ATTEMPT:
+            return "5.7.8" if reply.code == 535 else f"{cls}.7.0"  # RFC 4954 section 6
+        if owed is _Owed.STARTTLS:
+            return f"{cls}.7.0"  # RFC 3207 section 4: 454 TLS not available
+        return f"{cls}.0.0"
+
+    def _transition(self, owed: _Owed | None, code: int) -> None:
+        positive = owed is not None and code in _POSITIVE[owed]
+        if code == 421:
+            self._closed()
+        elif owed is _Owed.GREETING:
+            # RFC 5321 section 3.1: 554 instead of 220 means only QUIT will be served.
+            self._state = SMTPState.CONNECTED if positive else SMTPState.REFUSED
+        elif owed is _Owed.HELLO:
+            if positive and self._pending_hello is not None:
+                # RFC 5321 section 4.1.4: a successful EHLO/HELO also resets the
+                # transaction; the keywords offered are those of the last EHLO.
+                self._helo = self._pending_hello.name
+                self._extended = self._pending_hello.extended
+                if not self._extended:
+                    self._offered = frozenset()
+                self._reset_transaction()
+                self._state = SMTPState.READY
+            self._pending_hello = None
+        elif owed is _Owed.MAIL:
+            if positive:
+                self._mail = self._pending_mail
+                self._state = SMTPState.MAIL
+            self._pending_mail = None
+        elif owed is _Owed.RCPT:
+            self._rcpt_attempted = True
+            if positive:
+                self._rcpt_accepted += 1
+                self._state = SMTPState.RCPT
+        elif owed is _Owed.DATA:
+            if positive:
+                self._state = SMTPState.DATA
+                self._decoder = DotDecoder()
+                self._checker = self._new_checker()
+        elif owed in (_Owed.END_DATA, _Owed.REJECTED):
+            self._reset_transaction()
+            self._state = SMTPState.READY
+        elif owed is _Owed.BDAT_CHUNK:
+            if not positive:
+                # RFC 3030 section 2: a failed chunk fails the transaction.
+                self._reset_transaction()
+                self._state = SMTPState.READY
+        elif owed is _Owed.RSET:
+            self._reset_transaction()
+            if self._state is not SMTPState.CONNECTED:
+                self._state = SMTPState.READY
+        elif owed is _Owed.STARTTLS:
+            if positive:
+                # RFC 3207 section 4 / CVE-2011-0411: nothing the client sent in
+                # cleartext after STARTTLS may be read as coming over TLS.
+                self.discarded_after_starttls += self._clear_input()
+                self._state = SMTPState.TLS_PENDING
+        elif owed is _Owed.AUTH_CHALLENGE:
+            if positive:
+                self._state = SMTPState.AUTH
+            else:
+                self._sasl = None
+                self._state = SMTPState.READY
+        elif owed is _Owed.AUTH_ATTEMPT:
+            if positive and self._pending_auth is not None:
+                self._auth_identity = self._pending_auth.username
+            self._pending_auth = None
+            self._state = SMTPState.READY
+        elif owed is _Owed.QUIT:
+            self._closed()
+        elif owed is _Owed.FATAL:
+            self._closed()
+
+    def _clear_input(self) -> int:
+        dropped = self._buf.clear() + sum(len(c) for c in self._incoming)
+        if isinstance(self._lookahead, bytes):
+            dropped += len(self._lookahead)
+        self._incoming.clear()
+        self._lookahead = None
+        return dropped
+
+    def _reset_transaction(self) -> None:
+        self._mail = None
+        self._rcpt_accepted = 0
+        self._rcpt_attempted = False
+        self._chunking = False
+        self._bdat_remaining = 0
+        self._bdat_size = 0
+        self._bdat_last = False
+        self._bdat_error = None
+        self._checker = self._new_checker()
+        self._decoder = DotDecoder()
+
+    def start_tls_done(self) -> None:
+        """The runner finished the TLS handshake after a 220 to StartTLS.
+
+        RFC 3207 section 4.2: the session starts over; EHLO, AUTH and any transaction are
+        forgotten, the client must EHLO again; STARTTLS is no longer offered and AUTH may
+        now be.
+        """
+        if self._state is not SMTPState.TLS_PENDING:
+            raise LocalProtocolError("start_tls_done() without a 220 reply to STARTTLS")
+        self._tls_active = True
+        self._helo = None
+        self._extended = False
+        self._offered = frozenset()
+        self._auth_identity = None
+        self._reset_transaction()
+        self._state = SMTPState.CONNECTED
+
+    def default_reply(self, event: SMTPEvent) -> Reply:
+        """A conventional reply to ``event`` for applications with no opinion on it.
+
+        Policy events (MailFrom, RcptTo, EndOfData, AuthAttempt) get a positive reply
+        too: use this for them only when the application has really decided to accept.
+        """
+        host = self.config.hostname
+        if isinstance(event, ProtocolViolation | DataRejected | AuthChallenge):
+            return event.reply
+        if isinstance(event, Hello):
+            return Reply(250, host)
+        if isinstance(event, DataStart):
+            return Reply(354, "End data with <CR><LF>.<CR><LF>")
+        if isinstance(event, BdatChunkEnd):
+            return Reply(250, f"{event.size} octets received")
+        if isinstance(event, Verify):
+            # RFC 5321 section 3.5.3: 252 when the server will not verify.
+            return Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
+        if isinstance(event, Help):
+            return Reply(214, "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)")
+        if isinstance(event, StartTLS):
+            return Reply(220, "Ready to start TLS")
+        if isinstance(event, AuthAttempt):
+            return Reply(235, "Authentication successful")
+        if isinstance(event, Quit):
+            return Reply(221, f"{host} Service closing transmission channel")
+        if isinstance(event, MailFrom | RcptTo | EndOfData | Reset | Noop):
+            return Reply(250, "OK")
+        raise LocalProtocolError(f"{type(event).__name__} takes no reply")

@@ -1,0 +1,37 @@
+"""Replies to wire bytes: multi-line rendering and enhanced status codes.
+
+Owns: RFC 5321 section 4.2 reply syntax (``code-text`` on every line but the last,
+``code SP text`` on the last), the 512-octet reply line limit (section 4.5.3.1.5) and the
+placement of RFC 2034 enhanced status codes (on every line, never on the greeting, the
+HELO/EHLO reply or a 3xx reply).
+
+Must not: decide which reply to send.
+"""
+
+from __future__ import annotations
+
+from nosend_proto._errors import LocalProtocolError
+from nosend_proto.smtp_events import Reply
+
+__all__ = ["render_reply", "MAX_REPLY_LINE"]
+
+#: RFC 5321 section 4.5.3.1.5: reply line including the code and CRLF.
+MAX_REPLY_LINE = 512
+
+
+def render_reply(reply: Reply, enhanced: str | None, extra_lines: tuple[str, ...] = ()) -> bytes:
+    """Render ``reply`` with ``enhanced`` (or none) and ``extra_lines`` appended (EHLO)."""
+    lines = reply.text.split("\n") + list(extra_lines)
+    code = str(reply.code)
+    prefix = f"{enhanced} " if enhanced else ""
+    out = []
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        sep = " " if i == last else "-"
+        rendered = f"{code}{sep}{prefix}{line}\r\n".encode()
+        if len(rendered) > MAX_REPLY_LINE:
+            raise LocalProtocolError(
+                f"reply line longer than {MAX_REPLY_LINE} octets (RFC 5321 section 4.5.3.1.5)"
+            )
+        out.append(rendered)
+    return b"".join(out)

@@ -1,0 +1,145 @@
+"""Test drivers for the SMTP server engine: an in-memory harness, transcripts, a socket loop.
+
+Not a runner: the real runners live in ``nosend_runners``. This is the least code that lets
+tests speak to the engine the way a client would.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nosend_proto.smtp_events import (
+    NEED_DATA,
+    Bdat,
+    ConnectionClosed,
+    DataChunk,
+    DataRejected,
+    EndOfData,
+    Reply,
+    SMTPEvent,
+)
+from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
+
+App = Callable[[ServerConnection, SMTPEvent], Reply | None]
+
+HOST = "mx.example.org"
+
+
+def default_app(conn: ServerConnection, event: SMTPEvent) -> Reply | None:
+    """Accept everything the engine lets through."""
+    if isinstance(event, DataChunk | Bdat | ConnectionClosed):
+        return None
+    return conn.default_reply(event)
+
+
+@dataclass
+class Harness:
+    """An engine plus the application's side: collected events, bodies and output."""
+
+    config: SMTPServerConfig = field(default_factory=lambda: SMTPServerConfig(hostname=HOST))
+    app: App = default_app
+    nonce: str = "nonce42"
+
+    def __post_init__(self) -> None:
+        self.conn = ServerConnection(self.config, nonce=self.nonce)
+        self.events: list[SMTPEvent] = []
+        self.body = bytearray()
+        self.messages: list[bytes] = []
+        self.rejected: list[DataRejected] = []
+
+    def greet(self, reply: Reply | None = None) -> bytes:
+        return self.conn.send(reply or Reply(220, f"{HOST} ESMTP"))
+
+    def feed(self, data: bytes) -> bytes:
+        """Give ``data`` to the engine, answer every event, return the reply bytes."""
+        self.conn.receive_data(data)
+        return self.pump()
+
+    def pump(self) -> bytes:
+        out = bytearray()
+        while self.conn.state not in (SMTPState.CLOSED, SMTPState.TLS_PENDING):
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                break
+            assert not isinstance(event, type(NEED_DATA))
+            self.events.append(event)
+            if isinstance(event, DataChunk):
+                self.body += event.data
+            elif isinstance(event, EndOfData):
+                self.messages.append(bytes(self.body))
+                self.body.clear()
+            elif isinstance(event, DataRejected):
+                self.rejected.append(event)
+                self.body.clear()
+            elif isinstance(event, ConnectionClosed):
+                break
+            reply = self.app(self.conn, event)
+            if reply is not None:
+                out += self.conn.send(reply)
+        return bytes(out)
+
+
+def run_transcript(harness: Harness, transcript: str) -> None:
+    """Play ``C:`` lines to the engine and compare its output with the ``S:`` lines.
+
+    Consecutive ``C:`` lines are sent together (as a pipelining client would); the ``S:``
+    lines that follow are what the engine must have written by then. A line ``S: 220 ...``
+    before any ``C:`` line is the greeting the harness sends. ``C:`` text is sent with
+    CRLF appended; ``\\r``/``\\n`` escapes inside it are honoured for raw bytes.
+    """
+    pending_client: list[str] = []
+    expected: list[str] = []
+    output = b""
+    greeted = False
+
+    def flush() -> None:
+        nonlocal output
+        if pending_client:
+            raw = "".join(line + "\r\n" for line in pending_client)
+            raw = raw.replace("\\r", "\r").replace("\\n", "\n")
+            output += harness.feed(raw.encode())
+            pending_client.clear()
+
+    def check() -> None:
+        nonlocal output
+        flush()
+        want = "".join(line + "\r\n" for line in expected).encode()
+        assert output.decode(errors="replace") == want.decode(errors="replace")
+        output = b""
+        expected.clear()
+
+    for raw_line in transcript.strip().splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        who, _, text = line.partition(": ")
+        if who == "S":
+            if not greeted:
+                greeted = True
+                output += harness.greet(Reply(int(text[:3]), text[4:]))
+            flush()
+            expected.append(text)
+        elif who == "C":
+            if expected:
+                check()
+            pending_client.append(text)
+        else:
+            raise ValueError(f"bad transcript line {raw_line!r}")
+    check()
+
+
+def serve_socket(sock: socket.socket, harness: Harness, chunk: int = 65536) -> None:
+    """Drive ``harness`` over a connected socket until the conversation ends."""
+    try:
+        sock.sendall(harness.greet())
+        while harness.conn.state is not SMTPState.CLOSED:
+            data = sock.recv(chunk)
+            out = harness.feed(data)
+            if out:
+                sock.sendall(out)
+            if not data:
+                break
+    finally:
+        sock.close()
