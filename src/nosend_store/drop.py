@@ -56,6 +56,7 @@ class DropSession:
     def __init__(self, messages: Sequence[DropMessage]) -> None:
         self._messages = tuple(messages)
         self._deleted: set[int] = set()
+        self._retrieved: set[int] = set()
         self._closed = False
 
     # -- listing -------------------------------------------------------------------------
@@ -102,6 +103,13 @@ class DropSession:
         finally:
             f.close()
 
+    def note_retrieved(self, number: int) -> None:
+        """Remember that RETR sent message ``number`` in full. A Maildir then marks it
+        seen at :meth:`commit`, as Dovecot does by default (``pop3_no_flag_updates =
+        no``), so a MUA on the same Maildir shows it as read; other drops ignore it."""
+        if self.get(number) is not None:
+            self._retrieved.add(number)
+
     # -- deletion ------------------------------------------------------------------------
 
     def mark_deleted(self, number: int) -> bool:
@@ -127,6 +135,9 @@ class DropSession:
             doomed = [self._messages[n - 1] for n in sorted(self._deleted)]
             if doomed:
                 self._apply_deletions(doomed)
+            seen = [self._messages[n - 1] for n in sorted(self._retrieved - self._deleted)]
+            if seen:
+                self._apply_seen(seen)
             return len(doomed)
         finally:
             self.close()
@@ -155,6 +166,9 @@ class DropSession:
 
     def _apply_deletions(self, msgs: list[DropMessage]) -> None:
         raise NotImplementedError
+
+    def _apply_seen(self, msgs: list[DropMessage]) -> None:
+        """Hook for :meth:`note_retrieved`; nothing by default."""
 
     def _unlock(self) -> None:
         raise NotImplementedError

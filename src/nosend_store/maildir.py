@@ -580,5 +580,15 @@ class MaildirDropSession(DropSession):
     def _apply_deletions(self, msgs: list[DropMessage]) -> None:
         self._mailbox.delete(self._entries[m.number - 1].key for m in msgs)
 
+    def _apply_seen(self, msgs: list[DropMessage]) -> None:
+        for m in msgs:
+            entry = self._entries[m.number - 1]
+            try:
+                current = self._mailbox.get(entry.key)
+                if current is not None and "S" not in current.flags:
+                    self._mailbox.set_flags(entry.key, current.flags + "S")
+            except MessageGone:
+                continue  # removed by a MUA meanwhile: nothing to mark
+
     def _unlock(self) -> None:
         self._lock.release()

@@ -211,6 +211,26 @@ def test_pop3_deletions_only_at_commit(tmp_path: Path) -> None:
     assert [m.key for m in mb.list_messages()] == keys[:2]
 
 
+def test_retrieved_messages_are_marked_seen_at_quit_only(tmp_path: Path) -> None:
+    mb = MaildirMailbox(tmp_path / "box")
+    keys = [mb.deliver([f"m{i}\n".encode()]) for i in range(3)]
+    mb.set_flags(keys[2], "R")
+    session = mb.pop3_session()
+    for n in (1, 2, 3):
+        session.note_retrieved(n)
+    session.close()  # dropped: no flag changes
+    assert [m.flags for m in mb.list_messages()] == ["", "", "R"]
+    session = mb.pop3_session()
+    for n in (1, 2, 3):
+        session.note_retrieved(n)
+    session.mark_deleted(2)
+    session.commit()
+    assert [(m.key, m.flags, m.subdir) for m in mb.list_messages()] == [
+        (keys[0], "S", "cur"),
+        (keys[2], "RS", "cur"),
+    ]
+
+
 def test_snapshot_hides_later_deliveries_until_next_session(tmp_path: Path) -> None:
     mb = MaildirMailbox(tmp_path / "box")
     mb.deliver([b"one\n"])
