@@ -357,6 +357,8 @@ class Config:
         if domain not in self.domains:
             remote.append(address)
             return True
+        if not local:
+            return False
         local = local.lower()
         candidates = [local]
         sep = self.server.plus_separator

@@ -104,15 +104,15 @@ class ConfigDocument:
                 return i, end
         return None
 
-    def _sections_of(self, kind: str) -> list[tuple[int, int]]:
+    def _last_section_of(self, kind: str) -> tuple[int, int] | None:
+        """(header index, end index) of the last ``[kind ...]`` section, or None."""
         tokens = self._tokens()
-        return [
-            span
-            for t in tokens
-            if t.kind == "section" and t.section_type == kind
-            for span in [self._section(kind, t.section_name)]
-            if span is not None
-        ]
+        headers = [i for i, t in enumerate(tokens) if t.kind == "section"]
+        for n in range(len(headers) - 1, -1, -1):
+            if tokens[headers[n]].section_type == kind:
+                end = headers[n + 1] if n + 1 < len(headers) else len(tokens)
+                return headers[n], end
+        return None
 
     def _last_content(self, start: int, end: int) -> int:
         """Index after which a new line of section [start, end) goes."""
@@ -271,10 +271,9 @@ class ConfigDocument:
         if shared_secret is not None:
             self._check_value(shared_secret)
             body += [SHARED_SECRET_WARNING, f"shared_secret = {shared_secret}"]
-        existing = self._sections_of("mailbox")
-        if existing:
-            start, end = existing[-1]
-            self._insert(self._last_content(start, end) + 1, ["", *body])
+        last = self._last_section_of("mailbox")
+        if last is not None:
+            self._insert(self._last_content(*last) + 1, ["", *body])
         else:
             self._append_section(body, before="aliases")
 

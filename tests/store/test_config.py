@@ -447,7 +447,14 @@ def test_resolve(address: str, mailboxes: tuple[str, ...], remote: tuple[str, ..
 
 
 @pytest.mark.parametrize(
-    "address", ["nobody@example.org", "+x@example.org", "captain", "nobody+captain@example.org"]
+    "address",
+    [
+        "nobody@example.org",
+        "+x@example.org",
+        "captain",
+        "nobody+captain@example.org",
+        "@example.net",  # an empty local part is not the catch-all's key
+    ],
 )
 def test_resolve_unknown(address: str) -> None:
     assert parse_config(make(), "mail.cfg").resolve(address) is None
