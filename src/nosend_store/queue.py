@@ -78,7 +78,8 @@ class Recipient:
     as ``FAILURE``. ``orcpt`` is the ORCPT value as received (``rfc822;addr``).
     ``reply`` is the last server reply for this recipient, ``remote_mta`` who gave it.
     ``relayed`` is set when the next hop accepted it without DSN support (RFC 3461
-    section 4.2: a NOTIFY=SUCCESS request then earns a "relayed" notification).
+    section 4.2: a NOTIFY=SUCCESS request then earns a "relayed" notification);
+    ``delay_notified`` once a NOTIFY=DELAY warning was sent.
     """
 
     address: str
@@ -89,6 +90,7 @@ class Recipient:
     remote_mta: str | None = None
     relayed: bool = False
     expired: bool = False
+    delay_notified: bool = False
 
     @property
     def done(self) -> bool:
@@ -155,12 +157,16 @@ class RetryPolicy:
     ``max_interval``. A message still undelivered ``expire_after`` seconds after it was
     queued fails with status 4.4.7 (RFC 3463 section 3.5, "delivery time expired");
     the default, 5 days, is the "at least 4-5 days" of RFC 5321 section 4.5.4.1.
+    Recipients that asked for NOTIFY=DELAY (RFC 3461 section 4.1) get one "delayed"
+    notification once their message has waited ``delay_warning_after`` seconds (None:
+    never).
     """
 
     first_retry: float = 300.0
     factor: float = 2.0
     max_interval: float = 4 * 3600.0
     expire_after: float = 5 * 86400.0
+    delay_warning_after: float | None = 4 * 3600.0
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
@@ -592,34 +598,83 @@ class OutboundQueue:
     def _settle(self, entry: QueueEntry, now: float) -> FinishOutcome:
         """Persist ``entry``; when all recipients are done, notify and remove it."""
         if entry.pending:
-            self._store(entry)
-            return FinishOutcome(removed=False, next_attempt=entry.next_attempt)
+            return self._settle_pending(entry, now)
         dsn = self._dsn_recipients(entry, now)
         notified: tuple[str, ...] = ()
         if dsn and self._sink is not None:
             if not entry.notify_pending:
                 entry = replace(entry, notify_pending=True)
+            # Recorded first, so that a crash after the sink but before the removal makes
+            # maintain() notify again: a duplicate report rather than a lost one.
             self._store(entry)
-            try:
-                with open(os.path.join(self._path, "active", entry.id, "message"), "rb") as f:
-                    chunks = build_dsn(
-                        sender=entry.sender,
-                        recipients=dsn,
-                        reporting_mta=self._hostname,
-                        now=now,
-                        arrival=entry.created,
-                        envid=entry.envelope.envid,
-                        original=f,
-                        headers_only=(entry.envelope.ret or "").upper() == "HDRS",
-                    )
-                    self._sink(entry.sender, chunks)
-            except Exception as exc:  # the sink failed: keep the entry, retry later
+            error = self._notify(entry, dsn, now)
+            if error is not None:
                 return FinishOutcome(
-                    removed=False, next_attempt=entry.next_attempt, notify_error=repr(exc)
+                    removed=False, next_attempt=entry.next_attempt, notify_error=error
                 )
             notified = tuple(r.final_recipient for r in dsn)
         self._remove(entry.id)
         return FinishOutcome(removed=True, notified=notified)
+
+    def _settle_pending(self, entry: QueueEntry, now: float) -> FinishOutcome:
+        warn = self._delay_warnings(entry, now)
+        notified: tuple[str, ...] = ()
+        error = None
+        if warn and self._sink is not None:
+            error = self._notify(entry, warn, now)
+            if error is None:
+                warned = {d.final_recipient for d in warn}
+                recipients = tuple(
+                    replace(r, delay_notified=True) if not r.done and r.address in warned else r
+                    for r in entry.recipients
+                )
+                entry = replace(entry, envelope=replace(entry.envelope, recipients=recipients))
+                notified = tuple(sorted(warned))
+        self._store(entry)
+        return FinishOutcome(
+            removed=False, notified=notified, next_attempt=entry.next_attempt, notify_error=error
+        )
+
+    def _notify(self, entry: QueueEntry, dsn: list[DsnRecipient], now: float) -> str | None:
+        """Hand one report to the sink; return an error text if it failed."""
+        assert self._sink is not None
+        try:
+            with open(os.path.join(self._path, "active", entry.id, "message"), "rb") as f:
+                chunks = build_dsn(
+                    sender=entry.sender,
+                    recipients=dsn,
+                    reporting_mta=self._hostname,
+                    now=now,
+                    arrival=entry.created,
+                    envid=entry.envelope.envid,
+                    original=f,
+                    headers_only=(entry.envelope.ret or "").upper() == "HDRS",
+                )
+                self._sink(entry.sender, chunks)
+        except Exception as exc:  # the sink failed: keep the entry, retry later
+            return repr(exc)
+        return None
+
+    def _delay_warnings(self, entry: QueueEntry, now: float) -> list[DsnRecipient]:
+        after = self.policy.delay_warning_after
+        if not entry.sender or after is None or now < entry.created + after:
+            return []
+        return [
+            DsnRecipient(
+                final_recipient=r.address,
+                action="delayed",
+                # A pending recipient has only seen temporary failures (class 4).
+                status="4" + status_from_reply(r.reply or "", default_class="4")[1:],
+                original_recipient=r.orcpt,
+                remote_mta=r.remote_mta,
+                diagnostic=r.reply,
+                last_attempt=entry.last_attempt,
+                will_retry_until=entry.created + self.policy.expire_after,
+            )
+            for r in entry.pending
+            # RFC 3461 section 4.1: only on request; a NOTIFY without DELAY means none.
+            if "DELAY" in {n.upper() for n in r.notify} and not r.delay_notified
+        ]
 
     def _dsn_recipients(self, entry: QueueEntry, now: float) -> list[DsnRecipient]:
         # RFC 5321 section 4.5.5 / RFC 3461 section 6.2: never notify the null sender.
@@ -675,7 +730,7 @@ class OutboundQueue:
     # -- maintenance ---------------------------------------------------------------------
 
     def maintain(self, now: float | None = None) -> list[FinishOutcome]:
-        """Expire overdue entries and deliver outstanding notifications.
+        """Expire overdue entries and deliver outstanding notifications and delay warnings.
 
         Run it periodically even when no link comes up, so that expiry (RFC 5321
         section 4.5.4.1) happens on time. Claimed entries are skipped.
@@ -684,7 +739,8 @@ class OutboundQueue:
         out = []
         for entry in self.entries():
             overdue = entry.pending and now >= entry.created + self.policy.expire_after
-            if not (overdue or entry.notify_pending or not entry.pending):
+            warn = bool(self._delay_warnings(entry, now))
+            if not (overdue or warn or entry.notify_pending or not entry.pending):
                 continue
             claim = self.claim(entry.id)
             if claim is None:

@@ -219,3 +219,40 @@ def test_killed_transport_loses_its_claim_and_nothing_else(tmp_path: Path) -> No
     assert claim is not None  # the claim died with the process
     assert [r.address for r in claim.entry.pending] == ["b@x"]  # unsaved result not applied
     claim.release()
+
+
+def test_kill_after_report_before_removal_repeats_the_report_never_loses_it(
+    tmp_path: Path,
+) -> None:
+    from nosend_store.queue import Envelope, OutboundQueue
+
+    q = OutboundQueue(tmp_path / "queue")
+    qid = q.enqueue(Envelope.simple("a@y", ["b@x"]), [b"Subject: s\r\n\r\nx\r\n"])
+    code = (
+        "import os, signal, sys\n"
+        "from nosend_store.maildir import MaildirMailbox\n"
+        "from nosend_store.queue import OutboundQueue, RecipientResult\n"
+        "box = MaildirMailbox(sys.argv[3])\n"
+        "def sink(rcpt, chunks):\n"
+        "    box.deliver(chunks)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "c = OutboundQueue(sys.argv[1], bounce_sink=sink).claim(sys.argv[2])\n"
+        "c.record('b@x', RecipientResult.failed('550 no'))\n"
+        "c.finish()\n"
+    )
+    box_path = tmp_path / "sender-box"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "queue"), qid, str(box_path)],
+        capture_output=True,
+        timeout=20,
+    )
+    assert result.returncode == -9, result.stderr
+    box = MaildirMailbox(box_path)
+    assert len(box.list_messages()) == 1
+    entry = q.get(qid)
+    assert entry is not None and entry.notify_pending and entry.pending == ()
+    again = OutboundQueue(tmp_path / "queue", bounce_sink=lambda r, ch: box.deliver(ch))
+    [outcome] = again.maintain()
+    assert outcome.removed
+    assert len(box.list_messages()) == 2  # at least once: a duplicate, nothing lost
+    assert again.entries() == []

@@ -346,3 +346,35 @@ def test_claim_due_skips_claimed_and_future_entries(queue: OutboundQueue, clock:
         cl.release()
     held.release()
     assert [e.id for e in queue.entries()] == [a, b, c]
+
+
+def test_delay_warning_once_for_notify_delay_only(
+    queue: OutboundQueue, sink: Sink, clock: Clock
+) -> None:
+    qid = queue.enqueue(
+        Envelope(
+            "a@y",
+            (
+                Recipient("b@x", notify=("DELAY", "FAILURE")),
+                Recipient("c@x"),  # no NOTIFY given: no delay warning
+            ),
+        ),
+        MSG,
+    )
+    claim = queue.claim(qid)
+    assert claim is not None
+    claim.record("b@x", RecipientResult.deferred("451 4.4.1 no answer", "mx.x"))
+    claim.record("c@x", RecipientResult.deferred("451 4.4.1 no answer", "mx.x"))
+    assert claim.finish().notified == ()  # too early
+    clock.t += 4 * 3600
+    [outcome] = queue.maintain()
+    assert not outcome.removed and outcome.notified == ("b@x",)
+    assert queue.maintain() == []  # only once
+    entry = queue.get(qid)
+    assert entry is not None and [r.delay_notified for r in entry.recipients] == [True, False]
+    [report] = sink.messages("a@y")
+    assert report["Subject"].startswith("Delayed Mail")
+    blocks = [dict(b.items()) for b in list(report.iter_parts())[1].get_payload()]
+    assert [b.get("Final-Recipient") for b in blocks[1:]] == ["rfc822; b@x"]
+    assert (blocks[1]["Action"], blocks[1]["Status"]) == ("delayed", "4.4.1")
+    assert "Will-Retry-Until" in blocks[1]
