@@ -171,10 +171,10 @@ def build_dsn(
     if original is not None:
         last = b"\n"
         if headers_only:
-            for line in original:
-                yield line
-                last = line[-1:]
-                if line in (b"\n", b"\r\n"):
+            for raw in original:
+                yield raw
+                last = raw[-1:]
+                if raw in (b"\n", b"\r\n"):
                     break
         else:
             while data := original.read(64 * 1024):

@@ -188,7 +188,7 @@ class QueueDropSession(DropSession):
             body = item.claim.open_message()
         except FileNotFoundError:
             raise MessageGone(item.claim.id) from None
-        return io.BufferedReader(_PrefixedReader(item.prefix, body))  # type: ignore[return-value]
+        return io.BufferedReader(_PrefixedReader(item.prefix, body))
 
     def _apply_deletions(self, msgs: list[DropMessage]) -> None:
         touched: dict[str, QueueClaim] = {}
