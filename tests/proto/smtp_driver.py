@@ -106,7 +106,8 @@ def run_transcript(harness: Harness, transcript: str) -> None:
         nonlocal output
         flush()
         want = "".join(line + "\r\n" for line in expected).encode()
-        assert output.decode(errors="replace") == want.decode(errors="replace")
+        got = output.decode(errors="replace")
+        assert got == want.decode(errors="replace"), f"\n got:\n{got}\nwant:\n{want.decode()}"
         output = b""
         expected.clear()
 
@@ -114,7 +115,8 @@ def run_transcript(harness: Harness, transcript: str) -> None:
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
-        who, _, text = line.partition(": ")
+        who, _, text = line.partition(":")
+        text = text[1:] if text.startswith(" ") else text
         if who == "S":
             if not greeted:
                 greeted = True
