@@ -162,3 +162,24 @@ async def test_log_lines_carry_service_peer_and_never_the_password(
     assert "hunter2" not in caplog.text
     assert "service=smtp" in caplog.text and "peer=127.0.0.1:" in caplog.text
     assert "user=skipper" in caplog.text and "password=[redacted]" in caplog.text
+
+
+async def test_listens_on_ipv6_loopback_and_reports_the_v6_peer() -> None:
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6; the server must still support ::1")
+    settings = ServerSettings(listen=(Listen("smtp", "::1", 0),), timeouts=fast_timeouts())
+    try:
+        server_cm = running_server(settings)
+        server = await server_cm.__aenter__()
+    except ServerSetupError as exc:  # a container without ::1 configured
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        stream = await anyio.connect_tcp("::1", port_of(server, "smtp"))
+        client = LineClient(stream)
+        await client.line()
+        assert (await client.command(b"PEER")).startswith(b"250 ::1 ")
+        await client.aclose()
+    finally:
+        await server_cm.__aexit__(None, None, None)

@@ -165,7 +165,7 @@ def test_under_openbsd_inetd(tmp_path: Path) -> None:
     port = free_port()
     conf = tmp_path / "inetd.conf"
     args = " ".join(["python3", "-m", "nosend", "inetd", "pop3", "--session", "echo"])
-    args += f" --config {tmp_path / 'none.cfg'}"
+    args += f" --config {tmp_path / 'none.cfg'} --log-file {tmp_path / 'session.log'}"
     conf.write_text(
         f"127.0.0.1:{port} stream tcp nowait {getpass.getuser()} {sys.executable} {args}\n"
     )
@@ -177,3 +177,30 @@ def test_under_openbsd_inetd(tmp_path: Path) -> None:
         _check_echo_session(port, "pop3")  # nowait: a new process per connection
     finally:
         stop_process(proc)
+    # inetd puts the socket on fd 2 as well: the log went to the file, not to the client
+    # (the exact replies above prove the latter).
+    log = (tmp_path / "session.log").read_text()
+    # Three sessions: wait_for_port connected once before the two checked ones.
+    assert log.count("event=connect") == 3 and "service=pop3" in log and "peer=127.0.0.1:" in log
+
+
+def test_a_transcript_file_on_stdin_and_a_pipe_on_stdout(tmp_path: Path) -> None:
+    transcript = tmp_path / "in.txt"
+    transcript.write_bytes(b"hello\r\nPEER\r\nQUIT\r\n")
+    with transcript.open("rb") as stdin:
+        result = subprocess.run(
+            [*NOSEND, "inetd", "smtp", "--session", "echo", "--config", str(tmp_path / "x")],
+            stdin=stdin,
+            capture_output=True,
+            timeout=20,
+            env={**os.environ, "TCPREMOTEIP": "203.0.113.5"},
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(b"\r\n") == [
+        b"220 localhost nosend echo smtp ready",
+        b"250 hello",
+        b"250 203.0.113.5 None tls=False None",
+        b"221 bye",
+        b"",
+    ]
+    assert b"event=connect" in result.stderr  # stderr is not the connection here: log there
