@@ -882,11 +882,10 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
             if not section.name:
                 errors.add(section.number, f"[{kind}] needs a name, e.g. [{kind} NAME]")
                 continue
-            what = "mailbox" if kind == "mailbox" else kind
             if (kind, section.name) in named:
                 errors.add(
                     section.number,
-                    f"duplicate {what} {section.name!r} "
+                    f"duplicate {kind} {section.name!r} "
                     f"(first at line {named[(kind, section.name)]})",
                 )
                 continue
@@ -961,6 +960,7 @@ def _build_server(
             values["postmaster"] = _address(target) if "@" in target else _mailbox_name(target)
         except _Bad as e:
             errors.add(where["postmaster"], f"postmaster: {e}")
+            del values["postmaster"]  # reported once, not again as unresolvable
     if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
         line = where.get("tls_cert", where.get("tls_key", section.number))
         errors.add(line, "tls_cert and tls_key must be set together")
@@ -1294,12 +1294,16 @@ password = {password_hash}
 """
 
 
-def write_atomically(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
+def write_atomically(
+    path: str | os.PathLike[str], text: str, mode: int = 0o600, *, exclusive: bool = False
+) -> None:
     """Replace ``path`` with ``text``: temporary file, fsync, rename, fsync directory.
 
     A reader sees the old file or the new one, never a mix; a crash leaves one of them.
     When an existing file is replaced as root, its owner is kept, so a server running
-    as another user can still read it.
+    as another user can still read it. With ``exclusive`` an existing ``path`` is never
+    replaced (``FileExistsError``): the new file is hard-linked into place, which fails
+    atomically if the name is taken.
     """
     target = Path(path)
     directory = target.parent
@@ -1318,7 +1322,11 @@ def write_atomically(path: str | os.PathLike[str], text: str, mode: int = 0o600)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        if exclusive:
+            os.link(tmp, target)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -1363,10 +1371,9 @@ def create_default_config(
     config = parse_config(text, target)  # refuse to write a file we would not load
     if not target.parent.exists():
         target.parent.mkdir(parents=True, mode=0o700)
-    # Exclusive create closes the race with another process writing the same path.
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.close(fd)
-    write_atomically(target, text)
+    # Exclusive: another process creating the same file at the same moment wins cleanly,
+    # and a failed write leaves no empty file behind to block the next attempt.
+    write_atomically(target, text, exclusive=True)
     return config, chosen
 
 

@@ -605,6 +605,15 @@ def test_write_atomically_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
+def test_write_atomically_exclusive(tmp_path: Path) -> None:
+    target = tmp_path / "mail.cfg"
+    write_atomically(target, "first\n", exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_atomically(target, "second\n", exclusive=True)
+    assert target.read_text() == "first\n"
+    assert os.listdir(tmp_path) == ["mail.cfg"]
+
+
 def test_holder_keeps_old_config_when_new_is_bad(tmp_path: Path) -> None:
     path = tmp_path / "mail.cfg"
     write_atomically(path, make())
