@@ -429,7 +429,9 @@ def _strip_comment(text: str) -> str:
 def _split_lines(text: str) -> list[str]:
     """Lines as editors count them: split at LF only (str.splitlines also splits at
     form feed, U+2028 and others, which would shift every line number after them)."""
-    lines = text.split("\n")
+    # A byte-order mark, as Windows editors write (the seed system ran on Cygwin), is
+    # not part of the first line.
+    lines = text.removeprefix("\ufeff").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]

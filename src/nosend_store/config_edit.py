@@ -57,6 +57,7 @@ class ConfigDocument:
     def __init__(self, text: str, path: str | os.PathLike[str] = "mail.cfg") -> None:
         self.path = os.fspath(path)
         self.newline = "\r\n" if "\r\n" in text else "\n"
+        self.bom = "\ufeff" if text.startswith("\ufeff") else ""
         self.lines: list[str] = _split_lines(text)
         self._tokens_cache: list[_Line] | None = None
 
@@ -76,7 +77,7 @@ class ConfigDocument:
 
     def text(self) -> str:
         """The whole file, ending with a newline."""
-        return "".join(line + self.newline for line in self.lines)
+        return self.bom + "".join(line + self.newline for line in self.lines)
 
     def config(self) -> Config:
         """Parse and validate the current text (``ConfigError`` if invalid)."""

@@ -69,6 +69,13 @@ def test_untouched_document_is_byte_identical() -> None:
     assert ConfigDocument(crlf).text() == crlf
 
 
+def test_byte_order_mark_is_kept_and_ignored() -> None:
+    d = ConfigDocument("\ufeff" + ORIGINAL)
+    d.add_domain("x.example")
+    assert d.text().startswith("\ufeff# Yacht mail server")
+    assert "x.example" in d.config().domains
+
+
 def test_no_final_newline_gets_one() -> None:
     assert ConfigDocument("[server]").text() == "[server]\n"
 
