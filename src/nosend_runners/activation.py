@@ -8,6 +8,22 @@ With ``Accept=no`` the listening sockets are handed to ``nosend serve``; name ea
 ``FileDescriptorName=smtp`` (or ``submission``, ``smtps``, ``pop3``, ``pop3s``) in the
 ``.socket`` unit. Unnamed sockets are matched by their well-known port (25, 587, 465,
 110, 995). With ``Accept=yes`` ``nosend inetd`` receives one connected socket as fd 3.
+
+Example units (``Accept=no``: one long-running server for every listener)::
+
+    # /etc/systemd/system/nosend-smtp.socket (likewise nosend-pop3.socket, ...)
+    [Socket]
+    ListenStream=25
+    FileDescriptorName=smtp
+    Service=nosend.service
+    [Install]
+    WantedBy=sockets.target
+
+    # /etc/systemd/system/nosend.service
+    [Service]
+    ExecStart=/usr/local/bin/nosend serve --config /etc/nosend/mail.cfg
+    ExecReload=/bin/kill -HUP $MAINPID
+    User=nosend
 """
 
 from __future__ import annotations

@@ -10,6 +10,31 @@ environment the super-server sets, else ``"unknown"``. Must not: log to stderr w
 stderr is the connection (openbsd-inetd and xinetd put the socket on fd 2 too); the
 CLI chooses the log destination with ``stderr_is_connection``.
 
+Examples (``--log-file`` or syslog: never stderr, which is the socket)::
+
+    # /etc/inetd.conf (openbsd-inetd)
+    smtp  stream tcp nowait.20 nosend /usr/local/bin/nosend nosend inetd smtp
+    pop3  stream tcp nowait.20 nosend /usr/local/bin/nosend nosend inetd pop3
+
+    # /etc/xinetd.d/nosend-smtp
+    service smtp
+    {
+        socket_type = stream
+        wait        = no
+        user        = nosend
+        server      = /usr/local/bin/nosend
+        server_args = inetd smtp
+        instances   = 20
+        per_source  = 5
+    }
+
+    # systemd, Accept=yes: nosend-smtp.socket has ListenStream=25 and Accept=yes;
+    # nosend-smtp@.service has ExecStart=/usr/local/bin/nosend inetd smtp and
+    # StandardInput=socket (or leave stdin alone: the socket then arrives as fd 3).
+
+    # socat, for a quick test:
+    socat TCP-LISTEN:2525,reuseaddr,fork EXEC:"nosend inetd smtp"
+
 Connection limits under inetd are the super-server's job (xinetd ``instances`` and
 ``per_source``, openbsd-inetd ``nowait.N``), and the auth-failure tracker lives only as
 long as the one connection.

@@ -137,9 +137,10 @@ class Timeouts:
     (4.5.3.2.7). ``data_termination``: how long the client waits for our reply to the
     final dot (10 minutes, 4.5.3.2.6); a commit must finish well inside it.
     ``pop3_idle``: the POP3 autologout timer, at least 10 minutes (RFC 1939 section 3).
-    ``send``: a peer that reads nothing for this long is dropped. ``tls_handshake``:
-    bound on a TLS handshake. ``shutdown_grace``: on SIGTERM, how long a busy session
-    may run before it is cancelled.
+    ``send``: bound on one ``Stream.send`` call, so a peer that reads nothing is
+    dropped; send a large message in chunks (64 KB) so a slow but live reader is not.
+    ``tls_handshake``: bound on a TLS handshake. ``shutdown_grace``: on SIGTERM, how
+    long a busy session may run before it is cancelled.
     """
 
     command: float = 300.0
