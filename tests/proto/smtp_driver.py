@@ -92,7 +92,7 @@ def run_transcript(harness: Harness, transcript: str) -> None:
     pending_client: list[str] = []
     expected: list[str] = []
     output = b""
-    greeted = False
+    greeted = harness.conn.state is not SMTPState.GREETING
 
     def flush() -> None:
         nonlocal output
