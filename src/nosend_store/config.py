@@ -58,6 +58,7 @@ host decide). An address in any other domain resolves to itself as a remote reci
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -1325,8 +1326,7 @@ def write_atomically(
             f.flush()
             os.fsync(f.fileno())
         if exclusive:
-            os.link(tmp, target)
-            os.unlink(tmp)
+            _move_exclusively(tmp, target)
         else:
             os.replace(tmp, target)
     except BaseException:
@@ -1340,6 +1340,27 @@ def write_atomically(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _move_exclusively(tmp: str, target: Path) -> None:
+    """Move ``tmp`` to ``target`` unless ``target`` exists (``FileExistsError``)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        # Some filesystems (FAT, some network mounts) have no hard links: claim the
+        # name with an exclusive create, then rename over our own empty file.
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(target)
+            raise
+    else:
+        os.unlink(tmp)
 
 
 def create_default_config(

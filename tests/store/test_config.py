@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import stat
@@ -606,6 +607,21 @@ def test_write_atomically_leaves_no_temporary_files(tmp_path: Path) -> None:
 
 
 def test_write_atomically_exclusive(tmp_path: Path) -> None:
+    target = tmp_path / "mail.cfg"
+    write_atomically(target, "first\n", exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_atomically(target, "second\n", exclusive=True)
+    assert target.read_text() == "first\n"
+    assert os.listdir(tmp_path) == ["mail.cfg"]
+
+
+def test_write_atomically_exclusive_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: str, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
     target = tmp_path / "mail.cfg"
     write_atomically(target, "first\n", exclusive=True)
     with pytest.raises(FileExistsError):
