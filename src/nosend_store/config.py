@@ -93,6 +93,7 @@ __all__ = [
     "sample_config",
     "create_default_config",
     "write_atomically",
+    "file_mode_warning",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
