@@ -89,6 +89,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _backend_problem(backend: str) -> str | None:
+    if backend == "trio":
+        try:
+            import trio  # noqa: F401, PLC0415 - only to report a missing optional backend
+        except ImportError:
+            return "the trio backend needs trio: pip install 'nosend[trio]'"
+    return None
+
+
 def _fail(message: str) -> int:
     print(f"nosend: {message}", file=sys.stderr)
     return 1
@@ -124,6 +133,8 @@ def _setup_logging(level: str, handler: logging.Handler) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if problem := _backend_problem(args.backend):
+        return _fail(problem)
     path: Path = args.config if args.config is not None else default_config_path()
     if not path.exists():
         try:
@@ -177,6 +188,8 @@ def _inetd_log_handler(log_file: Path | None) -> logging.Handler:
 
 def _inetd(args: argparse.Namespace) -> int:
     service: str = args.service
+    if problem := _backend_problem(args.backend):
+        return _fail(problem)
     _setup_logging("info", _inetd_log_handler(args.log_file))
     log = logging.getLogger("nosend.inetd")
     path: Path = args.config if args.config is not None else default_config_path()

@@ -20,6 +20,7 @@ SECRET_FIELD = re.compile(r"pass|secret|token|credential|response|auth_data|key"
 
 _MAX_VALUE = 200
 _BARE = re.compile(r"[A-Za-z0-9_.:@<>/+\-\[\]]+")
+_NOT_KEY = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def _quote(value: object) -> str:
@@ -43,7 +44,7 @@ def format_fields(fields: Mapping[str, object]) -> str:
         if value is None:
             continue
         shown = "[redacted]" if SECRET_FIELD.search(key) else _quote(value)
-        parts.append(f"{key}={shown}")
+        parts.append(f"{_NOT_KEY.sub('_', key) or '_'}={shown}")
     return " ".join(parts)
 
 

@@ -1,0 +1,55 @@
+"""Session log lines: one line per event, secrets redacted, peer bytes cannot forge lines."""
+
+from __future__ import annotations
+
+import logging
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nosend_runners.log import SessionLog, format_fields
+
+_values = st.one_of(st.text(max_size=300), st.binary(max_size=50), st.integers(), st.none())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=20), _values, max_size=6))
+def test_a_formatted_line_is_always_one_line(fields: dict[str, object]) -> None:
+    line = format_fields(fields)
+    assert "\n" not in line and "\r" not in line
+    assert all(ch.isprintable() or ch == " " for ch in line if ch not in "\t")
+
+
+@settings(max_examples=200, deadline=None)
+# 12+ letters/digits: longer than any alphanumeric run in the fixed part of the line.
+@given(secret=st.text(alphabet=string.ascii_letters + string.digits, min_size=12, max_size=40))
+def test_secret_keys_never_show_their_value(secret: str) -> None:
+    line = format_fields(
+        {"password": secret, "sasl_response": secret, "shared_secret": secret, "user": "bob"}
+    )
+    assert secret not in line
+    assert line.count("[redacted]") == 3 and "user=bob" in line
+
+
+def test_long_values_are_cut_and_odd_values_quoted() -> None:
+    line = format_fields({"subject": "x" * 500, "helo": 'evil\r\n250 forged "ok"', "n": 3})
+    assert "x" * 200 + "..." in line and "x" * 201 not in line
+    assert 'helo="evil\\r\\n250 forged \\"ok\\""' in line
+    assert line.endswith("n=3")
+    assert format_fields({"none": None, "a": "b"}) == "a=b"
+
+
+def test_session_log_writes_bound_fields_first(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="nosend.session")
+    log = SessionLog(service="pop3", session="abcd", peer="10.0.0.1:99")
+    log.event("connect")
+    log.bind(user="skipper")
+    log.warning("auth_failed", mechanism="PLAIN")
+    first, second = caplog.records
+    assert first.getMessage() == "service=pop3 session=abcd peer=10.0.0.1:99 event=connect"
+    assert second.getMessage() == (
+        "service=pop3 session=abcd peer=10.0.0.1:99 user=skipper event=auth_failed mechanism=PLAIN"
+    )
+    assert second.levelno == logging.WARNING
