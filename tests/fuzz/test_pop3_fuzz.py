@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import io
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -21,11 +23,13 @@ from hypothesis.stateful import (
 from nosend_proto._pop3_stuffing import MessageEncoder
 from nosend_proto.pop3_events import ConnectionClosed, Quit, TooManyErrors
 from nosend_proto.pop3_state import POP3State, WireSizeCounter, wire_size
+from nosend_store._durable import LineEndingNormaliser, measure_wire_size
 from tests.proto.test_pop3_support import (
     PASSWORD,
     Session,
     config,
     logged_in,
+    normalise,
     reference_decode,
     reference_encode,
 )
@@ -64,14 +68,28 @@ def test_stuffing_round_trip_and_size(data: st.DataObject, content: bytes) -> No
     decoded = reference_decode(wire)
     assert wire_size(content) == len(decoded)
     # Undoing the transfer encoding gives the message with CRLF line ends.
-    normal = content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if normal and not normal.endswith(b"\n"):
-        normal = normal + b"\n" if normal.endswith(b"\r") else normal + b"\r\n"
-    assert decoded == normal
+    assert decoded == normalise(content)
     counter = WireSizeCounter()
     for chunk in chunks:
         counter.feed(chunk)
     assert counter.size == wire_size(chunks) == len(decoded)
+
+
+@FUZZ
+@given(st.data(), message_bytes)
+def test_wire_size_agrees_with_the_store(data: st.DataObject, content: bytes) -> None:
+    # The store records sizes at delivery with its own stdlib-only normaliser; LIST
+    # reports them and RETR must send exactly that many octets.
+    chunks = data.draw(chunked(content))
+    stored = b"".join(_store_normaliser_run(chunks))
+    assert measure_wire_size(io.BytesIO(content)) == wire_size(content)
+    assert wire_size(content) == wire_size(stored) == len(normalise(stored))
+    assert encode([stored]) == encode(chunks)
+
+
+def _store_normaliser_run(chunks: list[bytes]) -> list[bytes]:
+    norm = LineEndingNormaliser()
+    return [norm.feed(c) for c in chunks] + [norm.finish()]
 
 
 @FUZZ

@@ -33,7 +33,10 @@ def encode(chunks: list[bytes], top: int | None = None) -> bytes:
         (b"a\n.\nb", b"a\r\n..\r\nb\r\n.\r\n"),
         (b"a\r\n.\r\n", b"a\r\n..\r\n.\r\n"),
         (b"a\rb\n", b"a\rb\r\n.\r\n"),  # a bare CR inside a line is data
-        (b"a\r\r\n", b"a\r\r\n.\r\n"),
+        (b"a\r\r\n", b"a\r\n.\r\n"),  # CRs right before LF belong to the line end
+        (b"a\r\r", b"a\r\n.\r\n"),
+        (b"\r", b"\r\n.\r\n"),
+        (b"a\r\rb\r\n", b"a\r\rb\r\n.\r\n"),
         (b"\r.x\n", b"\r.x\r\n.\r\n"),  # the line starts with CR, not a dot
         (b"x.\n.y", b"x.\r\n..y\r\n.\r\n"),
         (b"\n\n.\n\n", b"\r\n\r\n..\r\n\r\n.\r\n"),
@@ -49,7 +52,9 @@ def test_encoding_examples(content: bytes, wire: bytes) -> None:
     "chunks",
     [
         [b"a\r", b"\nb"],  # CRLF split
-        [b"a\r", b"\r", b"\n"],  # CR, then a split CRLF
+        [b"a\r", b"\r", b"\n"],  # a CR run before LF, split
+        [b"a\r", b"\rb\n"],  # bare CRs split from their line
+        [b"a\n\r", b"\r"],
         [b"a\n", b".b"],  # dot at the start of a chunk on a new line
         [b"a", b"\n", b".", b"b"],
         [b".", b".", b"\n"],  # a dot line needs stuffing only once
@@ -88,6 +93,15 @@ def test_top_examples(content: bytes, lines: int, expected: bytes, size: int) ->
     chunks = [content[i : i + size] for i in range(0, len(content), size)]
     assert encode(chunks, lines) == expected
     assert reference_encode(content, lines) == expected
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 10_000])
+def test_many_dot_lines_in_one_chunk(size: int) -> None:
+    # Past the per-chunk loop limit the encoder stuffs the rest in bulk: same result.
+    content = b"".join(b"." * (i % 3) + b"%d\n" % i for i in range(300)) + b".end"
+    chunks = [content[i : i + size] for i in range(0, len(content), size)]
+    assert encode(chunks) == reference_encode(content)
+    assert encode(chunks).count(b"\r\n..") >= 200
 
 
 def test_top_stops_reading_once_done() -> None:

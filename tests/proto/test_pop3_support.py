@@ -8,6 +8,7 @@ naive per-line implementation of RFC 1939 section 3, used to check the fast one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from nosend_proto import LocalProtocolError
@@ -150,14 +151,22 @@ def logged_in(**kwargs: object) -> Session:
     return session
 
 
+def normalise(content: bytes) -> bytes:
+    """The stored message as CRLF text: CR runs before LF and at the end are line ends."""
+    text = re.sub(rb"\r+\n", b"\n", content)
+    text = re.sub(rb"\r+\Z", b"\n", text)
+    if text and not text.endswith(b"\n"):
+        text += b"\n"
+    return text.replace(b"\n", b"\r\n")
+
+
 def reference_encode(content: bytes, top: int | None = None) -> bytes:
     """RETR/TOP body for ``content``, one line at a time (slow, obviously right)."""
-    if not content:
-        return b".\r\n"
     lines = content.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()  # content ended with LF: no partial last line
-    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    rest = lines.pop()  # what follows the last LF
+    lines = [line.rstrip(b"\r") for line in lines]
+    if rest:
+        lines.append(rest.rstrip(b"\r"))  # an unterminated last line still is a line
     if top is not None:
         try:
             blank = lines.index(b"")
