@@ -1,0 +1,235 @@
+"""Streaming one received message into local Maildirs and the outbound queue.
+
+Owns: :class:`MessageSink`, which takes the body of one SMTP transaction chunk by chunk
+and writes it, with our ``Received:`` trace header in front (RFC 5321 section 4.4), to
+one temporary file per local mailbox and one queue entry for all remote recipients; it
+watches the header block as it streams past (bounded: at most :data:`MAX_HEADER_BLOCK`
+octets are held back), so that on the submission service ``Date:`` and ``Message-ID:``
+are added when missing (RFC 6409 section 8.2, 8.3) and the Message-ID can be logged.
+
+Commit is all or nothing as far as the client can tell: every copy is made durable
+(file fsynced, linked into ``new/`` or renamed into ``active/``, directory fsynced) before
+:meth:`MessageSink.commit` returns, and only then may the session reply 250 (DESIGN
+invariant 1). If any copy fails, the copies already committed are deleted again and the
+error is raised, so the session replies 451 4.3.0 and the client's retry does not leave
+duplicates.
+
+Must not: speak SMTP, decide who may receive (policy did that at RCPT time), or hold a
+whole message in memory. Every method except the constructor does blocking file work:
+call it through ``ctx.run_blocking``. One sink belongs to one session.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nosend_store.config import Config
+from nosend_store.maildir import MaildirMailbox, MaildirWriter
+from nosend_store.queue import Envelope, OutboundQueue, QueueWriter, Recipient
+
+__all__ = ["MAX_HEADER_BLOCK", "HeaderTooLarge", "Delivered", "MessageSink"]
+
+#: Octets of header block held back while looking for Date:/Message-ID:. On submission a
+#: longer header block is refused (552 5.3.4); elsewhere it is passed through unscanned.
+MAX_HEADER_BLOCK = 256 * 1024
+
+# RFC 5322 section 3.6.8: field-name = 1*ftext, ftext = %d33-57 / %d59-126, then ":".
+_FIELD_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+class HeaderTooLarge(Exception):
+    """A submitted message's header block exceeded :data:`MAX_HEADER_BLOCK`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where a committed message went: Maildir keys by mailbox and the queue id."""
+
+    keys: dict[str, str]
+    queue_id: str | None
+    size: int
+    message_id: str | None
+
+
+class MessageSink:
+    """One message on its way to disk (see the module docstring).
+
+    ``mailboxes``: local mailbox names (each gets one copy, duplicates removed);
+    ``remote``: recipients for the outbound queue, with ``sender`` and the DSN/body
+    parameters in ``envelope``. ``trace`` is the ``Received:`` field to put first.
+    ``date`` and ``message_id`` are the fields to add when the message lacks them
+    (``None``: never add, the relay/delivery case).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        mailboxes: Sequence[str],
+        envelope: Envelope | None,
+        trace: bytes,
+        date: bytes | None = None,
+        message_id: bytes | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        self._config = config
+        self._mailboxes = tuple(dict.fromkeys(mailboxes))
+        self._envelope = envelope if envelope is not None and envelope.recipients else None
+        if not self._mailboxes and self._envelope is None:
+            raise ValueError("a message needs a mailbox or a remote recipient")
+        self._trace = trace
+        self._date = date
+        self._message_id = message_id
+        self._hostname = hostname
+        self._must_scan = date is not None or message_id is not None
+        self._maildir: list[tuple[str, MaildirMailbox, MaildirWriter]] = []
+        self._queue_writer: QueueWriter | None = None
+        self._header = bytearray()  # held back until the header block ends
+        self._scan_from = 0
+        self._in_header = True
+        self._has_date = False
+        self._has_message_id = False
+        self._size = 0
+        self._closed = False
+        #: The message's own Message-ID (as seen in its header), for the log.
+        self.message_id: str | None = None
+
+    # -- writing -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the temporary files (a Maildir file per mailbox, one queue entry)."""
+        try:
+            for name in self._mailboxes:
+                box = MaildirMailbox(self._config.maildir_path(name))
+                self._maildir.append((name, box, box.open_writer()))
+            if self._envelope is not None:
+                queue = OutboundQueue(self._config.server.queue_dir, hostname=self._hostname)
+                self._queue_writer = queue.open_writer(self._envelope)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _emit(self, data: bytes | bytearray) -> None:
+        if not data:
+            return
+        data = bytes(data)
+        for _, _, writer in self._maildir:
+            writer.write(data)
+        if self._queue_writer is not None:
+            self._queue_writer.write(data)
+
+    def write(self, chunk: bytes) -> None:
+        """Append the next piece of the body (CRLF line ends, as the engine gives it)."""
+        if self._closed:
+            raise RuntimeError("sink is closed")
+        self._size += len(chunk)
+        if not self._in_header:
+            self._emit(chunk)
+            return
+        self._header += chunk
+        end = self._scan_header()
+        if end is not None:
+            self._finish_header(end)
+        elif len(self._header) > MAX_HEADER_BLOCK:
+            if self._must_scan:
+                raise HeaderTooLarge(f"header block over {MAX_HEADER_BLOCK} octets")
+            self._finish_header(len(self._header), separator=False)
+
+    def _scan_header(self) -> int | None:
+        """Scan complete new header lines; return where the header block ends, if seen."""
+        buf = self._header
+        while True:
+            nl = buf.find(b"\n", self._scan_from)
+            if nl < 0:
+                return None
+            start = self._scan_from
+            line = bytes(buf[start : nl + 1])
+            if line in (b"\r\n", b"\n"):
+                return start  # RFC 5322 section 2.1: an empty line ends the header
+            if line[:1] in (b" ", b"\t"):
+                self._scan_from = nl + 1  # folded continuation (section 2.2.3)
+                continue
+            m = _FIELD_RE.match(line)
+            if m is None:
+                return start  # not a header field: the body starts here
+            name = m.group(1).lower()
+            if name == b"date":
+                self._has_date = True
+            elif name == b"message-id":
+                self._has_message_id = True
+                value = line[m.end() :].strip().decode("utf-8", "replace")
+                self.message_id = value[:200] or None
+            self._scan_from = nl + 1
+
+    def _finish_header(self, end: int, *, separator: bool = True) -> None:
+        header = self._header
+        prefix = bytearray(self._trace)
+        added = False
+        if self._date is not None and not self._has_date:
+            prefix += self._date  # RFC 6409 section 8.3
+            added = True
+        if self._message_id is not None and not self._has_message_id:
+            prefix += self._message_id  # RFC 6409 section 8.3
+            added = True
+        self._emit(prefix)
+        self._emit(header[:end])
+        rest = header[end:]
+        if separator and added and rest and rest[:2] != b"\r\n" and rest[:1] != b"\n":
+            # The message had no header/body separator: our fields must not turn its
+            # first body line into a header continuation.
+            self._emit(b"\r\n")
+        self._emit(rest)
+        self._header = bytearray()
+        self._in_header = False
+
+    # -- the end -----------------------------------------------------------------------
+
+    def commit(self) -> Delivered:
+        """Make every copy durable; return where they are. On failure nothing stays."""
+        if self._closed:
+            raise RuntimeError("sink is closed")
+        done: list[tuple[MaildirMailbox, str]] = []
+        try:
+            if self._in_header:
+                self._finish_header(len(self._header))
+            keys: dict[str, str] = {}
+            for name, box, writer in self._maildir:
+                key = writer.commit()
+                done.append((box, key))
+                keys[name] = key
+            queue_id = self._queue_writer.commit() if self._queue_writer is not None else None
+        except BaseException:
+            # Take back what was already visible: the client will be told 451 and retry.
+            for box, key in done:
+                try:
+                    box.delete([key])
+                except OSError:
+                    pass
+            self.abort()
+            raise
+        self._closed = True
+        return Delivered(keys, queue_id, self._size, self.message_id)
+
+    def abort(self) -> None:
+        """Discard every uncommitted copy (idempotent)."""
+        self._closed = True
+        for _, _, writer in self._maildir:
+            writer.abort()
+        if self._queue_writer is not None:
+            self._queue_writer.abort()
+        self._header = bytearray()
+
+    @property
+    def size(self) -> int:
+        """Octets of body received so far (without our added fields)."""
+        return self._size
+
+    @staticmethod
+    def recipients(addresses: Sequence[Recipient]) -> tuple[Recipient, ...]:
+        """Remote recipients with duplicates (same address) removed, order kept."""
+        seen: dict[str, Recipient] = {}
+        for r in addresses:
+            seen.setdefault(r.address, r)
+        return tuple(seen.values())

@@ -1,0 +1,487 @@
+"""The SMTP server session: the SMTP engine bound to policy, delivery and a stream.
+
+Owns: one SMTP, submission or SMTPS connection from greeting to close. The engine
+(:mod:`nosend_proto.smtp_state`) parses and sequences; this module answers its events:
+the sender and each recipient through :mod:`nosend_runners.policy` (unknown local users
+refused at RCPT time, no open relay, AUTH before MAIL on submission), credentials with
+a delay after each failure and the server-wide per-address lockout, STARTTLS, the body
+streamed through :class:`nosend_runners.delivery.MessageSink` into Maildirs and the
+outbound queue with a ``Received:`` field (and ``Date:``/``Message-ID:`` on submission),
+250 only once every copy is durable, timeouts, graceful shutdown, and one log line per
+session event.
+
+Must not: parse SMTP, hold a message in memory, block the event loop (disk work and
+password hashing go through ``ctx.run_blocking``), or log a secret.
+"""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+
+import anyio
+
+from nosend_proto.received import received_header
+from nosend_proto.smtp_events import (
+    NEED_DATA,
+    AuthAttempt,
+    AuthChallenge,
+    Bdat,
+    BdatChunkEnd,
+    ConnectionClosed,
+    DataChunk,
+    DataRejected,
+    DataStart,
+    EndOfData,
+    Hello,
+    Help,
+    MailFrom,
+    MailParams,
+    Noop,
+    ProtocolViolation,
+    Quit,
+    RcptTo,
+    Reply,
+    Reset,
+    Sentinel,
+    SMTPEvent,
+    StartTLS,
+    Verify,
+)
+from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
+from nosend_runners import policy
+from nosend_runners.delivery import Delivered, HeaderTooLarge, MessageSink
+from nosend_runners.transport import SessionContext, ShutdownRequested, Stream
+from nosend_store.config import Config
+from nosend_store.queue import Envelope, Recipient
+
+__all__ = ["run", "SMTPSession", "WRITE_BATCH"]
+
+#: Body octets collected before one worker-thread write (fewer thread hops per message).
+WRITE_BATCH = 256 * 1024
+
+_LOCAL_ERROR = Reply(451, "Local error in processing, try again later", "4.3.0")
+
+
+class _Abort(Exception):
+    """End the session now (already answered and logged)."""
+
+
+@dataclass(slots=True)
+class _Transaction:
+    """The envelope of the open mail transaction (RFC 5321 section 3.3)."""
+
+    sender: str
+    params: MailParams
+    accepted: list[str] = field(default_factory=list)  # forward paths, as given
+    mailboxes: dict[str, None] = field(default_factory=dict)  # ordered set
+    remote: dict[str, Recipient] = field(default_factory=dict)
+    sink: MessageSink | None = None
+    failed: bool = False  # the sink could not be opened or written: reply 451
+    too_large_header: bool = False
+    pending: bytearray = field(default_factory=bytearray)
+    txid: str = ""
+
+
+class SMTPSession:
+    """One SMTP conversation; use :func:`run`."""
+
+    def __init__(self, stream: Stream, ctx: SessionContext, config: Config) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.config = config
+        peer = ctx.peer
+        server = config.server
+        self.conn = ServerConnection(
+            SMTPServerConfig(
+                hostname=ctx.hostname,
+                max_recipients=server.max_recipients,
+                max_message_size=server.max_message_size,
+                tls_available=stream.can_start_tls,
+                tls_active=peer.tls,
+                auth_mechanisms=policy.sasl_mechanisms(config),
+                # RFC 4954 section 4: no AUTH (not even advertised) before TLS unless the
+                # site allows cleartext for this peer; AUTH then gets 538 5.7.11.
+                auth_requires_tls=not policy.cleartext_auth_allowed(config, peer),
+            ),
+            nonce=ctx.nonce(),
+        )
+        self.out = bytearray()
+        self.user: str | None = None
+        self.tx: _Transaction | None = None
+        self.close_after: Reply | None = None
+        self._busy: AbstractContextManager[None] | None = None
+        self.messages = 0
+
+    # -- wire ----------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        if self.out:
+            data = bytes(self.out)
+            self.out.clear()
+            await self.stream.send(data)
+
+    async def receive(self) -> bytes:
+        timeouts = self.ctx.timeouts
+        in_body = self.conn.state in (SMTPState.DATA, SMTPState.BDAT)
+        try:
+            return await self.stream.receive(
+                65536, timeout=timeouts.data_block if in_body else timeouts.command
+            )
+        except TimeoutError:
+            # RFC 5321 section 4.5.3.2: the server may close after its timeout, with 421.
+            self.ctx.log.event("timeout", state=self.conn.state.value, result="421")
+            await self.final_reply(Reply(421, f"{self.ctx.hostname} Timeout, closing", "4.4.2"))
+            raise _Abort from None
+        except ShutdownRequested:
+            self.ctx.log.event("shutdown", result="421")
+            await self.final_reply(
+                Reply(421, f"{self.ctx.hostname} Server shutting down, try later", "4.3.2")
+            )
+            raise _Abort from None
+
+    async def final_reply(self, reply: Reply) -> None:
+        """Send a 421 (allowed at any time, RFC 5321 section 3.8) and flush."""
+        if self.conn.state is not SMTPState.CLOSED:
+            self.out += self.conn.send(reply)
+        await self.flush()
+
+    # -- the conversation ----------------------------------------------------------------
+
+    async def serve(self) -> None:
+        conn = self.conn
+        self.out += conn.send(Reply(220, f"{self.ctx.hostname} ESMTP nosend ready"))
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                await self.flush()
+                conn.receive_data(await self.receive())
+                continue
+            assert not isinstance(event, Sentinel)
+            if isinstance(event, ConnectionClosed):
+                await self.end_transaction()
+                await self.flush()
+                return
+            if isinstance(event, DataChunk):
+                await self.body(event.data)
+                continue
+            if isinstance(event, Bdat):
+                if self.tx is not None and self.tx.sink is None and not self.tx.failed:
+                    await self.begin_body()
+                continue
+            reply = await self.decide(event)
+            self.out += conn.send(reply)
+            if self.close_after is not None and conn.state is not SMTPState.CLOSED:
+                self.out += conn.send(self.close_after)
+            if conn.should_flush or conn.state in (SMTPState.TLS_PENDING, SMTPState.CLOSED):
+                await self.flush()
+            if conn.state is SMTPState.TLS_PENDING:
+                await self.start_tls()
+            elif conn.state is SMTPState.CLOSED:
+                await self.end_transaction()
+                return
+
+    async def decide(self, event: SMTPEvent) -> Reply:
+        """The reply to one event (every event but DataChunk, Bdat, ConnectionClosed)."""
+        ctx = self.ctx
+        if isinstance(event, Hello):
+            # A successful HELO/EHLO also resets the transaction (RFC 5321 section 4.1.4).
+            await self.end_transaction()
+            ctx.log.event("helo", helo=event.name, esmtp=event.extended)
+            return Reply(250, f"{ctx.hostname} Hello [{ctx.peer.address}]")
+        if isinstance(event, MailFrom):
+            return self.mail_from(event)
+        if isinstance(event, RcptTo):
+            return self.rcpt_to(event)
+        if isinstance(event, DataStart):
+            await self.begin_body()
+            if self.tx is not None and self.tx.failed:
+                # The transaction stays open (a 4xx to DATA changes nothing, RFC 5321
+                # section 4.1.1.4); the client may try DATA again or give up.
+                self.tx.failed = False
+                self._leave_busy()
+                return _LOCAL_ERROR
+            return Reply(354, "End data with <CR><LF>.<CR><LF>")
+        if isinstance(event, BdatChunkEnd):
+            tx = self.tx
+            if tx is None or tx.failed or tx.too_large_header:
+                await self.end_transaction()
+                return _LOCAL_ERROR  # RFC 3030 section 2: a failed chunk ends the transaction
+            return Reply(250, f"{event.size} octets received")
+        if isinstance(event, EndOfData):
+            return await self.commit()
+        if isinstance(event, DataRejected):
+            ctx.log.warning(
+                "message_rejected",
+                reason=event.reason,
+                size=self.tx.sink.size if self.tx and self.tx.sink else None,
+                result=event.reply.code,
+            )
+            await self.end_transaction()
+            return event.reply
+        if isinstance(event, Reset):
+            await self.end_transaction()
+            return Reply(250, "Reset OK")
+        if isinstance(event, Verify):
+            # RFC 5321 section 3.5.3: no address harvesting; 252 promises nothing.
+            return Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
+        if isinstance(event, Noop):
+            return Reply(250, "OK")
+        if isinstance(event, Help):
+            return Reply(214, "See RFC 5321")
+        if isinstance(event, StartTLS):
+            if not self.stream.can_start_tls:
+                return Reply(454, "TLS not available", "4.7.0")
+            return Reply(220, "Ready to start TLS")
+        if isinstance(event, AuthChallenge):
+            return event.reply
+        if isinstance(event, AuthAttempt):
+            return await self.authenticate(event)
+        if isinstance(event, Quit):
+            await self.end_transaction()
+            ctx.log.event("quit", messages=self.messages)
+            return Reply(221, f"{ctx.hostname} closing connection")
+        if isinstance(event, ProtocolViolation):
+            ctx.log.warning(
+                "protocol_error", reason=event.reason, result=event.reply.code, close=event.close
+            )
+            if event.close:
+                await self.end_transaction()
+            return event.reply
+        raise AssertionError(f"unexpected SMTP event {event!r}")  # pragma: no cover
+
+    # -- envelope ------------------------------------------------------------------------
+
+    def mail_from(self, event: MailFrom) -> Reply:
+        ctx = self.ctx
+        refusal = policy.check_sender(
+            self.config, ctx.service, authenticated=self.user is not None, size=event.params.size
+        )
+        if refusal is not None:
+            ctx.log.warning("mail_rejected", sender=event.reverse_path, result=refusal.code)
+            return refusal
+        self.tx = _Transaction(event.reverse_path, event.params)
+        return Reply(250, "Sender OK")
+
+    def rcpt_to(self, event: RcptTo) -> Reply:
+        ctx, tx = self.ctx, self.tx
+        assert tx is not None  # the engine sequences RCPT after an accepted MAIL
+        may_relay = policy.relay_allowed(self.config, ctx.peer, self.user is not None)
+        decision = policy.check_recipient(self.config, event.forward_path, may_relay=may_relay)
+        if not decision.accepted:
+            ctx.log.warning(
+                "rcpt_rejected",
+                sender=tx.sender,
+                rcpt=event.forward_path,
+                result=f"{decision.reply.code} {decision.reply.enhanced}",
+            )
+            return decision.reply
+        tx.accepted.append(event.forward_path)
+        for name in decision.mailboxes:
+            tx.mailboxes[name] = None  # one copy per mailbox, however many addresses
+        params = event.params
+        notify = params.notify or ()
+        orcpt = f"{params.orcpt.addr_type};{params.orcpt.address}" if params.orcpt else None
+        for address in decision.remote:
+            tx.remote.setdefault(address, Recipient(address, notify=notify, orcpt=orcpt))
+        return decision.reply
+
+    # -- body ----------------------------------------------------------------------------
+
+    def _trace(self, txid: str, now: datetime) -> bytes:
+        tx, peer = self.tx, self.ctx.peer
+        assert tx is not None
+        tls_info = " ".join(x for x in (peer.tls_version, peer.cipher) if x) or None
+        return received_header(
+            from_helo=self.conn.helo_name or "unknown",
+            peer_address=peer.address,
+            by_host=self.ctx.hostname,
+            protocol=self.conn.received_protocol,
+            when=now,
+            id=txid,
+            # RFC 5321 section 7.2: name the recipient only when there is just one.
+            for_recipient=tx.accepted[0] if len(tx.accepted) == 1 else None,
+            tls_info=tls_info if peer.tls else None,
+        )
+
+    async def begin_body(self) -> None:
+        """Open the temporary files for the message (at 354, or at the first BDAT)."""
+        ctx, tx = self.ctx, self.tx
+        if tx is None:
+            return
+        if self._busy is None:
+            # A graceful shutdown lets this message and its commit finish.
+            self._busy = ctx.busy()
+            self._busy.__enter__()
+        now = datetime.fromtimestamp(ctx.clock()).astimezone()
+        tx.txid = f"{int(now.timestamp()):x}.{ctx.nonce()[:16]}"
+        date = message_id = None
+        if policy.requires_auth(ctx.service):
+            # RFC 6409 section 8.2/8.3: the submission server may add these fields.
+            date = f"Date: {format_datetime(now)}\r\n".encode()
+            unique = secrets.token_hex(8)
+            message_id = f"Message-ID: <{tx.txid}.{unique}@{ctx.hostname}>\r\n".encode()
+        envelope = None
+        if tx.remote:
+            params = tx.params
+            envelope = Envelope(
+                tx.sender,
+                tuple(tx.remote.values()),
+                ret=params.ret,
+                envid=params.envid,
+                body=params.body,
+                smtputf8=params.smtputf8,
+            )
+        sink = MessageSink(
+            self.config,
+            mailboxes=tuple(tx.mailboxes),
+            envelope=envelope,
+            trace=self._trace(tx.txid, now),
+            date=date,
+            message_id=message_id,
+            hostname=ctx.hostname,
+        )
+        try:
+            await ctx.run_blocking(sink.open)
+        except OSError as exc:
+            ctx.log.error("store_failed", step="open", error=type(exc).__name__, id=tx.txid)
+            tx.failed = True
+            return
+        tx.sink = sink
+
+    async def body(self, data: bytes) -> None:
+        tx = self.tx
+        if tx is None or tx.sink is None or tx.failed or tx.too_large_header:
+            return  # the engine keeps reading to the end; the reply says what happened
+        tx.pending += data
+        if len(tx.pending) >= WRITE_BATCH:
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        tx = self.tx
+        assert tx is not None and tx.sink is not None
+        chunk = bytes(tx.pending)
+        tx.pending.clear()
+        try:
+            await self.ctx.run_blocking(tx.sink.write, chunk)
+        except HeaderTooLarge:
+            tx.too_large_header = True
+        except OSError as exc:
+            self.ctx.log.error("store_failed", step="write", error=type(exc).__name__, id=tx.txid)
+            tx.failed = True
+
+    async def commit(self) -> Reply:
+        ctx, tx = self.ctx, self.tx
+        assert tx is not None
+        try:
+            if tx.sink is not None and tx.pending and not tx.failed:
+                await self._write_pending()
+            if tx.too_large_header:
+                ctx.log.warning("message_rejected", reason="header-size", id=tx.txid)
+                return Reply(552, "Message header too large", "5.3.4")
+            if tx.sink is None or tx.failed:
+                return _LOCAL_ERROR
+            try:
+                delivered: Delivered = await ctx.run_blocking(tx.sink.commit)
+            except HeaderTooLarge:
+                ctx.log.warning("message_rejected", reason="header-size", id=tx.txid)
+                return Reply(552, "Message header too large", "5.3.4")
+            except OSError as exc:
+                ctx.log.error("store_failed", step="commit", error=type(exc).__name__, id=tx.txid)
+                return _LOCAL_ERROR
+            tx.sink = None  # committed: nothing to abort
+            self.messages += 1
+            ctx.log.event(
+                "accepted",
+                id=tx.txid,
+                message_id=delivered.message_id,
+                sender=tx.sender or "<>",
+                size=delivered.size,
+                rcpts=len(tx.accepted),
+                local=len(delivered.keys),
+                queued=len(tx.remote),
+                queue_id=delivered.queue_id,
+                result=250,
+            )
+            return Reply(250, f"Ok: queued as {tx.txid}")
+        finally:
+            await self.end_transaction()
+
+    async def end_transaction(self) -> None:
+        """Drop the open transaction: discard an uncommitted body, leave ``busy()``."""
+        tx, self.tx = self.tx, None
+        if tx is not None and tx.sink is not None:
+            sink = tx.sink
+            tx.sink = None
+            with anyio.CancelScope(shield=True):
+                await self.ctx.run_blocking(sink.abort)
+        self._leave_busy()
+
+    def _leave_busy(self) -> None:
+        if self._busy is not None:
+            busy, self._busy = self._busy, None
+            busy.__exit__(None, None, None)
+
+    # -- TLS and AUTH --------------------------------------------------------------------
+
+    async def start_tls(self) -> None:
+        await self.end_transaction()
+        await self.stream.start_tls()
+        self.conn.start_tls_done()
+        # RFC 3207 section 4.2: everything learnt before TLS is forgotten.
+        self.user = None
+        peer = self.ctx.peer
+        self.ctx.log.event("starttls", tls_version=peer.tls_version, cipher=peer.cipher)
+
+    async def authenticate(self, event: AuthAttempt) -> Reply:
+        ctx = self.ctx
+        credentials = event.credentials
+        address = ctx.peer.address
+        tracker = ctx.auth_failures
+        if tracker.blocked(address):
+            ctx.log.warning(
+                "auth_locked_out", user=credentials.username, mechanism=credentials.mechanism
+            )
+            return Reply(421, "Too many authentication failures, try again later", "4.7.0")
+        name = await ctx.run_blocking(policy.authenticate, self.config, credentials)
+        if name is None:
+            tracker.record_failure(address)
+            # RFC 4954 section 4 leaves rate limiting to the server: make guessing slow.
+            await anyio.sleep(tracker.failure_delay(address))
+            ctx.log.warning(
+                "auth_failed",
+                user=credentials.username,
+                mechanism=credentials.mechanism,
+                failures=tracker.failures(address),
+            )
+            if tracker.blocked(address):
+                ctx.log.warning("auth_locked_out", user=credentials.username)
+                self.close_after = Reply(
+                    421, "Too many authentication failures, try again later", "4.7.0"
+                )
+            return Reply(535, "Authentication credentials invalid", "5.7.8")
+        tracker.record_success(address)
+        self.user = name
+        ctx.log.bind(user=name)
+        ctx.log.event("auth", mechanism=credentials.mechanism, result=235)
+        return Reply(235, "Authentication successful")
+
+
+async def run(stream: Stream, ctx: SessionContext) -> None:
+    """Serve one SMTP, submission or SMTPS session on ``stream``."""
+    config = ctx.config
+    if not isinstance(config, Config):
+        ctx.log.error("refused", reason="no configuration")
+        await stream.send(b"421 4.3.0 Service not available, try again later\r\n")
+        return
+    session = SMTPSession(stream, ctx, config)
+    try:
+        await session.serve()
+    except _Abort:
+        pass
+    finally:
+        with anyio.CancelScope(shield=True):
+            await session.end_transaction()
