@@ -44,6 +44,19 @@ _STOP_TIMEOUT = 10.0
 _HASHES: dict[str, str] = {}
 
 
+#: Messages for retrieval tests, as a client would see them (LF line ends): a plain
+#: one, one whose lines start with dots (POP3 byte-stuffing), an 8-bit one, a big one.
+SAMPLE_MESSAGES = (
+    b"From: skipper@nosend.test\nTo: alice@nosend.test\nSubject: one\n\nfirst body\n",
+    b"From: skipper@nosend.test\nTo: alice@nosend.test\nSubject: dots\n\n.\n..two\n"
+    b".leading dot\nend\n",
+    b"From: skipper@nosend.test\nTo: alice@nosend.test\nSubject: eight bit\n"
+    b"Content-Type: text/plain; charset=latin-1\n\nK\xf8benhavn \xe9t\xe9\n",
+    b"From: skipper@nosend.test\nTo: alice@nosend.test\nSubject: big\n\n"
+    + b"".join(b"line %06d of a big message, with some padding text\n" % i for i in range(6000)),
+)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -283,6 +296,99 @@ def nosend_factory(tmp_path: Path, tls_files: TLSFiles) -> Iterator[ServerFactor
 def nosend(nosend_factory: ServerFactory) -> NosendServer:
     """A server with the default options (127.0.0.0/8 trusted, TLS available)."""
     return nosend_factory()
+
+
+# ---------------------------------------------------------------------------------------
+# A raw peer, for transcripts and for hostile clients
+
+
+class RawPeer:
+    """A blocking line client on a plain socket that can switch to TLS.
+
+    It keeps its own read buffer, so ``start_tls`` refuses to run while unread bytes
+    are pending (they would have arrived in cleartext after the server's go-ahead).
+    """
+
+    def __init__(self, address: tuple[str, int], timeout: float = 10.0) -> None:
+        self.sock: socket.socket = socket.create_connection(address, timeout=timeout)
+        self.buf = b""
+
+    def __enter__(self) -> RawPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buf += data
+        return bool(data)
+
+    def line(self) -> bytes:
+        """Next CRLF-terminated line without CRLF; ``b""`` plus EOF raises EOFError."""
+        while b"\r\n" not in self.buf:
+            if not self._fill():
+                raise EOFError(f"connection closed; unread: {self.buf!r}")
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def reply(self) -> tuple[int, list[bytes]]:
+        """One SMTP reply, multi-line or not: (code, text lines)."""
+        texts = []
+        while True:
+            line = self.line()
+            texts.append(line[4:])
+            if line[3:4] != b"-":
+                return int(line[:3]), texts
+
+    def multiline(self) -> list[bytes]:
+        """A POP3 multi-line body after its +OK line, dot-unstuffed."""
+        lines = []
+        while (line := self.line()) != b".":
+            lines.append(line[1:] if line.startswith(b".") else line)
+        return lines
+
+    def smtp(self, command: str | bytes) -> tuple[int, list[bytes]]:
+        """Send one SMTP command and read its reply."""
+        data = command.encode() if isinstance(command, str) else command
+        self.send(data + b"\r\n")
+        return self.reply()
+
+    def pop3(self, command: str | bytes) -> bytes:
+        """Send one POP3 command and read its status line."""
+        data = command.encode() if isinstance(command, str) else command
+        self.send(data + b"\r\n")
+        return self.line()
+
+    def start_tls(self, context: ssl.SSLContext, hostname: str = "localhost") -> None:
+        assert self.buf == b"", f"bytes after the TLS go-ahead: {self.buf!r}"
+        self.sock = context.wrap_socket(self.sock, server_hostname=hostname)
+
+    def closed_within(self, seconds: float) -> tuple[bool, bytes]:
+        """Whether the server closes within ``seconds``; also what it sent meanwhile."""
+        deadline = time.monotonic() + seconds
+        got = b""
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            except (ConnectionResetError, ssl.SSLError):
+                return True, self.buf + got
+            if not data:
+                return True, self.buf + got
+            got += data
+        return False, self.buf + got
 
 
 # ---------------------------------------------------------------------------------------
