@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Nos End Mail: a dial-on-demand mail server.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # Also accepted after the subcommand; a separate dest keeps a subcommand's own
+    # default from overwriting a value given here.
+    parser.add_argument(
+        "--config",
+        dest="global_config",
+        metavar="PATH",
+        help="mail.cfg to use (default: $NOSEND_CONFIG, else the usual place)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in _command_modules():
@@ -46,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.global_config is not None and getattr(args, "config", None) is None:
+        # Subcommands read args.config as str or Path; both accept a str.
+        from pathlib import Path
+
+        args.config = Path(args.global_config)
     handler = args.handler
     try:
         status: int = handler(args)
