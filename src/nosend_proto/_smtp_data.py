@@ -24,6 +24,9 @@ _PARTIALS = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
 # 4 bytes, so 8 more always settle it or leave a new partial wholly inside the chunk.
 _HEAD = 8
 _BARE_RE = re.compile(rb"\r\n|\r|\n")
+# RFC 5321 section 2.3.8: an LF without the CR before it, a CR without the LF after it.
+_BARE_LF_RE = re.compile(rb"\n(?<!\r\n)")
+_BARE_CR_RE = re.compile(rb"\r(?!\n)")
 
 
 def dot_stuff(body: bytes) -> bytes:
@@ -95,37 +98,42 @@ class DotDecoder:
 def _scan(buf: bytes, start: int, pieces: list[bytes | memoryview]) -> tuple[int, int]:
     """Append the unstuffed content of ``buf[start:]`` to ``pieces``.
 
-    Returns (index after the terminator or -1, number of trailing bytes held back).
+    Returns (index after the terminator or -1, number of trailing bytes held back). One
+    ``find`` pass serves both jobs: every ``CRLF.`` is either the terminator (when CRLF
+    follows) or a stuffed dot to drop.
     """
-    term = buf.find(_TERMINATOR, start)
-    if term >= 0:
-        stop = term + 2  # the CRLF before the dot ends the last line of the content
-        after = term + 5
-        hold = 0
-    else:
-        after = -1
-        hold = 0
-        for partial in _PARTIALS:
-            if buf.endswith(partial, start):
-                hold = len(partial)
-                break
-        stop = len(buf) - hold
+    n = len(buf)
     pos = start
-    found = buf.find(_STUFFED, pos, stop)
-    if found < 0:
-        if pos == 0 and stop == len(buf):
-            pieces.append(buf)  # nothing to undo: hand the chunk on without a copy
-        elif stop > pos:
-            pieces.append(memoryview(buf)[pos:stop])
-        return after, hold
-    view = memoryview(buf)
+    view: memoryview | None = None
+    found = buf.find(_STUFFED, pos)
     while found >= 0:
+        if buf.startswith(b"\r\n", found + 3):
+            # RFC 5321 section 4.1.1.4: CRLF.CRLF ends the data; its first CRLF ends the
+            # last line of the content.
+            if view is None and pos == 0 and found + 2 == n:
+                pieces.append(buf)
+            elif found + 2 > pos:
+                view = view or memoryview(buf)
+                pieces.append(view[pos : found + 2])
+            return found + 5, 0
+        if found + 3 >= n or (found + 4 == n and buf[found + 3] == 0x0D):
+            break  # a possible terminator cut by the chunk's end: held back below
+        view = view or memoryview(buf)
         pieces.append(view[pos : found + 2])
         pos = found + 3  # RFC 5321 section 4.5.2: drop the first dot of the line
-        found = buf.find(_STUFFED, pos, stop)
-    if stop > pos:
+        found = buf.find(_STUFFED, pos)
+    hold = 0
+    for partial in _PARTIALS:
+        if buf.endswith(partial, pos):
+            hold = len(partial)
+            break
+    stop = n - hold
+    if view is None and pos == 0 and stop == n:
+        pieces.append(buf)  # nothing to undo: hand the chunk on without a copy
+    elif stop > pos:
+        view = view or memoryview(buf)
         pieces.append(view[pos:stop])
-    return after, hold
+    return -1, hold
 
 
 class ContentChecker:
@@ -165,19 +173,20 @@ class ContentChecker:
         if self.oversize:
             self.size += len(data)
             return b""
-        n_lf = data.count(b"\n")
-        n_cr = data.count(b"\r")
-        n_crlf = data.count(b"\r\n") if n_cr and n_lf else 0
         prev_cr = self._pending_cr
         lead_lf = prev_cr and data[0] == 0x0A
-        bare_here = prev_cr and not lead_lf  # the previous piece ended with a bare CR
-        if lead_lf:
-            n_lf -= 1  # pairs with the CR that ended the previous piece
+        # The previous piece ended with a CR: bare unless this piece starts with LF.
+        bare_here = prev_cr and not lead_lf
         self._pending_cr = data[-1] == 0x0D
-        if self._pending_cr:
-            n_cr -= 1  # decided by the next piece
-        if n_cr != n_crlf or n_lf != n_crlf:
-            bare_here = True
+        if not bare_here:
+            # Regular expressions that start with a literal scan at memchr speed; clean
+            # text costs two passes and no Python loop.
+            match = _BARE_LF_RE.search(data, 1 if lead_lf else 0)
+            if match is None:
+                match = _BARE_CR_RE.search(data)
+                if match is not None and match.start() == len(data) - 1:
+                    match = None  # a CR at the very end is settled by the next piece
+            bare_here = match is not None
         if self.max_line and not self.long_line:
             self._check_lines(data)
         if bare_here:
