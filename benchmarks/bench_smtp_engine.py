@@ -1,8 +1,9 @@
 """Throughput of the sans-IO SMTP server engine (no sockets: engine cost only).
 
 1. DATA: a 10 MB message (72-octet lines, a dot-stuffed line every 10 lines) fed in
-   64 KB chunks; prints MB/s of wire octets and the engine's extra memory (tracemalloc
-   peak while feeding, the pre-cut input chunks excluded).
+   64 KB chunks; prints MB/s of wire octets per second of this process's CPU time (one
+   core; best of 7 runs), the same by the wall clock, and the engine's extra memory
+   (tracemalloc peak while feeding, the pre-cut input chunks excluded).
 2. A pipelined session of 1000 small messages; prints transactions per second.
 
 The last line is ``data_mb_s=<number>``. Run: ``python benchmarks/bench_smtp_engine.py``.
@@ -57,16 +58,17 @@ def feed_data(conn: ServerConnection, chunks: list[bytes]) -> int:
     return received
 
 
-def bench_data() -> tuple[float, int, int]:
+def bench_data() -> tuple[float, float, int, int]:
     wire = make_wire()
     chunks = [wire[i : i + CHUNK] for i in range(0, len(wire), CHUNK)]
-    best = float("inf")
-    for _ in range(5):
+    best = best_wall = float("inf")
+    for _ in range(7):
         conn = ServerConnection(CONFIG, nonce="bench")
         open_data(conn)
-        start = time.perf_counter()
+        start, start_wall = time.process_time(), time.perf_counter()
         received = feed_data(conn, chunks)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
+        best_wall = min(best_wall, time.perf_counter() - start_wall)
         assert conn.state is SMTPState.READY
     conn = ServerConnection(CONFIG, nonce="bench")
     open_data(conn)
@@ -75,7 +77,7 @@ def bench_data() -> tuple[float, int, int]:
     feed_data(conn, chunks)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    return len(wire) / best / 1e6, peak, received
+    return len(wire) / best / 1e6, len(wire) / best_wall / 1e6, peak, received
 
 
 def bench_transactions(n: int = 1000) -> float:
@@ -107,11 +109,12 @@ def bench_transactions(n: int = 1000) -> float:
 
 
 def main() -> None:
-    mb_s, peak, received = bench_data()
+    mb_s, wall_mb_s, peak, received = bench_data()
     tx_s = bench_transactions()
     print(f"message: {received} octets unstuffed, fed in {CHUNK // 1024} KB chunks")
     print(f"extra_memory_bytes={peak} (limit {2 * CHUNK}: twice the chunk size)")
     print(f"transactions_per_s={tx_s:.0f}")
+    print(f"wall_clock_data_mb_s={wall_mb_s:.1f} (depends on other load on the machine)")
     print(f"data_mb_s={mb_s:.1f}")
 
 
