@@ -34,6 +34,7 @@ __all__ = [
     "sasl_mechanisms",
     "apop_available",
     "authenticate",
+    "verifiable",
 ]
 
 #: Services that are message submission (RFC 6409; SMTPS is submission over implicit
@@ -145,6 +146,20 @@ def sasl_mechanisms(config: Config) -> tuple[str, ...]:
 def apop_available(config: Config) -> bool:
     """Whether POP3 APOP can succeed for anyone (RFC 1939 section 7 needs the secret)."""
     return any(box.shared_secret for box in config.mailboxes.values())
+
+
+def verifiable(config: Config, credentials: Credentials) -> bool:
+    """Whether ``credentials`` could be checked at all: a password, or a digest for a
+    mailbox that has a shared secret.
+
+    A CRAM-MD5 attempt for a mailbox without one is no guess: clients such as smtplib
+    try CRAM-MD5 first whenever it is offered and fall back to PLAIN, so sessions refuse
+    it without counting a failure or delaying.
+    """
+    if credentials.password is not None:
+        return True
+    mailbox = config.login_mailbox(credentials.username)
+    return mailbox is not None and bool(mailbox.shared_secret)
 
 
 def authenticate(config: Config, credentials: Credentials) -> str | None:

@@ -157,6 +157,15 @@ class POP3Session:
                 conn.send(LoginRejected("too many failed logins, try again later", "AUTH"))
             )
             raise _Abort
+        if not policy.verifiable(self.config, credentials):
+            ctx.log.event(
+                "auth_failed",
+                user=credentials.username,
+                mechanism=credentials.mechanism,
+                reason="no shared secret for this mechanism",
+            )
+            await self.write(conn.send(LoginRejected("authentication failed", "AUTH")))
+            return
         name = await ctx.run_blocking(policy.authenticate, self.config, credentials)
         if name is None:
             tracker.record_failure(address)

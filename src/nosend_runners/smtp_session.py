@@ -446,6 +446,14 @@ class SMTPSession:
                 "auth_locked_out", user=credentials.username, mechanism=credentials.mechanism
             )
             return Reply(421, "Too many authentication failures, try again later", "4.7.0")
+        if not policy.verifiable(self.config, credentials):
+            ctx.log.event(
+                "auth_failed",
+                user=credentials.username,
+                mechanism=credentials.mechanism,
+                reason="no shared secret for this mechanism",
+            )
+            return Reply(535, "Authentication credentials invalid", "5.7.8")
         name = await ctx.run_blocking(policy.authenticate, self.config, credentials)
         if name is None:
             tracker.record_failure(address)

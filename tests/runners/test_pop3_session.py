@@ -225,7 +225,7 @@ async def test_message_removed_by_another_program(config: Config) -> None:
         await h.send_line("RETR 1")
         assert (await h.read_line()).startswith(b"-ERR [SYS/TEMP]")
         await h.send_line("NOOP")
-        assert await h.read_line() == b"+OK"
+        assert (await h.read_line()).startswith(b"+OK")
 
 
 async def test_stls_then_user_pass(config: Config, tls_cert: CertFiles) -> None:

@@ -4,6 +4,8 @@ open relay, submission rules, AUTH and STARTTLS, size limits, durable delivery."
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -21,6 +23,7 @@ from nosend_store.config import Config
 from nosend_store.queue import QueueWriter
 from tests.runners.conftest import CertFiles
 from tests.runners.session_support import (
+    CAROL_SECRET,
     LOOPBACK,
     PASSWORDS,
     STRANGER,
@@ -430,3 +433,25 @@ async def test_vrfy_noop_help_rset_quit(config: Config) -> None:
 async def test_no_configuration_refuses() -> None:
     out = await run_script(smtp_session, "smtp", b"", peer=STRANGER)
     assert out.startswith(b"421 4.3.0")
+
+
+async def test_cram_md5_without_shared_secret_is_no_counted_failure(config: Config) -> None:
+    tracker = AuthFailureTracker(max_failures=3, window=60, max_delay=5)
+    state = harness_state(config, auth_failures=tracker)
+    async with Harness(smtp_session, "submission", state=state, peer=LOOPBACK) as h:
+        await ehlo(h)
+        # alice has no shared secret: smtplib-style clients try CRAM-MD5 first, then PLAIN.
+        await h.send_line("AUTH CRAM-MD5")
+        challenge = base64.b64decode((await h.read_reply()).text)
+        mac = hmac.new(b"whatever", challenge, hashlib.md5).hexdigest()
+        started = anyio.current_time()
+        await h.send_line(base64.b64encode(f"alice {mac}".encode()).decode())
+        assert (await h.read_reply()).code == 535
+        assert anyio.current_time() - started < 1  # no failure delay
+        assert tracker.failures(LOOPBACK.address) == 0
+        # carol has one: a right digest logs in.
+        await h.send_line("AUTH CRAM-MD5")
+        challenge = base64.b64decode((await h.read_reply()).text)
+        mac = hmac.new(CAROL_SECRET.encode(), challenge, hashlib.md5).hexdigest()
+        await h.send_line(base64.b64encode(f"carol {mac}".encode()).decode())
+        assert (await h.read_reply()).code == 235
