@@ -7,6 +7,7 @@ tests speak to the engine the way a client would.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -132,16 +133,31 @@ def run_transcript(harness: Harness, transcript: str) -> None:
     check()
 
 
-def serve_socket(sock: socket.socket, harness: Harness, chunk: int = 65536) -> None:
-    """Drive ``harness`` over a connected socket until the conversation ends."""
+def serve_socket(
+    sock: socket.socket,
+    harness: Harness,
+    chunk: int = 65536,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Drive ``harness`` over a connected socket until the conversation ends.
+
+    With ``tls``, a 220 to STARTTLS is followed by a server-side handshake and
+    ``start_tls_done()`` (RFC 3207 section 4).
+    """
     try:
         sock.sendall(harness.greet())
         while harness.conn.state is not SMTPState.CLOSED:
-            data = sock.recv(chunk)
-            out = harness.feed(data)
+            if harness.conn.state is SMTPState.TLS_PENDING:
+                assert tls is not None
+                sock = tls.wrap_socket(sock, server_side=True)
+                harness.conn.start_tls_done()
+                out = harness.pump()
+            else:
+                data = sock.recv(chunk)
+                out = harness.feed(data)
+                if not data:
+                    break
             if out:
                 sock.sendall(out)
-            if not data:
-                break
     finally:
         sock.close()
