@@ -69,8 +69,8 @@ def visible_messages(path: Path) -> list[bytes]:
     [
         ("mid_write", False),
         ("before_fsync", False),
-        ("before_link", False),
-        # The link is done but new/ is not fsynced yet: after a process crash (not a
+        ("before_rename", False),
+        # The rename is done but new/ is not fsynced yet: after a process crash (not a
         # power cut) the entry exists and must be complete; no ACK was given either way.
         ("before_dir_fsync", True),
     ],
