@@ -180,8 +180,9 @@ def test_under_openbsd_inetd(tmp_path: Path) -> None:
     # inetd puts the socket on fd 2 as well: the log went to the file, not to the client
     # (the exact replies above prove the latter).
     log = (tmp_path / "session.log").read_text()
-    # Three sessions: wait_for_port connected once before the two checked ones.
-    assert log.count("event=connect") == 3 and "service=pop3" in log and "peer=127.0.0.1:" in log
+    # wait_for_port's own connection may not have logged yet (its process starts slowly
+    # under load); the two checked sessions have.
+    assert log.count("event=connect") >= 2 and "service=pop3" in log and "peer=127.0.0.1:" in log
 
 
 def test_a_transcript_file_on_stdin_and_a_pipe_on_stdout(tmp_path: Path) -> None:
