@@ -160,6 +160,8 @@ class POP3ServerConfig:
             raise LocalProtocolError("login_delay must not be negative")
         if self.implementation is not None:
             _check_text(self.implementation, "implementation")
+            if len(self.implementation.encode()) > 400:  # RFC 2449 s4: 512-octet lines
+                raise LocalProtocolError("implementation string too long")
         if self.max_errors < 1 or self.max_auth_failures < 1 or self.max_output_buffer < 1:
             raise LocalProtocolError("limits must be positive")
 
@@ -291,13 +293,29 @@ class LoginAccepted:
     """The credentials are good and the maildrop is locked: enter TRANSACTION.
 
     ``messages`` lists the maildrop in message-number order (number = index + 1); the
-    numbers stay fixed for the session (RFC 1939 section 5).
+    numbers stay fixed for the session (RFC 1939 section 5). ``expire`` and
+    ``login_delay``, when given, are this user's values that CAPA reports from now on
+    (RFC 2449 sections 6.5 and 6.7); otherwise the configuration's are kept.
     """
 
     messages: tuple[MessageInfo, ...]
+    expire: str | None
+    login_delay: int | None
 
-    def __init__(self, messages: Sequence[MessageInfo] = ()) -> None:
+    def __init__(
+        self,
+        messages: Sequence[MessageInfo] = (),
+        *,
+        expire: str | None = None,
+        login_delay: int | None = None,
+    ) -> None:
         object.__setattr__(self, "messages", tuple(messages))
+        object.__setattr__(self, "expire", expire)
+        object.__setattr__(self, "login_delay", login_delay)
+        if expire is not None and not _EXPIRE_RE.fullmatch(expire):
+            raise LocalProtocolError("expire must be NEVER or a number of days")
+        if login_delay is not None and login_delay < 0:
+            raise LocalProtocolError("login_delay must not be negative")
         uids = {m.uid for m in self.messages}
         if len(uids) != len(self.messages):
             raise LocalProtocolError("unique-ids must be unique within the maildrop")

@@ -143,6 +143,7 @@ CLEARTEXT_MECHANISMS: frozenset[str] = frozenset({"PLAIN", "LOGIN"})
 _NONCE_RE = re.compile(r"[\x21-\x3b\x3d\x3f\x41-\x7e]{1,200}")  # printable, no < > @
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _HEX32_RE = re.compile(r"[0-9A-Fa-f]{32}")
+_MAX_RESPONSE = 512
 _MAX_NUMBER_DIGITS = 9  # message numbers and TOP line counts: no huge int parsing
 
 _Handler = Callable[["ServerConnection", list[str], str], "POP3Event | None"]
@@ -150,6 +151,14 @@ _Handler = Callable[["ServerConnection", list[str], str], "POP3Event | None"]
 
 def _code(code: str | None) -> str:
     return f"[{code}] " if code else ""
+
+
+def _status_line(text: str) -> bytes:
+    line = f"{text}\r\n".encode()
+    if len(line) > _MAX_RESPONSE:
+        # RFC 2449 section 4: a response line is at most 512 octets including CRLF.
+        raise LocalProtocolError("reply text too long for one POP3 response line")
+    return line
 
 
 class ServerConnection:
@@ -187,6 +196,8 @@ class ServerConnection:
         self._auth_failures = 0
         self._username: str | None = None
         self._messages: tuple[MessageInfo, ...] = ()
+        self._user_expire: str | None = None
+        self._user_login_delay: int | None = None
         self._deleted: set[int] = set()  # 0-based indexes marked by DELE
         self._encoder: MessageEncoder | None = None
         self._status_line = b""  # RETR/TOP +OK line, sent with the first content
@@ -227,6 +238,16 @@ class ServerConnection:
     def wants_content(self) -> bool:
         """While RETR/TOP streams: false once TOP has all the lines it needs."""
         return self._state is S.SENDING and self._encoder is not None and not self._encoder.done
+
+    @property
+    def should_flush(self) -> bool:
+        """True when no complete command waits in the receive buffer.
+
+        A runner that coalesces what ``send()`` returns may hold it while this is false
+        (more pipelined commands will be answered right away) and must write it when it
+        turns true (RFC 2449 section 6.6: the client may be waiting for these replies).
+        """
+        return self._state is S.CLOSED or b"\n" not in self._buf.peek()
 
     def deleted_msgnos(self) -> tuple[int, ...]:
         """Message numbers currently marked deleted (ascending)."""
@@ -298,6 +319,8 @@ class ServerConnection:
     # -- internals: answers ----------------------------------------------------------
 
     def _answer(self, answer: POP3Answer) -> bytes:
+        # Each branch builds its reply before changing any state: an answer refused
+        # with LocalProtocolError (say, a reason too long) leaves the engine as it was.
         if isinstance(answer, MessageChunk):
             encoder = self._encoder
             assert encoder is not None
@@ -317,31 +340,35 @@ class ServerConnection:
         if isinstance(answer, MessageUnavailable):
             if not self._status_line:
                 raise LocalProtocolError("MessageUnavailable after content was sent: close")
+            reply = self._err(answer.reason, answer.code)
             self._status_line = b""
             self._encoder = None
             self._state = S.TRANSACTION
-            return self._err(answer.reason, answer.code)
+            return reply
         if isinstance(answer, Greeting):
-            self._state = S.AUTHORIZATION
             stamp = f" {self.timestamp}" if self.config.apop_enabled else ""
-            return self._ok(f"{answer.text}{stamp}")
-        if isinstance(answer, GreetingRefused):
-            self._state = S.CLOSED
-            return self._err(answer.reason, answer.code)
+            reply = self._ok(f"{answer.text}{stamp}")
+            self._state = S.AUTHORIZATION
+            return reply
         if isinstance(answer, LoginAccepted):
+            count = len(answer.messages)
+            octets = sum(m.size_octets for m in answer.messages)
+            reply = self._ok(f"maildrop has {count} message{'s' * (count != 1)} ({octets} octets)")
             self._messages = answer.messages
+            self._user_expire = answer.expire
+            self._user_login_delay = answer.login_delay
             self._deleted = set()
             self._state = S.TRANSACTION
-            count, octets = self._totals()
-            return self._ok(f"maildrop has {count} message{'s' * (count != 1)} ({octets} octets)")
+            return reply
         if isinstance(answer, LoginRejected):
+            reply = self._err(answer.reason, answer.code)
             self._username = None
             self._state = S.AUTHORIZATION
             if answer.code in (None, "AUTH"):
                 self._auth_failures += 1
                 if self._auth_failures >= self.config.max_auth_failures:
                     self._final = self._too_many("too many authentication failures")
-            return self._err(answer.reason, answer.code)
+            return reply
         if isinstance(answer, TLSReady):
             # RFC 2595 section 4: whatever the client pipelined after STLS is discarded,
             # and the session restarts its AUTHORIZATION state over TLS.
@@ -349,17 +376,18 @@ class ServerConnection:
             self._tls_active = True
             self._state = S.AUTHORIZATION
             return b"+OK Begin TLS negotiation\r\n"
-        if isinstance(answer, TLSRefused):
-            self._state = S.AUTHORIZATION
-            return self._err(answer.reason, answer.code)
         if isinstance(answer, UpdateApplied):
             left = len(self._messages) - len(self._deleted)
             note = "maildrop empty" if left == 0 else f"{left} message{'s' * (left != 1)} left"
+            reply = self._ok(f"{self.config.hostname} POP3 server signing off ({note})")
             self._state = S.CLOSED
-            return self._ok(f"{self.config.hostname} POP3 server signing off ({note})")
-        if isinstance(answer, UpdateFailed):
-            self._state = S.CLOSED
-            return self._err(answer.reason, answer.code)
+            return reply
+        if isinstance(answer, GreetingRefused | TLSRefused | UpdateFailed):
+            reply = self._err(answer.reason, answer.code)
+            # A refused greeting or a finished UPDATE ends the session; a refused STLS
+            # goes back to AUTHORIZATION (RFC 2595 section 4).
+            self._state = S.AUTHORIZATION if isinstance(answer, TLSRefused) else S.CLOSED
+            return reply
         raise LocalProtocolError(f"unknown answer {answer!r}")  # pragma: no cover
 
     # -- internals: commands ---------------------------------------------------------
@@ -531,10 +559,13 @@ class ServerConnection:
         # before login, IMPLEMENTATION only after it (section 6.9: not to strangers).
         cfg = self.config
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
-        if cfg.expire is not None:
-            caps.append(f"EXPIRE {cfg.expire}")
-        if cfg.login_delay is not None:
-            caps.append(f"LOGIN-DELAY {cfg.login_delay}")
+        # RFC 2449 sections 6.5 and 6.7: after login the values are the user's own.
+        expire = self._user_expire if self._user_expire is not None else cfg.expire
+        delay = self._user_login_delay if self._user_login_delay is not None else cfg.login_delay
+        if expire is not None:
+            caps.append(f"EXPIRE {expire}")
+        if delay is not None:
+            caps.append(f"LOGIN-DELAY {delay}")
         if self._state is S.AUTHORIZATION:
             user = cfg.user_allowed and self._cleartext_allowed()
             if user:
@@ -637,7 +668,7 @@ class ServerConnection:
     def _cmd_noop(self, args: list[str], rest: str) -> POP3Event | None:
         if args:
             return self._error("usage: NOOP")
-        self._queue_ok("")
+        self._queue_ok("NOOP")
         return None
 
     def _cmd_retr(self, args: list[str], rest: str) -> POP3Event | None:
@@ -670,11 +701,13 @@ class ServerConnection:
     # -- internals: replies and errors -----------------------------------------------
 
     def _ok(self, text: str) -> bytes:
-        return f"+OK {text}\r\n".encode() if text else b"+OK\r\n"
+        # RFC 1957: old clients expect a space after the status indicator, so there is
+        # always text after it.
+        return _status_line(f"+OK {text}")
 
     def _err(self, reason: str, code: str | None) -> bytes:
         # RFC 2449 section 8: the response code goes first, in square brackets.
-        return f"-ERR {_code(code)}{reason}\r\n".encode()
+        return _status_line(f"-ERR {_code(code)}{reason}")
 
     def _queue_ok(self, text: str) -> None:
         self._out += self._ok(text)

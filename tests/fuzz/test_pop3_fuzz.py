@@ -148,6 +148,11 @@ def test_any_client_bytes_any_chunking(data: st.DataObject, script: bytes, login
     assert isinstance(pieces.final, ConnectionClosed)
     assert pieces.conn.state is POP3State.CLOSED
     assert not got or got.endswith(b"\r\n")
+    # RFC 1957: a space always follows the status indicator (the messages served here
+    # hold no line starting with +OK or -ERR, so every such line is a status line).
+    for line in got.split(b"\r\n"):
+        if line.startswith((b"+OK", b"-ERR")):
+            assert line.startswith((b"+OK ", b"-ERR ")), line
 
 
 @settings(max_examples=100, deadline=None)

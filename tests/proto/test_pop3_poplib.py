@@ -113,7 +113,7 @@ def test_poplib_full_session(server: Server) -> None:
     assert pop.stat() == (2, sum(sizes[1:]))
     pop.rset()
     pop.dele(3)
-    assert pop.noop() == b"+OK"
+    assert pop.noop() == b"+OK NOOP"
     assert pop.quit().startswith(b"+OK mail.example POP3 server signing off (2 messages")
     server.join()
     assert server.session.applied is not None

@@ -544,7 +544,8 @@ def test_rset_unmarks() -> None:
 
 
 def test_noop() -> None:
-    assert logged_in().say("NOOP") == "+OK\r\n"
+    # RFC 1957: always text after the status indicator, for clients that need the space.
+    assert logged_in().say("NOOP") == "+OK NOOP\r\n"
 
 
 @pytest.mark.parametrize(
@@ -740,7 +741,7 @@ def test_pipelined_commands_answered_in_order() -> None:
     expected += one_by_one.feed(b"UIDL 9\r\nNOOP\r\nQUIT\r\n")
     assert out == expected
     assert out.endswith(
-        b"-ERR no such message, only 3 messages in maildrop\r\n+OK\r\n"
+        b"-ERR no such message, only 3 messages in maildrop\r\n+OK NOOP\r\n"
         + f"+OK {HOST} POP3 server signing off (2 messages left)\r\n".encode()
     )
 
@@ -774,8 +775,41 @@ def test_send_returns_pending_replies_first() -> None:
     conn = logged_in().conn
     conn.receive_data(b"NOOP\r\nRETR 3\r\n")
     assert isinstance(conn.next_event(), Retrieve)
-    expected = f"+OK\r\n+OK {SIZES[2]} octets\r\nx\r\n".encode()
+    expected = f"+OK NOOP\r\n+OK {SIZES[2]} octets\r\nx\r\n".encode()
     assert conn.send(MessageChunk(b"x\n")) == expected
+
+
+def test_should_flush_tells_when_no_command_waits() -> None:
+    conn = logged_in().conn
+    conn.receive_data(b"RETR 1\r\nRETR 2\r\nNO")
+    assert isinstance(conn.next_event(), Retrieve)
+    assert not conn.should_flush  # RETR 2 is already here: its answer follows at once
+    conn.send(MessageEnd())
+    assert isinstance(conn.next_event(), Retrieve)
+    assert conn.should_flush  # only half a command left: the client waits for us
+    conn.send(MessageEnd())
+    assert conn.next_event() is NEED_DATA
+
+
+def test_per_user_expire_and_login_delay_in_capa() -> None:
+    conn = Session.start(config(expire="31", login_delay=900)).conn
+    conn.receive_data(f"USER {USER}\r\nPASS {PASSWORD}\r\nCAPA\r\n".encode())
+    assert isinstance(conn.next_event(), AuthAttempt)
+    conn.send(LoginAccepted([], expire="NEVER", login_delay=0))
+    assert conn.next_event() is NEED_DATA
+    capa = conn.data_to_send().decode().split("\r\n")
+    assert "EXPIRE NEVER" in capa and "LOGIN-DELAY 0" in capa
+    assert "EXPIRE 31" not in capa
+
+
+def test_every_status_line_has_text_after_the_indicator() -> None:
+    session = Session.start(config(tls_available=True, utf8=True))
+    script = "CAPA\r\nAUTH\r\nUTF8\r\nUSER bob\r\nPASS tanstaaf\r\nSTAT\r\nLIST\r\n"
+    script += "UIDL\r\nNOOP\r\nDELE 1\r\nRSET\r\nTOP 1 0\r\nRETR 2\r\nBAD\r\nQUIT\r\n"
+    out = session.feed(script.encode())
+    status = [line for line in out.split(b"\r\n") if line.startswith((b"+OK", b"-ERR"))]
+    assert len(status) >= 15
+    assert all(line.startswith((b"+OK ", b"-ERR ")) for line in status)
 
 
 # --- the application's mistakes -----------------------------------------------------
@@ -813,11 +847,22 @@ def test_next_event_before_answering_raises() -> None:
         lambda: POP3ServerConfig("h", expire="soon"),
         lambda: POP3ServerConfig("h", login_delay=-1),
         lambda: POP3ServerConfig("h", max_errors=0),
+        lambda: POP3ServerConfig("h", implementation="x" * 401),
+        lambda: POP3ServerConfig("h", implementation="a\nb"),
+        lambda: LoginAccepted([], expire="later"),
+        lambda: LoginAccepted([], login_delay=-5),
     ],
 )
 def test_invalid_values_are_local_errors(make: object) -> None:
     with pytest.raises(LocalProtocolError):
         make()  # type: ignore[operator]
+
+
+def test_reply_longer_than_512_octets_is_refused() -> None:
+    conn = ServerConnection(config(), nonce=NONCE)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Greeting("x" * 600))
+    assert conn.send(Greeting("y" * 400)).startswith(b"+OK yyy")
 
 
 def test_state_tables_are_consistent() -> None:
