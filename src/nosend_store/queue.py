@@ -420,6 +420,12 @@ class QueueClaim:
         )
         self._recorded = True
 
+    def reschedule(self, next_attempt: float) -> None:
+        """Set the next attempt time and persist it (e.g. ``0.0``: "flush the queue now",
+        as an administrator or a link coming up may ask)."""
+        self._entry = replace(self._entry, next_attempt=next_attempt)
+        self.save()
+
     def save(self) -> None:
         """Persist recorded results now (a transport may checkpoint mid-session so a
         crash re-sends as little as possible)."""
@@ -546,6 +552,12 @@ class OutboundQueue:
                 return QueueEntry.from_json(f.read())
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def open_message(self, qid: str) -> BinaryIO:
+        """Read the message of ``qid`` without claiming it (for listings and inspection;
+        the file never changes while queued). Raises :class:`FileNotFoundError` once the
+        entry has left the queue."""
+        return open(os.path.join(self._path, "active", qid, "message"), "rb")
 
     def entries(self) -> list[QueueEntry]:
         """Every entry, oldest first (a snapshot; entries may leave meanwhile)."""

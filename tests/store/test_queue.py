@@ -378,3 +378,19 @@ def test_delay_warning_once_for_notify_delay_only(
     assert [b.get("Final-Recipient") for b in blocks[1:]] == ["rfc822; b@x"]
     assert (blocks[1]["Action"], blocks[1]["Status"]) == ("delayed", "4.4.1")
     assert "Will-Retry-Until" in blocks[1]
+
+
+def test_reschedule_and_peek_without_claim(queue: OutboundQueue, clock: Clock) -> None:
+    qid = queue.enqueue(Envelope.simple("a@b", ["c@d"]), MSG)
+    claim = queue.claim(qid)
+    assert claim is not None
+    claim.record("c@d", RecipientResult.deferred("451 later"))
+    claim.finish()
+    assert queue.due() == []
+    claim = queue.claim(qid)
+    assert claim is not None
+    claim.reschedule(0.0)
+    claim.release()
+    assert [e.id for e in queue.due()] == [qid]
+    with queue.open_message(qid) as f:
+        assert f.readline() == b"From: alice@yacht.local\n"
