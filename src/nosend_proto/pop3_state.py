@@ -395,6 +395,8 @@ class ServerConnection:
     def _handle_line(self, line: bytes | object) -> POP3Event | None:
         if self._state is S.SASL:
             return self._sasl_line(line)
+        # RFC 1939 section 7: PASS must directly follow USER; anything else forgets it.
+        user, self._user = self._user, None
         if line is OVERLONG:
             # RFC 2449 section 4: command lines are at most 255 octets including CRLF.
             return self._error("command line too long")
@@ -406,16 +408,18 @@ class ServerConnection:
             return self._error("command is not valid UTF-8")
         if _CONTROL_RE.search(text):
             return self._error("control characters in command")
+        # RFC 1939 section 3: a keyword, then arguments separated by single spaces
+        # (runs of spaces are tolerated; other whitespace is part of an argument).
         keyword, _, rest = text.partition(" ")
         keyword = keyword.upper()
-        if keyword != "PASS":
-            self._user = None  # RFC 1939 section 7: PASS must directly follow USER
         if keyword not in COMMANDS[self._state]:
             if keyword in KNOWN_COMMANDS:
                 return self._error(f"{keyword} not valid in the {self._state.value} state")
             return self._error("unknown command")
-        handler = _HANDLERS[keyword]
-        return handler(self, rest.split(), rest)
+        if keyword == "PASS":
+            self._user = user
+        args = [arg for arg in rest.split(" ") if arg]
+        return _HANDLERS[keyword](self, args, rest)
 
     # AUTHORIZATION state (RFC 1939 section 4 and 7, RFC 2449, RFC 2595, RFC 5034)
 

@@ -140,6 +140,20 @@ def test_pass_must_follow_user_directly() -> None:
     assert session.say(f"PASS {PASSWORD}") == "-ERR USER first\r\n"
 
 
+@pytest.mark.parametrize("between", ["NOOP", "BAD", "X" * 300])
+def test_anything_between_user_and_pass_forgets_the_user(between: str) -> None:
+    session = Session.start()
+    session.say(f"USER {USER}")
+    session.say(between)
+    assert session.say(f"PASS {PASSWORD}") == "-ERR USER first\r\n"
+
+
+def test_only_spaces_separate_arguments() -> None:
+    session = logged_in()
+    assert session.say("LIST  2") == f"+OK 2 {SIZES[1]}\r\n"
+    assert session.say("LIST 2\u00a03") == "-ERR invalid message number\r\n"
+
+
 def test_user_needs_exactly_one_argument() -> None:
     session = Session.start()
     assert session.say("USER") == "-ERR usage: USER name\r\n"
