@@ -259,3 +259,39 @@ def test_nosend_serve_end_to_end(served: tuple[Config, dict]) -> None:
     assert len(messages(config, "bob")) == 1
     [(entry, _)] = queued(config)
     assert [r.address for r in entry.recipients] == ["far@remote.example"]
+
+
+# -- nosend inetd on a pipe pair --------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_nosend_inetd_smtp_then_pop3(tmp_path: Path, backend: str) -> None:
+    """``nosend inetd smtp`` and ``nosend inetd pop3`` speak on stdin/stdout (the way
+    socat EXEC:...,pipes runs them), one session each."""
+    path = tmp_path / "mail.cfg"
+    path.write_text(config_text(tmp_path / "data", "auth_requires_tls = no"))
+    path.chmod(0o600)
+
+    def inetd(service: str, script: bytes) -> bytes:
+        done = subprocess.run(
+            [sys.executable, "-m", "nosend", "inetd", service, "--config", str(path)]
+            + ["--backend", backend],
+            input=script,
+            capture_output=True,
+            timeout=20,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout
+
+    out = inetd(
+        "smtp",
+        b"EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+        + MESSAGE.replace("\r\n.", "\r\n..").encode()  # dot-stuffed (RFC 5321 4.5.2)
+        + b".\r\nQUIT\r\n",
+    )
+    codes = [line[:3] for line in out.split(b"\r\n") if line[:1] != b"" and line[3:4] == b" "]
+    assert codes == [b"220", b"250", b"250", b"250", b"354", b"250", b"221"]
+    out = inetd("pop3", f"USER bob\r\nPASS {PASSWORDS['bob']}\r\nRETR 1\r\nQUIT\r\n".encode())
+    assert b"+OK maildrop has 1 message" in out
+    assert b"\r\nSubject: over the wire\r\n" in out and b"\r\n..A line starting" in out
+    assert out.endswith(b".\r\n+OK mx.example.test POP3 server signing off (1 message left)\r\n")

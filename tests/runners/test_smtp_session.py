@@ -28,6 +28,7 @@ from tests.runners.session_support import (
     PASSWORDS,
     STRANGER,
     TRUSTED,
+    captured_log,
     make_config,
     messages,
     queued,
@@ -455,3 +456,48 @@ async def test_cram_md5_without_shared_secret_is_no_counted_failure(config: Conf
         mac = hmac.new(CAROL_SECRET.encode(), challenge, hashlib.md5).hexdigest()
         await h.send_line(base64.b64encode(f"carol {mac}".encode()).decode())
         assert (await h.read_reply()).code == 235
+
+
+async def test_log_lines_per_event_and_never_a_secret(config: Config) -> None:
+    login_user = base64.b64encode(b"alice").decode()
+    login_pass = base64.b64encode(PASSWORDS["alice"].encode()).decode()
+    with captured_log() as lines:
+        async with Harness(smtp_session, "submission", config=config, peer=LOOPBACK) as h:
+            await ehlo(h)
+            await h.send_line("AUTH PLAIN " + plain("alice", "Wrong-Guess-9"))
+            assert (await h.read_reply()).code == 535
+            await h.send_line("AUTH LOGIN")
+            await h.read_reply()
+            await h.send_line(login_user)
+            await h.read_reply()
+            await h.send_line(login_pass)
+            assert (await h.read_reply()).code == 235
+            codes = await transaction(
+                h, "alice@example.test", ["bob@example.test", "x@remote.example"], BODY
+            )
+            assert codes == [250, 250, 250, 354, 250]
+            await h.send_line("QUIT")
+            await h.read_reply()
+    text = "\n".join(lines)
+    for secret in (
+        PASSWORDS["alice"],
+        login_pass,
+        plain("alice"),
+        "Wrong-Guess-9",
+        plain("alice", "Wrong-Guess-9"),
+    ):
+        assert secret not in text
+    events = [line.split("event=")[1].split(" ")[0] for line in lines if "event=" in line]
+    assert events == ["connect", "helo", "auth_failed", "auth", "accepted", "quit", "disconnect"]
+    accepted = next(line for line in lines if "event=accepted" in line)
+    for field in (
+        "user=alice",
+        "peer=127.0.0.1:40001",
+        "message_id=<m1@client.example>",
+        "rcpts=2",
+        "local=1",
+        "queued=1",
+        "size=",
+        "result=250",
+    ):
+        assert field in accepted
