@@ -23,10 +23,17 @@ The state machine first (RFC 1939 section 3), because every value below belongs 
   (after a delay, for the latter), then close. A connection that drops without QUIT in
   TRANSACTION never yields :class:`Quit`, so nothing is deleted (RFC 1939 section 6).
 
+* Pipelining (RFC 2449 section 6.6): replies come out in command order whatever the
+  chunking. A runner may coalesce what ``send()`` returns while ``conn.should_flush`` is
+  false; ``NEED_FLUSH`` bounds what the engine buffers for many pipelined commands.
+
 Message sizes (LIST, STAT, the RETR status line) are the octets of the message as RETR
 transmits it with CRLF line ends, *without* the byte-stuffing dots and without the final
-``.CRLF`` (RFC 1939 section 11; fetchmail counts exactly that). Compute them with
-:func:`nosend_proto.pop3_state.wire_size` or :class:`nosend_proto.pop3_state.WireSizeCounter`.
+``.CRLF`` (RFC 1939 section 11; fetchmail and poplib count exactly that). Compute them
+with :func:`nosend_proto.pop3_state.wire_size` or
+:class:`nosend_proto.pop3_state.WireSizeCounter`; the line-end rules are those of the
+store's normaliser, so the store's ``,W=`` sizes agree (a property test checks it).
+Stream stored content as it is on disk (LF or CRLF): the engine converts it.
 """
 
 from __future__ import annotations
