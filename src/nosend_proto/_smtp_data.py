@@ -210,6 +210,9 @@ class ContentChecker:
         self.bare = True
         if self.normalise and not self.oversize:
             self.size += 1
+            if self.max_size and self.size > self.max_size:
+                self.oversize = True
+                return b""
             return b"\n"  # completes the CR already handed on
         return b""
 
