@@ -887,6 +887,54 @@ def test_state_tables_are_consistent() -> None:
     }  # fmt: skip
 
 
+def session_in(state: POP3State) -> Session:
+    """A fresh session in AUTHORIZATION or TRANSACTION state."""
+    return logged_in() if state is POP3State.TRANSACTION else Session.start()
+
+
+@pytest.mark.parametrize("state", sorted(COMMANDS, key=lambda s: s.value))
+@pytest.mark.parametrize("keyword", sorted(KNOWN_COMMANDS))
+def test_engine_follows_the_command_table(state: POP3State, keyword: str) -> None:
+    session = session_in(state)
+    reply = session.say(f"{keyword} 1 1")  # arguments may be wrong; the state is what counts
+    refused = reply == f"-ERR {keyword} not valid in the {state.value} state\r\n"
+    if keyword == "UTF8":  # not configured here: an unknown command in every state
+        assert reply.startswith("-ERR")
+    else:
+        assert refused == (keyword not in COMMANDS[state])
+
+
+ALL_ANSWERS = [
+    Greeting(),
+    GreetingRefused(),
+    LoginAccepted([]),
+    LoginRejected(),
+    MessageChunk(b"x"),
+    MessageEnd(),
+    MessageUnavailable(),
+    UpdateApplied(),
+    TLSReady(),
+    TLSRefused(),
+]
+
+
+@pytest.mark.parametrize("answer", ALL_ANSWERS, ids=lambda a: type(a).__name__)
+def test_send_follows_the_answer_table(answer: object) -> None:
+    # In the reading states no answer is due; in a waiting state only its own are taken.
+    for state in (POP3State.AUTHORIZATION, POP3State.TRANSACTION):
+        with pytest.raises(LocalProtocolError):
+            session_in(state).conn.send(answer)  # type: ignore[arg-type]
+    conn = logged_in().conn
+    conn.receive_data(b"RETR 1\r\n")
+    assert isinstance(conn.next_event(), Retrieve)
+    assert conn.state is POP3State.SENDING
+    if isinstance(answer, ANSWERS[POP3State.SENDING]):
+        conn.send(answer)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(LocalProtocolError):
+            conn.send(answer)  # type: ignore[arg-type]
+
+
 def test_secrets_stay_out_of_reprs() -> None:
     session = Session.start()
     session.say(f"USER {USER}")
