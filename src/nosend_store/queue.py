@@ -769,7 +769,10 @@ class OutboundQueue:
         with os.scandir(tmp) as it:
             for entry in it:
                 try:
-                    if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                    # ".done." copies already left the queue (a crash interrupted their
+                    # deletion): remove them whatever their age.
+                    finished = ".done." in entry.name
+                    if finished or now - entry.stat(follow_symlinks=False).st_mtime > max_age:
                         if entry.is_dir(follow_symlinks=False):
                             shutil.rmtree(entry.path, ignore_errors=True)
                         else:

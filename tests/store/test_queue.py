@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import (
@@ -394,3 +396,56 @@ def test_reschedule_and_peek_without_claim(queue: OutboundQueue, clock: Clock) -
     assert [e.id for e in queue.due()] == [qid]
     with queue.open_message(qid) as f:
         assert f.readline() == b"From: alice@yacht.local\n"
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sender=_text,
+    recipients=st.lists(
+        st.builds(
+            Recipient,
+            address=_text,
+            notify=st.lists(st.sampled_from(["SUCCESS", "FAILURE", "DELAY", "NEVER"])).map(tuple),
+            orcpt=st.none() | _text,
+            state=st.sampled_from(["pending", "delivered", "failed"]),
+            reply=st.none() | _text,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    envid=st.none() | _text,
+    attempts=st.integers(0, 1000),
+    last_error=st.none() | _text,
+)
+def test_entry_json_round_trip(
+    sender: str,
+    recipients: list[Recipient],
+    envid: str | None,
+    attempts: int,
+    last_error: str | None,
+) -> None:
+    # Internationalised addresses (RFC 6531) and odd replies must survive the disk.
+    entry = QueueEntry(
+        id="1.M2P3Q4R00000000.h",
+        envelope=Envelope(sender, tuple(recipients), ret="FULL", envid=envid, smtputf8=True),
+        created=1.5,
+        disk_size=10,
+        wire_size=12,
+        attempts=attempts,
+        last_error=last_error,
+    )
+    assert QueueEntry.from_json(entry.to_json()) == entry
+
+
+def test_clean_tmp_removes_interrupted_removals_at_once(queue: OutboundQueue) -> None:
+    leftover = os.path.join(queue.path, "tmp", "123.done.456")
+    os.mkdir(leftover)
+    with open(os.path.join(leftover, "message"), "wb") as f:
+        f.write(b"x")
+    fresh_staging = os.path.join(queue.path, "tmp", "789")
+    os.mkdir(fresh_staging)
+    assert queue.clean_tmp() == 1
+    assert os.listdir(os.path.join(queue.path, "tmp")) == ["789"]
