@@ -8,6 +8,28 @@ body streams, STARTTLS session reset (RFC 3207 section 4.2), the AUTH exchange f
 Must not: do I/O, read a clock or randomness, log, or decide policy (who may send or
 receive, which credentials are good): those are answered by the application's replies.
 
+Decisions (the RFCs leave them to the implementation):
+
+* The greeting is the application's ``send(Reply(220, ...))`` (or 554, after which only
+  QUIT is served, RFC 5321 section 3.1). The EHLO reply is the application's 250 to
+  :class:`Hello`; the engine appends the extension keywords from the configuration.
+* Syntax, sequence and limit errors are decided by the engine and handed over as
+  :class:`ProtocolViolation` with the reply to send; ``max_errors`` of them end in 421.
+  A 452 for too many recipients and a cancelled AUTH are not counted as errors.
+* HELO/EHLO is required before MAIL (503). A parameter is accepted only when EHLO
+  offered its extension (555 otherwise, RFC 5321 section 4.1.1.11).
+* DATA ends at ``CRLF.CRLF`` only. Bare CR or LF in a body (DATA or BDAT) follow
+  ``bare_newlines``: ``"reject"`` (default) reads to the real end, then 550 5.6.0;
+  ``"normalise"`` turns each into CRLF. Dot-unstuffing happens before normalising, so
+  only a dot after a real CRLF is removed.
+* A body over ``max_message_size`` is read and dropped to its end, then 552 5.3.4
+  (RFC 1870 section 6.3); a line over ``max_text_line`` (counted on the unstuffed content,
+  CRLF included) gets 550 5.6.0 at the end. Neither is ever buffered.
+* A BDAT refused for sequence reasons still has its octets read and dropped (RFC 3030
+  section 2); a BDAT whose size cannot be parsed ends the connection with 421, since its
+  octets could otherwise be read as commands.
+* Replies may be buffered while more complete commands wait (``should_flush``).
+
 How to drive it (the application, or the runner-agnostic session)::
 
     conn = ServerConnection(config, nonce=secrets.token_hex(8))

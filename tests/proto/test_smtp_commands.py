@@ -531,3 +531,49 @@ def test_config_validates_limits() -> None:
         SMTPServerConfig(hostname=HOST, bare_newlines="allow")
     with pytest.raises(LocalProtocolError):
         SMTPServerConfig(hostname="two words")
+
+
+def test_auth_not_configured_is_not_implemented() -> None:
+    h = Harness()
+    h.greet()
+    h.feed(b"EHLO a.example\r\n")
+    assert h.feed(b"AUTH PLAIN\r\n") == b"502 5.5.1 AUTH not available\r\n"
+
+
+def test_events_with_a_reply_can_be_sent_as_they_are() -> None:
+    conn = ServerConnection(SMTPServerConfig(hostname=HOST), nonce="n")
+    conn.send(Reply(220, "hi"))
+    conn.receive_data(b"FROB\r\n")
+    event = conn.next_event()
+    assert isinstance(event, ProtocolViolation)
+    assert conn.send(event) == b"500 5.5.1 Command unrecognized: 'FROB'\r\n"
+
+
+def test_smtputf8_transaction_and_utf8_helo() -> None:
+    h = Harness()
+    h.greet()
+    assert h.feed("EHLO bücher.example\r\n".encode()).startswith(b"250-mx.example.org\r\n")
+    h.feed("MAIL FROM:<jörg@bücher.example> SMTPUTF8\r\n".encode())
+    assert h.conn.received_protocol == "UTF8SMTP"
+    assert h.feed("RCPT TO:<zoë@example.org>\r\n".encode()) == b"250 2.1.5 OK\r\n"
+    assert h.events[-1] == RcptTo("zoë@example.org", RcptParams())
+
+
+def test_utf8_helo_refused_when_smtputf8_is_off() -> None:
+    h = Harness(SMTPServerConfig(hostname=HOST, smtputf8=False))
+    h.greet()
+    assert h.feed("EHLO bücher.example\r\n".encode()) == (
+        b"501 5.5.4 Invalid domain name 'b?cher.example'\r\n"
+    )
+    h.feed(b"EHLO a.example\r\n")
+    assert h.feed(b"MAIL FROM:<a@example.net> SMTPUTF8\r\n") == (
+        b"555 5.5.4 Unsupported parameter 'SMTPUTF8'\r\n"
+    )
+
+
+def test_size_is_advertised_bare_without_a_limit() -> None:
+    h = Harness(SMTPServerConfig(hostname=HOST, max_message_size=0, pipelining=False))
+    h.greet()
+    out = h.feed(b"EHLO a.example\r\n")
+    assert b"250-SIZE\r\n" in out and b"PIPELINING" not in out
+    assert h.feed(b"MAIL FROM:<a@example.net> SIZE=999999999999\r\n") == b"250 2.1.0 OK\r\n"
