@@ -116,9 +116,15 @@ def test_dovecot_pop3_sees_our_messages_sizes_uidls_and_bytes(shared_dir: Path) 
     for m in MESSAGES:
         mb.deliver([m])
     mb.set_flags(mb.list_messages()[0].key, "RS")
+    # A file another agent delivered (no ,W=) makes us write our size cache, and a POP3
+    # session leaves our lock file: Dovecot must not mind either in the Maildir root.
+    (maildir / "new" / "1700000000.foreign.host").write_bytes(b"Subject: five\r\n\r\nx\r\n")
+    mb.pop3_session().close()
+    assert {"nosend-wiresizes", "nosend-pop3.lock"} <= set(os.listdir(maildir))
     ours = mb.list_messages()
+    assert len(ours) == 5
     transcript = run_dovecot_pop3(
-        maildir, ["STAT", "LIST", "UIDL"] + [f"RETR {i}" for i in range(1, 5)] + ["QUIT"]
+        maildir, ["STAT", "LIST", "UIDL"] + [f"RETR {i}" for i in range(1, 6)] + ["QUIT"]
     )
     first = transcript.split("\r\n", 1)[0]
     assert first == f"+OK {len(ours)} {sum(m.size for m in ours)}", transcript[:300]
