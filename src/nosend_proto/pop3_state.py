@@ -559,8 +559,9 @@ class ServerConnection:
         return None
 
     def _capabilities(self) -> list[str]:
-        # RFC 2449 section 5/6: the list depends on the state; STLS, USER and SASL only
-        # before login, IMPLEMENTATION only after it (section 6.9: not to strangers).
+        # RFC 2449 section 5: the list may differ by state. STLS, USER and SASL only
+        # make sense before login; IMPLEMENTATION (section 6.9) is shown only after it,
+        # our choice, so that a scanner learns nothing about the software.
         cfg = self.config
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         # RFC 2449 sections 6.5 and 6.7: after login the values are the user's own.
