@@ -126,7 +126,7 @@ class POP3ServerConfig:
     ``tls_active`` is true for a connection that starts in TLS (port 995); STLS turns TLS
     on later for one connection without changing the configuration.
     ``auth_requires_tls`` forbids the cleartext methods (USER/PASS, AUTH PLAIN and LOGIN)
-    until TLS is active (RFC 2595 section 2.1); APOP and CRAM-MD5 stay allowed.
+    until TLS is active (RFC 2595 section 2.3); APOP and CRAM-MD5 stay allowed.
     ``expire`` (``"NEVER"`` or a number of days) and ``login_delay`` (seconds) are only
     advertised in CAPA (RFC 2449 sections 6.5 and 6.7); enforcing them is the
     application's policy, answered with ``LoginRejected(code="LOGIN-DELAY")``.

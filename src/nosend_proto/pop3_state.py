@@ -137,7 +137,7 @@ ANSWERS: dict[POP3State, tuple[type, ...]] = {
 }
 
 #: SASL mechanisms that reveal the password, refused before TLS when the configuration
-#: says so (RFC 2595 section 2.1, RFC 5034 section 8).
+#: says so (RFC 2595 section 2.3: clear-text passwords only under TLS by default).
 CLEARTEXT_MECHANISMS: frozenset[str] = frozenset({"PLAIN", "LOGIN"})
 
 _NONCE_RE = re.compile(r"[\x21-\x3b\x3d\x3f\x41-\x7e]{1,200}")  # printable, no < > @
