@@ -48,6 +48,7 @@ from ._durable import (
 )
 from .dsn import DsnRecipient, build_dsn, status_from_reply
 from .locks import FileLock
+from .maildir import MaildirMailbox
 
 __all__ = [
     "Recipient",
@@ -60,6 +61,7 @@ __all__ = [
     "QueueClaim",
     "FinishOutcome",
     "BounceSink",
+    "MaildirBounceSink",
 ]
 
 RecipientState = Literal["pending", "delivered", "failed"]
@@ -790,3 +792,32 @@ def _id_sort_key(qid: str) -> tuple[int, int, str]:
         return (int(head), int(micros), qid)
     except ValueError:
         return (0, 0, qid)
+
+
+class MaildirBounceSink:
+    """A ready-made ``bounce_sink``: reports go into the sender's local Maildir.
+
+    ``resolve(address)`` returns the Maildir path of a local address, or None. A report
+    for a sender with no local mailbox is queued outbound with the null sender and
+    NOTIFY=NEVER (RFC 3461 section 6.2: a report is never reported on) when ``queue``
+    is given, and dropped otherwise. Delivery is durable before the call returns.
+    """
+
+    def __init__(
+        self,
+        resolve: Callable[[str], str | os.PathLike[str] | None],
+        *,
+        queue: OutboundQueue | None = None,
+    ) -> None:
+        self._resolve = resolve
+        self._queue = queue
+
+    def __call__(self, recipient: str, chunks: Iterable[bytes]) -> str | None:
+        """Deliver one report; return the Maildir key or queue id (None if dropped)."""
+        path = self._resolve(recipient)
+        if path is not None:
+            return MaildirMailbox(path).deliver(chunks)
+        if self._queue is not None:
+            envelope = Envelope("", (Recipient(recipient, notify=("NEVER",)),))
+            return self._queue.enqueue(envelope, chunks)
+        return None

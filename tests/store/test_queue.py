@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import (
     Envelope,
+    MaildirBounceSink,
     OutboundQueue,
     QueueEntry,
     Recipient,
@@ -449,3 +450,33 @@ def test_clean_tmp_removes_interrupted_removals_at_once(queue: OutboundQueue) ->
     os.mkdir(fresh_staging)
     assert queue.clean_tmp() == 1
     assert os.listdir(os.path.join(queue.path, "tmp")) == ["789"]
+
+
+def test_maildir_bounce_sink_local_sender_remote_sender_and_loop_guard(
+    tmp_path: Path, clock: Clock
+) -> None:
+    boxes = {"alice@yacht": tmp_path / "alice"}
+    outq = OutboundQueue(tmp_path / "out", clock=clock)
+    q = OutboundQueue(
+        tmp_path / "q",
+        clock=clock,
+        bounce_sink=MaildirBounceSink(boxes.get, queue=outq),
+    )
+    for sender in ("alice@yacht", "zed@elsewhere"):
+        qid = q.enqueue(Envelope.simple(sender, ["b@x"]), MSG)
+        claim = q.claim(qid)
+        assert claim is not None
+        claim.record("b@x", RecipientResult.failed("550 no"))
+        assert claim.finish().removed
+    [local] = MaildirMailbox(tmp_path / "alice").list_messages()
+    assert local.size > 0
+    [remote] = outq.entries()
+    assert remote.sender == ""  # reports travel with the null sender
+    assert [(r.address, r.notify) for r in remote.recipients] == [("zed@elsewhere", ("NEVER",))]
+    # That report failing in turn produces no further report (no loop).
+    sink_calls: list[str] = []
+    outq2 = OutboundQueue(outq.path, clock=clock, bounce_sink=lambda r, c: sink_calls.append(r))
+    claim = outq2.claim(remote.id)
+    assert claim is not None
+    claim.record("zed@elsewhere", RecipientResult.failed("550 no"))
+    assert claim.finish().removed and sink_calls == []
