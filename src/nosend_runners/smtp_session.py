@@ -169,7 +169,10 @@ class SMTPSession:
                 await self.body(event.data)
                 continue
             if isinstance(event, Bdat):
-                if self.tx is not None and self.tx.sink is None and not self.tx.failed:
+                tx = self.tx
+                # Only a BDAT the engine will accept opens the files: one in an EHLO
+                # session, with recipients (else it answers 502/503/554 after the octets).
+                if tx is not None and tx.accepted and conn.extended and tx.sink is None:
                     await self.begin_body()
                 continue
             reply = await self.decide(event)
@@ -183,6 +186,9 @@ class SMTPSession:
             elif conn.state is SMTPState.CLOSED:
                 await self.end_transaction()
                 return
+            elif self.tx is not None and conn.state in (SMTPState.READY, SMTPState.CONNECTED):
+                # The engine is the authority on whether a transaction is still open.
+                await self.end_transaction()
 
     async def decide(self, event: SMTPEvent) -> Reply:
         """The reply to one event (every event but DataChunk, Bdat, ConnectionClosed)."""
@@ -310,8 +316,13 @@ class SMTPSession:
     async def begin_body(self) -> None:
         """Open the temporary files for the message (at 354, or at the first BDAT)."""
         ctx, tx = self.ctx, self.tx
-        if tx is None:
+        if tx is None or not tx.accepted:
             return
+        if tx.sink is not None:
+            # Left over from a BDAT chunk the engine refused: start afresh.
+            stale, tx.sink = tx.sink, None
+            tx.pending.clear()
+            await ctx.run_blocking(stale.abort)
         if self._busy is None:
             # A graceful shutdown lets this message and its commit finish.
             self._busy = ctx.busy()

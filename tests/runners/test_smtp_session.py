@@ -501,3 +501,29 @@ async def test_log_lines_per_event_and_never_a_secret(config: Config) -> None:
         "result=250",
     ):
         assert field in accepted
+
+
+async def test_refused_bdat_chunks_leave_nothing_behind(config: Config) -> None:
+    async with Harness(smtp_session, "smtp", config=config, peer=STRANGER) as h:
+        await ehlo(h)
+        # BDAT before any recipient: the octets are read and dropped, 554/503.
+        await h.send(b"MAIL FROM:<s@remote.example>\r\nBDAT 5\r\nabcde")
+        mail, bdat = await h.read_replies(2)
+        assert mail.code == 250 and bdat.code in (503, 554)
+        await h.send(b"RCPT TO:<alice@example.test>\r\nDATA\r\n")
+        assert [r.code for r in await h.read_replies(2)] == [250, 354]
+        await h.send(BODY + b".\r\n")
+        assert (await h.read_reply()).code == 250
+    async with Harness(smtp_session, "smtp", config=config, peer=STRANGER) as h:
+        await h.read_reply()
+        await h.send_line("HELO client.example")  # no CHUNKING without EHLO
+        await h.read_reply()
+        await h.send(b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<bob@example.test>\r\n")
+        await h.read_replies(2)
+        await h.send(b"BDAT 5 LAST\r\nabcde")
+        assert (await h.read_reply()).code == 502
+        await h.send_line("QUIT")
+        assert (await h.read_reply()).code == 221
+    assert len(messages(config, "alice")) == 1 and messages(config, "bob") == []
+    for name in ("alice", "bob"):
+        assert os.listdir(config.maildir_path(name) / "tmp") == []
