@@ -11,10 +11,11 @@ caller owns).
 Wire size, the one definition used everywhere in ``nosend_store``: the number of octets
 of the message with every line ending written as CRLF and a final CRLF added if the
 message does not end with one, WITHOUT dot-stuffing and without the terminating
-``.CRLF``. That is the size RFC 1939 section 11 asks LIST/STAT to report ("exact size of
-the message ... with CRLF line endings") and what Dovecot stores as ``,W=`` in Maildir
-file names. Since the disk copy is LF-only and always ends with LF (see
-:class:`LineEndingNormaliser`), wire size == disk size + number of LF bytes on disk.
+``.CRLF``. That is the "exact size of the message in octets" that LIST and STAT report
+(RFC 1939 section 5), counted with the CRLF line ends the message has on the wire rather
+than the local end-of-line convention (section 11), and what Dovecot stores as ``,W=``
+in Maildir file names. Since the disk copy is LF-only, has no CR before an LF and always
+ends with LF (see :class:`LineEndingNormaliser`), wire size == disk size + number of LFs.
 """
 
 from __future__ import annotations
