@@ -3,8 +3,9 @@
 Owns: :class:`DropMessage` (one entry of a session's listing) and :class:`DropSession`,
 the object a POP3 session holds from successful authentication to QUIT:
 
-- the listing is a snapshot taken when the session starts (RFC 1939 section 8 lets a
-  session see a fixed maildrop; messages arriving meanwhile show up next session);
+- the listing is a snapshot taken when the session starts (RFC 1939 section 4: on
+  opening the maildrop the server numbers the messages and notes their sizes; messages
+  arriving meanwhile show up next session);
 - ``size`` is the exact wire size (see ``nosend_store._durable``), computed without
   reading every message;
 - deletions are only marks until :meth:`DropSession.commit` (RFC 1939 section 6: the
@@ -35,7 +36,7 @@ class MessageGone(Exception):
 class DropMessage:
     """One message in a POP3 session's listing.
 
-    ``number`` is the 1-based message-number of RFC 1939 section 5; ``uidl`` is stable
+    ``number`` is the 1-based message-number of RFC 1939 section 4; ``uidl`` is stable
     across sessions and restarts (printable ASCII 0x21..0x7E, at most 70 octets, RFC 1939
     section 7 UIDL); ``size`` is the wire size in octets.
     """

@@ -1,8 +1,9 @@
 """Exclusive locks that a crashed process cannot leave stuck.
 
 Owns: :class:`FileLock`, an exclusive ``flock(2)`` on a lock file, used for the POP3
-session lock of a mailbox (RFC 1939 section 8: the server "should" give a session
-exclusive access to the maildrop) and for claiming queued messages.
+session lock of a mailbox (RFC 1939 section 4: after authentication the server
+"acquires an exclusive-access lock on the maildrop" until the UPDATE state) and for
+claiming queued messages.
 
 Why ``flock`` and a fresh ``open`` per lock object:
 
