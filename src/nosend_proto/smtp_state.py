@@ -562,12 +562,12 @@ class ServerConnection:
         if state in refused:
             if verb in ("DATA", "BDAT") and state is SMTPState.MAIL and self._rcpt_attempted:
                 # RFC 5321 section 3.3: every RCPT was refused, 554 no valid recipients.
-                if verb == "BDAT":
-                    return self._bdat(arg, sequence_error="No valid recipients")
                 reply = Reply(554, "No valid recipients", "5.5.1")
+                if verb == "BDAT":
+                    return self._bdat(arg, refusal=reply)
                 return self._violation(reply, "DATA without recipients")
             if verb == "BDAT":
-                return self._bdat(arg, sequence_error=refused[state])
+                return self._bdat(arg, refusal=Reply(503, refused[state], "5.5.1"))
             return self._violation(Reply(503, refused[state], "5.5.1"), f"{verb} out of sequence")
         handler = getattr(self, "_cmd_" + verb.lower())
         result: _QueuedEvent = handler(arg)
@@ -661,9 +661,9 @@ class ServerConnection:
         return DataStart(), _Owed.DATA
 
     def _cmd_bdat(self, arg: str) -> _QueuedEvent:
-        return self._bdat(arg, sequence_error=None)
+        return self._bdat(arg, refusal=None)
 
-    def _bdat(self, arg: str, sequence_error: str | None) -> _QueuedEvent:
+    def _bdat(self, arg: str, refusal: Reply | None) -> _QueuedEvent:
         # RFC 3030 section 2: "BDAT" SP chunk-size [ SP end-marker ]
         words = arg.split(" ")
         if not 1 <= len(words) <= 2 or not words[0].isdigit() or not words[0].isascii():
@@ -681,8 +681,8 @@ class ServerConnection:
         self._bdat_error = None
         if not self._extended or not self.config.chunking:
             self._bdat_error = Reply(502, "BDAT not offered", "5.5.1")
-        elif sequence_error is not None:
-            self._bdat_error = Reply(503, sequence_error, "5.5.1")
+        elif refusal is not None:
+            self._bdat_error = refusal
         elif not self._chunking:
             self._chunking = True
             self._checker = self._new_checker()

@@ -327,3 +327,17 @@ def test_bdat_trailing_bare_cr_normalised() -> None:
     h.feed(OPEN)
     assert h.feed(b"BDAT 3 LAST\r\nab\r") == b"250 2.0.0 OK\r\n"
     assert h.messages == [b"ab\r\n"]
+
+
+def test_bdat_after_all_recipients_refused_gets_554_and_is_skipped() -> None:
+    def app(conn: ServerConnection, event: SMTPEvent) -> Reply | None:
+        if type(event).__name__ == "RcptTo":
+            return Reply(550, "No such user", "5.1.1")
+        return None if isinstance(event, DataChunk | Bdat) else conn.default_reply(event)
+
+    h = Harness(app=app)
+    h.greet()
+    h.feed(OPEN)
+    assert h.feed(b"BDAT 6 LAST\r\nNOOP\r\nRSET\r\n") == (
+        b"554 5.5.1 No valid recipients\r\n250 2.0.0 OK\r\n"
+    )
