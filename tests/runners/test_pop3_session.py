@@ -306,3 +306,12 @@ async def test_log_lines_name_the_user_and_never_the_password(config: Config) ->
     assert "event=quit" in text and "event=disconnect" in text
     for secret in ("not-the-password", PASSWORDS["alice"], _plain("alice")):
         assert secret not in text
+
+
+async def test_too_many_bad_commands_close_the_connection(config: Config) -> None:
+    async with Harness(pop3_session, "pop3", config=config, peer=LOOPBACK) as h:
+        await h.read_line()
+        await h.send(b"BOGUS\r\n" * 15)
+        errors = [await h.read_line() for _ in range(10)]
+        assert all(line.startswith(b"-ERR") for line in errors)
+        assert await h.wait_closed() == b""

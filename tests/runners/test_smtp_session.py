@@ -527,3 +527,30 @@ async def test_refused_bdat_chunks_leave_nothing_behind(config: Config) -> None:
     assert len(messages(config, "alice")) == 1 and messages(config, "bob") == []
     for name in ("alice", "bob"):
         assert os.listdir(config.maildir_path(name) / "tmp") == []
+
+
+async def test_too_many_protocol_errors_close_with_421(config: Config) -> None:
+    async with Harness(smtp_session, "smtp", config=config, peer=STRANGER) as h:
+        await ehlo(h)
+        await h.send(b"BOGUS\r\n" * 12)
+        replies = [await h.read_reply() for _ in range(10)]
+        assert [r.code for r in replies[:9]] == [500] * 9
+        assert (replies[9].code, replies[9].enhanced) == (421, "4.7.0")
+        assert await h.wait_closed() == b""
+
+
+async def test_smtps_submission_offers_auth_at_once(config: Config, tls_cert: CertFiles) -> None:
+    context = server_context(tls_cert.cert, tls_cert.key)
+    async with Harness(
+        smtp_session, "smtps", config=config, peer=STRANGER, server_ssl=context
+    ) as h:
+        lines = await ehlo(h)
+        assert "AUTH PLAIN LOGIN CRAM-MD5" in lines and "STARTTLS" not in lines
+        await h.send_line("MAIL FROM:<bob@example.test>")
+        assert (await h.read_reply()).code == 530
+        await h.send_line("AUTH PLAIN " + plain("bob"))
+        assert (await h.read_reply()).code == 235
+        codes = await transaction(h, "bob@example.test", ["alice@example.test"], BODY)
+        assert codes == [250, 250, 354, 250]
+    [alice] = messages(config, "alice")
+    assert b"with ESMTPSA (TLSv1." in alice
