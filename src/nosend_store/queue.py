@@ -80,7 +80,7 @@ class Recipient:
     as ``FAILURE``. ``orcpt`` is the ORCPT value as received (``rfc822;addr``).
     ``reply`` is the last server reply for this recipient, ``remote_mta`` who gave it.
     ``relayed`` is set when the next hop accepted it without DSN support (RFC 3461
-    section 4.2: a NOTIFY=SUCCESS request then earns a "relayed" notification);
+    section 5.2.2: a NOTIFY=SUCCESS request then earns a "relayed" notification);
     ``delay_notified`` once a NOTIFY=DELAY warning was sent.
     """
 
@@ -691,7 +691,7 @@ class OutboundQueue:
         ]
 
     def _dsn_recipients(self, entry: QueueEntry, now: float) -> list[DsnRecipient]:
-        # RFC 5321 section 4.5.5 / RFC 3461 section 6.2: never notify the null sender.
+        # RFC 5321 section 4.5.5: a message with the null sender gets no notification.
         if not entry.sender:
             return []
         out = []
@@ -798,9 +798,9 @@ class MaildirBounceSink:
     """A ready-made ``bounce_sink``: reports go into the sender's local Maildir.
 
     ``resolve(address)`` returns the Maildir path of a local address, or None. A report
-    for a sender with no local mailbox is queued outbound with the null sender and
-    NOTIFY=NEVER (RFC 3461 section 6.2: a report is never reported on) when ``queue``
-    is given, and dropped otherwise. Delivery is durable before the call returns.
+    for a sender with no local mailbox is queued outbound with the null sender (RFC 3461
+    section 6.1) and NOTIFY=NEVER, so a report is never reported on, when ``queue`` is
+    given, and dropped otherwise. Delivery is durable before the call returns.
     """
 
     def __init__(
