@@ -282,7 +282,12 @@ class Harness:
         await self._tg.__aenter__()
         self._tg.start_soon(self._run_session)
         if self.ctx.implicit_tls:
-            await self.start_tls(announce=False)
+            try:
+                await self.start_tls(announce=False)
+            except BaseException as exc:
+                self._tg.cancel_scope.cancel()
+                await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         return self
 
     async def _run_session(self) -> None:
@@ -299,15 +304,21 @@ class Harness:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._tg is not None
+        timed_out = False
         try:
             if exc_type is None:
                 await self.close()
-                with anyio.fail_after(self._close_timeout):
+                with anyio.move_on_after(self._close_timeout) as scope:
                     await self._done.wait()
-            else:
-                self._tg.cancel_scope.cancel()
+                timed_out = scope.cancelled_caught
         finally:
+            if exc_type is not None or timed_out:
+                self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(exc_type, exc, tb)
+        if timed_out:
+            raise TimeoutError(
+                f"the session did not end within {self._close_timeout} s of the client closing"
+            )
         return None
 
     @property

@@ -110,3 +110,16 @@ async def test_implicit_tls_with_trusted_client_context(tls_cert: CertFiles) -> 
         assert (await h.read_reply()).code == 220
         await h.send_line("PEER")
         assert "tls=True" in (await h.read_reply()).text
+
+
+async def _stubborn(stream: Stream, ctx: SessionContext) -> None:
+    await stream.send(b"220 never leaves\r\n")
+    await anyio.sleep(3600)
+
+
+async def test_a_session_that_never_ends_is_cancelled_and_reported() -> None:
+    started = anyio.current_time()
+    with pytest.raises(TimeoutError):
+        async with Harness(_stubborn, "smtp", close_timeout=0.2) as h:
+            assert (await h.read_reply()).code == 220
+    assert anyio.current_time() - started < 5
