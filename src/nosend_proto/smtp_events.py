@@ -221,11 +221,14 @@ class Bdat:
 
     Its ``size`` octets follow as :class:`DataChunk` events, then :class:`BdatChunkEnd`
     (not ``last``) or :class:`EndOfData` (``last``), or :class:`DataRejected`; that one
-    gets the reply.
+    gets the reply. ``accepted`` is false when the engine refuses the chunk (BDAT not
+    offered, out of sequence, no valid recipients): its octets are then dropped, no
+    DataChunk comes, and a :class:`ProtocolViolation` follows instead.
     """
 
     size: int
     last: bool
+    accepted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

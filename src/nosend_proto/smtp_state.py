@@ -688,7 +688,7 @@ class ServerConnection:
             self._checker = self._new_checker()
         # RFC 3030 section 2: the octets are read (and dropped on error) before replying.
         self._state = SMTPState.BDAT
-        return Bdat(size, last), None
+        return Bdat(size, last, accepted=self._bdat_error is None), None
 
     def _cmd_rset(self, arg: str) -> _QueuedEvent:
         if arg.strip(" "):

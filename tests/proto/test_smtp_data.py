@@ -266,6 +266,7 @@ def test_bdat_out_of_sequence_skips_its_octets() -> None:
         b"503 5.5.1 Need MAIL before BDAT\r\n250 2.0.0 OK\r\n"
     )
     assert h.conn.state is SMTPState.READY
+    assert Bdat(11, False, accepted=False) in h.events
 
 
 def test_bdat_without_ehlo_is_not_offered_and_skipped() -> None:
