@@ -900,8 +900,11 @@ class ServerConnection:
         extra: tuple[str, ...] = ()
         if owed is _Owed.HELLO and code == 250 and self._pending_hello is not None:
             if self._pending_hello.extended:
-                self._offered = frozenset(line.split(" ")[0] for line in self.extensions())
                 extra = self.extensions()
+                self._offered = frozenset(line.split(" ")[0] for line in extra)
+            if not reply.text:
+                # RFC 5321 section 4.1.1.1: the reply's first line names the server.
+                reply = Reply(250, self.config.hostname)
         data = render_reply(reply, self._enhanced(owed, reply), extra)
         self._owed = None
         self._transition(owed, code)

@@ -577,3 +577,13 @@ def test_size_is_advertised_bare_without_a_limit() -> None:
     out = h.feed(b"EHLO a.example\r\n")
     assert b"250-SIZE\r\n" in out and b"PIPELINING" not in out
     assert h.feed(b"MAIL FROM:<a@example.net> SIZE=999999999999\r\n") == b"250 2.1.0 OK\r\n"
+
+
+def test_empty_hello_reply_text_names_the_server() -> None:
+    def app(conn: ServerConnection, event: SMTPEvent) -> Reply | None:
+        return Reply(250) if isinstance(event, Hello) else conn.default_reply(event)
+
+    h = Harness(SMTPServerConfig(hostname=HOST, pipelining=False), app=app)
+    h.greet()
+    assert h.feed(b"HELO a.example\r\n") == b"250 mx.example.org\r\n"
+    assert h.feed(b"EHLO a.example\r\n").startswith(b"250-mx.example.org\r\n250-SIZE ")
