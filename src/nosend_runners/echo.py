@@ -3,7 +3,8 @@
 Owns: a tiny line protocol spoken on every service until (and besides) the real
 sessions: it greets, echoes lines and has commands for STARTTLS, a body/commit that a
 shutdown must let finish (``BUSY``), blocking work in a thread (``BLOCK``), reporting the
-peer (``PEER``) and ``QUIT``. Must not: be mistaken for mail; it never touches the store.
+peer (``PEER``), one large send (``BIG n``) and ``QUIT``. Must not: be mistaken for
+mail; it never touches the store.
 
 Replies start with ``220``/``250``/``221``/``421`` so SMTP-minded tools can drive it.
 """
@@ -78,6 +79,10 @@ async def run(stream: Stream, ctx: SessionContext) -> None:
                 with ctx.busy():
                     await anyio.sleep(float(arg or b"0.5"))
                 await stream.send(b"250 2.0.0 committed\r\n")
+            elif verb == b"BIG":
+                # One send call of many bytes, as a RETR of a big message might make.
+                size = int(arg or b"1000000")
+                await stream.send(b"250-" + b"x" * size + b"\r\n250 2.0.0 sent\r\n")
             elif verb == b"BLOCK":
                 await ctx.run_blocking(time.sleep, float(arg or b"0.1"))
                 await stream.send(b"250 2.0.0 blocked work done\r\n")

@@ -23,6 +23,8 @@ from nosend_runners.transport import PeerInfo, SessionGuard, ShutdownRequested, 
 
 __all__ = ["AnyioStream", "peer_from_socket_stream"]
 
+_SEND_PIECE = 65536
+
 # What a broken connection looks like from anyio, asyncio, trio and OpenSSL.
 _BROKEN = (
     anyio.EndOfStream,
@@ -115,18 +117,27 @@ class AnyioStream:
         return data
 
     async def send(self, data: bytes) -> None:
-        """Send all of ``data``; ``StreamClosed`` if the peer is gone or reads nothing."""
+        """Send all of ``data``; ``StreamClosed`` if the peer is gone or stops reading.
+
+        The send timeout applies to each 64 KB piece, so a slow reader that keeps
+        reading is never cut off, and one that reads nothing is dropped in bounded time.
+        """
         if self._closed:
             raise StreamClosed("stream is closed")
-        with anyio.move_on_after(self._send_timeout) as scope:
-            try:
-                await self._inner.send(data)
-            except _BROKEN as exc:
+        if not data:
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), _SEND_PIECE):
+            piece = view[start : start + _SEND_PIECE]
+            with anyio.move_on_after(self._send_timeout) as scope:
+                try:
+                    await self._inner.send(bytes(piece) if len(view) > _SEND_PIECE else data)
+                except _BROKEN as exc:
+                    await self.aclose()
+                    raise StreamClosed(f"send failed: {exc.__class__.__name__}") from exc
+            if scope.cancelled_caught:
                 await self.aclose()
-                raise StreamClosed(f"send failed: {exc.__class__.__name__}") from exc
-        if scope.cancelled_caught:
-            await self.aclose()
-            raise StreamClosed(f"peer read nothing for {self._send_timeout} seconds")
+                raise StreamClosed(f"peer read nothing for {self._send_timeout} seconds")
 
     async def start_tls(self) -> None:
         """Run the server side of a TLS handshake on this connection, in place."""

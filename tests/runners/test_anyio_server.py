@@ -94,6 +94,24 @@ async def test_client_that_reads_nothing_is_dropped_and_does_not_block_others() 
         await stuck.aclose()
 
 
+async def test_a_slow_reader_that_keeps_reading_is_not_cut_off() -> None:
+    settings = echo_settings("smtp", timeouts=fast_timeouts(send=0.5))
+    async with running_server(settings) as server:
+        client = await LineClient.connect(port_of(server, "smtp"))
+        await client.line()
+        await client.send(b"BIG 16000000\r\n")
+        received = 0
+        started = anyio.current_time()
+        while b"250 2.0.0 sent\r\n" not in client.buffer[-20:]:
+            chunk = await client.stream.receive(65536)
+            received += len(chunk)
+            client.buffer = (client.buffer + chunk)[-20:]
+            await anyio.sleep(0.008)  # ~8 MB/s: longer than the send timeout, beyond buffers
+        assert received >= 16_000_000
+        assert anyio.current_time() - started > 1.0
+        await client.aclose()
+
+
 async def test_blocking_work_runs_in_a_thread_without_stalling_other_sessions() -> None:
     async with running_server(echo_settings("smtp")) as server:
         port = port_of(server, "smtp")
