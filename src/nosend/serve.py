@@ -207,7 +207,9 @@ def _inetd(args: argparse.Namespace) -> int:
     try:
         session = FACTORIES[args.session](service)
         anyio.run(
-            functools.partial(run_inetd, service, session, settings, config=config),
+            functools.partial(
+                run_inetd, service, session, settings, config=config, handle_signals=True
+            ),
             backend=args.backend,
         )
     except (SessionsUnavailable, TLSConfigError) as exc:

@@ -43,6 +43,7 @@ long as the one connection.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 from collections.abc import Mapping, MutableMapping
@@ -133,8 +134,13 @@ async def run_inetd(
     environ: MutableMapping[str, str] | None = None,
     read_fd: int = 0,
     write_fd: int = 1,
+    handle_signals: bool = False,
 ) -> None:
-    """Serve one ``service`` session on the inherited connection, then return."""
+    """Serve one ``service`` session on the inherited connection, then return.
+
+    With ``handle_signals`` (the command line), SIGTERM/SIGINT shut the session down
+    gracefully, as under ``nosend serve``.
+    """
     env = os.environ if environ is None else environ
     ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     inner, peer = await _open_connection(env, read_fd, write_fd)
@@ -159,9 +165,30 @@ async def run_inetd(
     )
     ctx = SessionContext(service, state=state, peer=lambda: stream.peer, guard=guard)
     try:
-        await run_connection(stream, ctx, session)
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                await tg.start(_watch_signals, state, tg.cancel_scope)
+            await run_connection(stream, ctx, session)
+            tg.cancel_scope.cancel()
     finally:
         _release_stdio(read_fd, write_fd)
+
+
+async def _watch_signals(
+    state: ServerState,
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGTERM/SIGINT (inetd or systemd stopping): finish a message in flight, then 421;
+    a second signal stops at once."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            if state.shutdown.requested:
+                scope.cancel()
+                return
+            state.shutdown.request()
 
 
 def _release_stdio(read_fd: int, write_fd: int) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -174,3 +176,28 @@ def test_first_run_creates_a_config_and_prints_the_password_once(
     assert created.login_mailbox("user") is not None
     assert created.login_mailbox("user").check_password(password)  # type: ignore[union-attr]
     assert config.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigterm_under_inetd_finishes_the_message_in_flight(tmp_path: Path, backend: str) -> None:
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nosend", "inetd", "smtp", "--session", "echo",
+         "--backend", backend, "--config", str(tmp_path / "none.cfg")],
+        stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    theirs.close()
+    ours.settimeout(10)
+    client = SyncClient(ours)
+    try:
+        assert client.line().startswith(b"220 ")  # signal handler is installed by now
+        ours.sendall(b"BUSY 0.8\r\n")
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert client.line() == b"250 2.0.0 committed"
+        assert client.line() == b"421 4.3.2 Server shutting down"
+        assert client.closed()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        stop_process(proc)
+        ours.close()
