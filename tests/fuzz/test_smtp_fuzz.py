@@ -215,6 +215,41 @@ def test_engine_round_trip_for_crlf_bodies(lines: list[bytes], cuts: list[int]) 
     assert any(isinstance(e, EndOfData) for e in events)
 
 
+BODY_BYTES = st.lists(
+    st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"a", b"\r\n.", b"x" * 37]), max_size=60
+).map(b"".join)
+
+
+@FAST
+@given(
+    BODY_BYTES,
+    st.sampled_from(["reject", "normalise"]),
+    st.booleans(),
+    st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_body_checks_do_not_depend_on_chunking(
+    body: bytes, policy: str, bdat: bool, cuts: list[int]
+) -> None:
+    # Bare CR/LF detection, normalising, line length and size limits look across chunk
+    # boundaries with a few bytes of state: any split must give the same verdict and bytes.
+    config = SMTPServerConfig(
+        hostname=HOST, bare_newlines=policy, max_text_line=40, max_message_size=1500
+    )
+    head = b"EHLO a.example\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.org>\r\n"
+    if bdat:
+        session = head + b"BDAT %d LAST\r\n" % len(body) + body + b"QUIT\r\n"
+    else:
+        session = head + b"DATA\r\n" + body + b"\r\n.\r\nQUIT\r\n"
+    whole = merged(run(greeted(config), [session]))
+    split = merged(run(greeted(config), chunked(session, cuts)))
+    assert whole == split
+    if policy == "normalise" and any(isinstance(e, EndOfData) for e in whole):
+        # Normalised content has only CRLF line ends (RFC 5321 section 2.3.8).
+        content = b"".join(e for e in whole if isinstance(e, bytes))
+        crlf = content.count(b"\r\n")
+        assert content.count(b"\r") == crlf == content.count(b"\n")
+
+
 class SequencingMachine(RuleBasedStateMachine):
     """Command sequencing against a reference model of RFC 5321 section 4.1.4."""
 
