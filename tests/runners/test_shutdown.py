@@ -201,3 +201,26 @@ def test_sigterm_under_inetd_finishes_the_message_in_flight(tmp_path: Path, back
     finally:
         stop_process(proc)
         ours.close()
+
+
+@pytest.mark.anyio
+async def test_run_blocking_lets_a_commit_in_a_thread_finish_when_cancelled() -> None:
+    from nosend_runners.transport import PeerInfo, ServerState, SessionContext
+
+    state = ServerState()
+    ctx = SessionContext("smtp", state=state, peer=lambda: PeerInfo("192.0.2.1", 25))
+    finished: list[str] = []
+
+    def commit() -> None:
+        time.sleep(0.3)  # an fsync and rename, say
+        finished.append("renamed")
+
+    with anyio.move_on_after(0.05) as scope:
+        await ctx.run_blocking(commit)
+        # The cancellation lands at the first checkpoint after the thread returned.
+        await anyio.sleep(5)
+    assert scope.cancelled_caught
+    assert finished == ["renamed"]  # cancellation waited for the thread
+    assert not ctx.shutting_down
+    state.shutdown.request()
+    assert ctx.shutting_down
