@@ -35,6 +35,7 @@ __all__ = [
     "apop_available",
     "authenticate",
     "verifiable",
+    "queue_drop_mailbox",
 ]
 
 #: Services that are message submission (RFC 6409; SMTPS is submission over implicit
@@ -184,3 +185,14 @@ def authenticate(config: Config, credentials: Credentials) -> str | None:
     if not mailbox.shared_secret:  # already decoded from {PLAIN.B64} by the config
         return None
     return mailbox.name if credentials.matches_secret(mailbox.shared_secret) else None
+
+
+def queue_drop_mailbox(config: Config) -> str | None:
+    """The mailbox whose POP3 login opens the outbound queue as a mail drop (for a
+    fetchmail in multidrop mode, see :mod:`nosend_store.queue_drop`), or ``None``.
+
+    Read from ``[server] queue_drop_mailbox`` when the configuration offers that key;
+    off otherwise. The mailbox's own password protects the drop.
+    """
+    name = getattr(config.server, "queue_drop_mailbox", None)
+    return name if isinstance(name, str) and name in config.mailboxes else None

@@ -49,8 +49,10 @@ from nosend_runners.transport import SessionContext, ShutdownRequested, Stream
 from nosend_store.config import Config
 from nosend_store.drop import DropSession, MessageGone
 from nosend_store.maildir import LockBusy, MaildirMailbox
+from nosend_store.queue import OutboundQueue
+from nosend_store.queue_drop import QueueDrop
 
-__all__ = ["run", "READ_CHUNK"]
+__all__ = ["run", "open_maildrop", "POP3Session", "READ_CHUNK"]
 
 #: Bytes read from a stored message per worker-thread call while streaming RETR/TOP.
 READ_CHUNK = 64 * 1024
@@ -208,8 +210,7 @@ class POP3Session:
     def _open_drop(self, name: str) -> None:
         # Runs in a worker thread; storing the session here (not in the awaiting task)
         # means a cancellation after the lock was taken still releases it in ``close``.
-        mailbox = MaildirMailbox(self.config.maildir_path(name))
-        self.drop = mailbox.pop3_session()
+        self.drop = open_maildrop(self.config, name, self.ctx.hostname)
 
     async def send_message(self, event: Retrieve | Top) -> None:
         ctx, conn, drop = self.ctx, self.conn, self.drop
@@ -279,6 +280,19 @@ class POP3Session:
         if drop is not None:
             with anyio.CancelScope(shield=True):
                 await self.ctx.run_blocking(drop.close)
+
+
+def open_maildrop(config: Config, name: str, hostname: str | None = None) -> DropSession:
+    """Lock and snapshot the maildrop of mailbox ``name`` (blocking).
+
+    Its Maildir, or the outbound queue seen as a multidrop mail drop when ``name`` is
+    the configured queue-drop mailbox (:func:`nosend_runners.policy.queue_drop_mailbox`).
+    Raises ``LockBusy`` when another session holds it.
+    """
+    if name == policy.queue_drop_mailbox(config):
+        queue = OutboundQueue(config.server.queue_dir, hostname=hostname)
+        return QueueDrop(queue).pop3_session()
+    return MaildirMailbox(config.maildir_path(name)).pop3_session()
 
 
 async def run(stream: Stream, ctx: SessionContext) -> None:

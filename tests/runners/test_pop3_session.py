@@ -315,3 +315,41 @@ async def test_too_many_bad_commands_close_the_connection(config: Config) -> Non
         errors = [await h.read_line() for _ in range(10)]
         assert all(line.startswith(b"-ERR") for line in errors)
         assert await h.wait_closed() == b""
+
+
+async def test_queue_drop_mailbox_serves_the_outbound_queue(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nosend_runners import policy
+    from nosend_store.queue import Envelope, OutboundQueue
+
+    queue = OutboundQueue(config.server.queue_dir)
+    qid = queue.enqueue(
+        Envelope.simple("alice@example.test", ["x@remote.example", "y@remote.example"]),
+        [b"Subject: out\r\n\r\nbody\r\n"],
+    )
+    # Until mail.cfg has a key for it, the seam is switched on here.
+    monkeypatch.setattr(policy, "queue_drop_mailbox", lambda cfg: "carol")
+    async with Harness(pop3_session, "pop3", config=config, peer=LOOPBACK) as h:
+        assert (await login(h, "carol")).startswith(b"+OK maildrop has 2 messages")
+        await h.send_line("RETR 1")
+        assert (await h.read_line()).startswith(b"+OK")
+        lines = await h.read_multiline()
+        assert lines[:2] == [
+            b"Return-Path: <alice@example.test>",
+            b"X-Envelope-To: <x@remote.example>",
+        ]
+        await h.send_line("DELE 1")
+        await h.read_line()
+        await h.send_line("QUIT")
+        assert (await h.read_line()).startswith(b"+OK")
+    entry = queue.get(qid)
+    assert entry is not None
+    assert [(r.address, r.state) for r in entry.recipients] == [
+        ("x@remote.example", "delivered"),
+        ("y@remote.example", "pending"),
+    ]
+    # Other mailboxes still see their Maildir.
+    deliver(config, "alice", MSG1)
+    async with Harness(pop3_session, "pop3", config=config, peer=LOOPBACK) as h:
+        assert (await login(h, "alice")).startswith(b"+OK maildrop has 1 message")
