@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -493,7 +492,7 @@ def _queue_show(args: argparse.Namespace) -> int:
         reply = f"  {r.reply}" if r.reply else ""
         print(f"recipient:    <{r.address}>  {r.state}{reply}")
     assert queue is not None
-    headers = _message_headers(Path(queue.path) / "active" / e.id / "message")
+    headers = _message_headers(queue, e.id)
     if headers:
         print()
         for line in headers:
@@ -504,10 +503,10 @@ def _queue_show(args: argparse.Namespace) -> int:
 _SHOWN_HEADERS = ("from:", "to:", "cc:", "subject:", "date:", "message-id:")
 
 
-def _message_headers(path: Path, limit: int = 64 * 1024) -> list[str]:
+def _message_headers(queue: OutboundQueue, qid: str, limit: int = 64 * 1024) -> list[str]:
     """A few header fields (RFC 5322 section 2.2), unfolded, from the stored message."""
     try:
-        with open(path, "rb") as f:
+        with queue.open_message(qid) as f:
             head = f.read(limit)
     except OSError:
         return []
@@ -555,10 +554,7 @@ def _queue_retry(args: argparse.Namespace) -> int:
             busy.append(qid)
             continue
         with claim:
-            # OutboundQueue has no public reschedule yet: make the entry due now by
-            # saving it through its claim (the only writer while the claim is held).
-            claim._entry = replace(claim.entry, next_attempt=0.0)  # noqa: SLF001
-            claim.save()
+            claim.reschedule(0.0)
     done = len(ids) - len(busy)
     print(f"{done} message{'s' if done != 1 else ''} will be retried at the next chance")
     if busy:
