@@ -173,3 +173,30 @@ def test_abort_leaves_nothing(config: Config) -> None:
     assert messages(config, "alice") == [] and queued(config) == []
     assert os.listdir(config.maildir_path("alice") / "tmp") == []
     assert os.listdir(config.server.queue_dir / "tmp") == []
+
+
+def test_memory_stays_bounded_for_a_big_message(config: Config) -> None:
+    import tracemalloc
+
+    sink = MessageSink(
+        config,
+        mailboxes=["alice", "bob"],
+        envelope=Envelope.simple("s@x.example", ["r@remote.example"]),
+        trace=TRACE,
+        date=DATE,
+        message_id=MID,
+    )
+    sink.open()
+    chunk = (b"y" * 78 + b"\r\n") * 800  # 64000 octets
+    tracemalloc.start()
+    try:
+        sink.write(b"Subject: big\r\n\r\n")
+        for _ in range(160):  # about 10 MB
+            sink.write(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    delivered = sink.commit()
+    assert delivered.size == 16 + 160 * len(chunk)
+    # Three writers with their 256 KiB buffers and one chunk in flight, not 10 MB.
+    assert peak < 2 * 1024 * 1024
