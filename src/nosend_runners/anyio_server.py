@@ -130,11 +130,13 @@ class MailServer:
             with anyio.CancelScope() as force:
                 self._force = force
                 async with anyio.create_task_group() as sessions:
+                    if self._handle_signals:
+                        # In the sessions' group: a second signal during the grace
+                        # period must still reach us.
+                        await sessions.start(self._signal_loop)
                     async with anyio.create_task_group() as accepting:
                         for service, listener in listeners:
                             accepting.start_soon(self._accept_loop, listener, service, sessions)
-                        if self._handle_signals:
-                            accepting.start_soon(self._signal_loop)
                         _log.info(
                             "listening %s",
                             " ".join(f"{s}={h}:{p}" for s, h, p in self.addresses),
@@ -285,8 +287,11 @@ class MailServer:
 
     # -- signals and reload --------------------------------------------------------------
 
-    async def _signal_loop(self) -> None:
+    async def _signal_loop(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload()

@@ -224,3 +224,27 @@ async def test_run_blocking_lets_a_commit_in_a_thread_finish_when_cancelled() ->
     assert not ctx.shutting_down
     state.shutdown.request()
     assert ctx.shutting_down
+
+
+def test_a_second_sigterm_during_the_grace_period_stops_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path, f"smtp_listen = 127.0.0.1:{port}", "submission_listen =", "pop3_listen ="
+    )
+    proc = _serve(config)
+    try:
+        wait_for_port(port)
+        busy = SyncClient.connect(port)
+        assert busy.line().startswith(b"220 ")
+        busy.sock.sendall(b"BUSY 30\r\n")
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        while b"shutting down: 1 session(s) open" not in proc.stderr.readline():
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert busy.line() == b""  # cut off: no 250, so nothing was acknowledged
+        busy.close()
+    finally:
+        stop_process(proc)
