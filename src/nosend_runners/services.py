@@ -19,6 +19,7 @@ __all__ = [
     "SESSION_ENTRY_POINTS",
     "session_factory",
     "echo_session_factory",
+    "FACTORIES",
     "refusal",
     "is_pop3",
 ]
