@@ -16,26 +16,17 @@ import logging.handlers
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from nosend_runners.activation import ActivationError, listen_fds
-from nosend_runners.anyio_server import MailServer, ServerSetupError
-from nosend_runners.inetd import refuse_inetd, run_inetd, stderr_is_connection
-from nosend_runners.services import FACTORIES, SessionsUnavailable
-from nosend_runners.settings import ServerSettings, settings_from_config
-from nosend_runners.tls import TLSConfigError
-from nosend_store.config import (
-    Config,
-    ConfigError,
-    create_default_config,
-    default_config_path,
-)
-from nosend_store.reload import ConfigHolder
+if TYPE_CHECKING:
+    from nosend_runners.settings import ServerSettings
+    from nosend_store.config import Config
 
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 _INETD_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
+# The keys of nosend_runners.services.FACTORIES; the runners are imported only when a
+# server command runs, so that `nosend --help` and the admin commands stay fast.
+_SESSIONS = ("echo", "mail")
 
 
 def register(subparsers: Any) -> None:
@@ -83,7 +74,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--session",
-        choices=sorted(FACTORIES),
+        choices=_SESSIONS,
         default="mail",
         help="'echo' runs the line-echo transport test session instead of SMTP/POP3",
     )
@@ -105,6 +96,8 @@ def _fail(message: str) -> int:
 
 def first_run(path: Path) -> Config:
     """Write a default ``mail.cfg`` at ``path``; print its password once and client settings."""
+    from nosend_store.config import create_default_config  # noqa: PLC0415
+
     config, password = create_default_config(path)
     server = config.server
     mailbox = next(iter(config.mailboxes))
@@ -133,6 +126,16 @@ def _setup_logging(level: str, handler: logging.Handler) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import anyio  # noqa: PLC0415 - see _SESSIONS
+
+    from nosend_runners.activation import ActivationError, listen_fds  # noqa: PLC0415
+    from nosend_runners.anyio_server import MailServer, ServerSetupError  # noqa: PLC0415
+    from nosend_runners.services import FACTORIES, SessionsUnavailable  # noqa: PLC0415
+    from nosend_runners.settings import settings_from_config  # noqa: PLC0415
+    from nosend_runners.tls import TLSConfigError  # noqa: PLC0415
+    from nosend_store.config import ConfigError, default_config_path  # noqa: PLC0415
+    from nosend_store.reload import ConfigHolder  # noqa: PLC0415
+
     if problem := _backend_problem(args.backend):
         return _fail(problem)
     path: Path = args.config if args.config is not None else default_config_path()
@@ -175,6 +178,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _inetd_log_handler(log_file: Path | None) -> logging.Handler:
+    from nosend_runners.inetd import stderr_is_connection  # noqa: PLC0415
+
     if log_file is not None:
         return logging.FileHandler(log_file)
     if not stderr_is_connection():
@@ -187,6 +192,15 @@ def _inetd_log_handler(log_file: Path | None) -> logging.Handler:
 
 
 def _inetd(args: argparse.Namespace) -> int:
+    import anyio  # noqa: PLC0415 - see _SESSIONS
+
+    from nosend_runners.inetd import refuse_inetd, run_inetd  # noqa: PLC0415
+    from nosend_runners.services import FACTORIES, SessionsUnavailable  # noqa: PLC0415
+    from nosend_runners.settings import ServerSettings, settings_from_config  # noqa: PLC0415
+    from nosend_runners.tls import TLSConfigError  # noqa: PLC0415
+    from nosend_store.config import ConfigError, default_config_path  # noqa: PLC0415
+    from nosend_store.reload import ConfigHolder  # noqa: PLC0415
+
     service: str = args.service
     if problem := _backend_problem(args.backend):
         return _fail(problem)

@@ -201,3 +201,10 @@ async def test_listens_on_ipv6_loopback_and_reports_the_v6_peer() -> None:
         await client.aclose()
     finally:
         await server_cm.__aexit__(None, None, None)
+
+
+def test_the_command_line_offers_exactly_the_session_factories() -> None:
+    from nosend import serve
+    from nosend_runners.services import FACTORIES
+
+    assert set(serve._SESSIONS) == set(FACTORIES)
