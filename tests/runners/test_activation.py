@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nosend_runners.activation import listen_fds
 from tests.runners.conftest import SyncClient, stop_process, write_config
 
@@ -48,12 +50,15 @@ def _listener() -> socket.socket:
     return sock
 
 
-def test_serve_uses_the_named_inherited_sockets_instead_of_mail_cfg(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_serve_uses_the_named_inherited_sockets_instead_of_mail_cfg(
+    tmp_path: Path, backend: str
+) -> None:
     config = write_config(tmp_path)  # its own ports (2525...) must not be bound
     smtp, pop3 = _listener(), _listener()
     proc = _activated(
         [smtp.fileno(), pop3.fileno()],
-        ["serve", "--config", str(config), "--session", "echo"],
+        ["serve", "--config", str(config), "--session", "echo", "--backend", backend],
         names="smtp:pop3",
     )
     try:
