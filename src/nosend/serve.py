@@ -160,6 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
         error = holder.reload()
         if error is not None:
             raise error
+        logging.getLogger().setLevel(holder.current.server.log_level.upper())
         return holder.current, settings_from_config(holder.current)
 
     try:
