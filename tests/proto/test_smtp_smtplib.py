@@ -154,3 +154,26 @@ def test_smtplib_starttls_then_auth(tls_context: ssl.SSLContext) -> None:
     server.stop()
     assert harness.conn.tls_active and harness.conn.auth_identity == "tim"
     assert len(harness.messages) == 1
+
+
+@pytest.mark.interop
+def test_swaks_pipelines_a_transaction(tmp_path: Path) -> None:
+    swaks = require_tool("swaks")
+    harness = Harness(SMTPServerConfig(hostname=HOST), app=app)
+    server = Server(harness)
+    body = tmp_path / "body.eml"
+    body.write_bytes(b"Subject: swaks\r\n\r\n.starts with a dot\r\n..two\r\nend\r\n")
+    result = subprocess.run(
+        [swaks, "--server", f"127.0.0.1:{server.port}", "--pipeline",
+         "--from", "alice@example.net", "--to", "bob@example.org,nobody@example.org",
+         "--ehlo", "client.example.net", "--data", f"@{body}", "--timeout", "10"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "<** 550 5.1.1 No such user here" in result.stdout
+    assert harness.messages == [b"Subject: swaks\r\n\r\n.starts with a dot\r\n..two\r\nend\r\n\r\n"]
+    # RFC 2920: MAIL, both RCPTs and DATA went as one group, answered together.
+    group = " -> MAIL FROM:<alice@example.net>\n -> RCPT TO:<bob@example.org>\n"
+    group += " -> RCPT TO:<nobody@example.org>\n -> DATA\n<-  250 2.1.0 OK\n"
+    assert group in result.stdout
