@@ -159,6 +159,7 @@ def start_nosend(
     max_message_size: str = "200M",
     max_connections: int = 1100,
     backend: str = "asyncio",
+    log_level: str = "info",
 ) -> Server:
     """``nosend serve`` with mail in ``root/data/mail/<mailbox>``; plaintext LAN logins."""
     root.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ def start_nosend(
         f"max_message_size = {max_message_size}",
         f"max_connections = {max_connections}",
         f"max_connections_per_ip = {max_connections}",
-        "log_level = warning",
+        f"log_level = {log_level}",
         "",
         "[domains]",
         DOMAIN,

@@ -19,6 +19,10 @@ connections under 100 MB; the 100 MB message under 30 MB of growth.
 
     python benchmarks/bench_server.py [--quick] [--rounds R] [--dir PATH]
                                       [--only smtp,pop3,idle,big] [--servers nosend,...]
+                                      [--backend asyncio|trio] [--log-level info]
+
+nosend runs with its default log level (info, one line per session event) unless told
+otherwise; aiosmtpd and Dovecot log what they log by default.
 
 Prints a table, then ``name=<number>`` summary lines; the last is
 ``targets_met=<0|1>``. Needs smtp-source (postfix), dovecot, aiosmtpd; runs in about
@@ -60,7 +64,27 @@ MB = 1024 * 1024
 
 # (sessions, body bytes, messages per round)
 SMTP_CASES = [(1, 2048, 150), (20, 2048, 600), (1, 102400, 100), (20, 102400, 300)]
+#: Extra start_nosend() options from the command line (backend, log level).
+NOSEND_OPTIONS: dict[str, str] = {}
 POP3_USERS = {f"pop{i}": f"pop-pass-{i}" for i in range(1, 5)}
+
+
+def disk_ceiling(root: Path, count: int = 200, size: int = 2048) -> float:
+    """Bare durable writes/s on this filesystem (create, write, fsync, rename, fsync dir):
+    what any server that fsyncs each message before its 250 can reach with one writer."""
+    tmp, new = make_maildir(root / "ceiling") / "tmp", root / "ceiling" / "new"
+    payload = b"x" * size
+    start = time.perf_counter()
+    for i in range(count):
+        fd = os.open(tmp / f"m{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, payload)
+        os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp / f"m{i}", new / f"m{i}")
+        dfd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)
+        os.close(dfd)
+    return count / (time.perf_counter() - start)
 
 
 def smtp_rounds(
@@ -70,7 +94,7 @@ def smtp_rounds(
     alice = {"alice": "alice-pass"}
     running: dict[str, tuple[Server, Path]] = {}
     if "nosend" in servers:
-        srv = start_nosend(root / "nosend-smtp", alice, pop3=False)
+        srv = start_nosend(root / "nosend-smtp", alice, pop3=False, **NOSEND_OPTIONS)
         running["nosend"] = (srv, nosend_maildir(root / "nosend-smtp", "alice"))
     if "aiosmtpd" in servers:
         maildir = make_maildir(root / "aiosmtpd-smtp" / "Maildir")
@@ -159,7 +183,7 @@ def pop3_rounds(
     results: dict[int, dict[str, float]] = {}
     try:
         if "nosend" in servers:
-            running["nosend"] = start_nosend(nosend_root, POP3_USERS, smtp=False)
+            running["nosend"] = start_nosend(nosend_root, POP3_USERS, smtp=False, **NOSEND_OPTIONS)
         if "dovecot" in servers:
             running["dovecot"] = start_dovecot(root / "dovecot", mail_root, POP3_USERS)
         for server in running.values():  # warm-up: index, page cache, first logins
@@ -199,7 +223,7 @@ def idle_rss(root: Path, servers: list[str], connections: int) -> dict[str, tupl
             continue
         where = root / f"idle-{name}"
         if name == "nosend":
-            server = start_nosend(where, {"alice": "alice-pass"}, pop3=False)
+            server = start_nosend(where, {"alice": "alice-pass"}, pop3=False, **NOSEND_OPTIONS)
         else:
             server = start_aiosmtpd(where, make_maildir(where / "Maildir"))
         socks = []
@@ -234,7 +258,7 @@ def big_message_growth(root: Path, servers: list[str], size: int) -> dict[str, f
             continue
         where = root / f"big-{name}"
         if name == "nosend":
-            server = start_nosend(where, {"alice": "alice-pass"}, pop3=False)
+            server = start_nosend(where, {"alice": "alice-pass"}, pop3=False, **NOSEND_OPTIONS)
             maildir = nosend_maildir(where, "alice")
         else:
             maildir = make_maildir(where / "Maildir")
@@ -269,13 +293,16 @@ def big_message_growth(root: Path, servers: list[str], size: int) -> dict[str, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, one round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", help="work under this folder (default: a temp folder)")
     parser.add_argument("--only", default="smtp,pop3,idle,big")
     parser.add_argument("--servers", default="nosend,aiosmtpd,dovecot")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections")
     parser.add_argument("--big", type=int, default=100, help="big message size in MB")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--log-level", default="info", help="nosend's log_level (default info)")
     args = parser.parse_args()
+    NOSEND_OPTIONS.update(backend=args.backend, log_level=args.log_level)
     only = set(args.only.split(","))
     servers = args.servers.split(",")
     rounds = 1 if args.quick else args.rounds
@@ -283,12 +310,16 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="nosend-bench-server-", dir=args.dir))
     os.chmod(root, 0o755)
     print(f"folder: {root}; servers: {', '.join(servers)}; rounds: {rounds}", flush=True)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     started = time.monotonic()
     summary: dict[str, float] = {}
     met = True
     checked = 0  # targets actually measured: none measured is not "met"
     try:
         if "smtp" in only:
+            ceiling = disk_ceiling(root)
+            summary["disk_ceiling_2k_per_s"] = ceiling
+            print(f"  disk ceiling, one writer, 2 KB: {ceiling:.1f}/s", flush=True)
             smtp = smtp_rounds(root, servers, rounds, scale)
             ratios = [
                 v["nosend"] / v["aiosmtpd"]
@@ -327,7 +358,10 @@ def main() -> int:
                     checked += 1
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"total time: {time.monotonic() - started:.0f}s")
+    print(
+        f"total time: {time.monotonic() - started:.0f}s; load average at end: "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     print()
     print("| measure | value |")
     print("| --- | --- |")
