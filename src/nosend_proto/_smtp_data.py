@@ -23,6 +23,9 @@ _PARTIALS = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
 # Bytes of the next chunk examined together with the held bytes: the held part is at most
 # 4 bytes, so 8 more always settle it or leave a new partial wholly inside the chunk.
 _HEAD = 8
+# Stuffed dots handled one by one per chunk before switching to bulk replace: typical
+# mail has few, so slicing around each is cheapest; a flood of them is not.
+_LOOP_BUDGET = 256
 _BARE_RE = re.compile(rb"\r\n|\r|\n")
 # RFC 5321 section 2.3.8: an LF without the CR before it, a CR without the LF after it.
 _BARE_LF_RE = re.compile(rb"\n(?<!\r\n)")
@@ -106,7 +109,13 @@ def _scan(buf: bytes, start: int, pieces: list[bytes | memoryview]) -> tuple[int
     pos = start
     view: memoryview | None = None
     found = buf.find(_STUFFED, pos)
+    budget = _LOOP_BUDGET
     while found >= 0:
+        budget -= 1
+        if not budget:
+            # Dense dot lines (a hostile client can send nothing else): finish the chunk
+            # with C-speed bulk operations instead of one Python step per line.
+            return _scan_bulk(buf, pos, pieces)
         if buf.startswith(b"\r\n", found + 3):
             # RFC 5321 section 4.1.1.4: CRLF.CRLF ends the data; its first CRLF ends the
             # last line of the content.
@@ -133,6 +142,25 @@ def _scan(buf: bytes, start: int, pieces: list[bytes | memoryview]) -> tuple[int
     elif stop > pos:
         view = view or memoryview(buf)
         pieces.append(view[pos:stop])
+    return -1, hold
+
+
+def _scan_bulk(buf: bytes, pos: int, pieces: list[bytes | memoryview]) -> tuple[int, int]:
+    """``_scan`` from ``pos`` with ``find`` and ``replace`` over the rest of ``buf``.
+
+    ``pos`` follows a dropped dot, so no terminator or stuffed dot starts before it.
+    """
+    n = len(buf)
+    term = buf.find(_TERMINATOR, pos)
+    if term >= 0:
+        pieces.append(buf[pos : term + 2].replace(_STUFFED, b"\r\n"))
+        return term + 5, 0
+    hold = 0
+    for partial in _PARTIALS:
+        if buf.endswith(partial, pos):
+            hold = len(partial)
+            break
+    pieces.append(buf[pos : n - hold].replace(_STUFFED, b"\r\n"))
     return -1, hold
 
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from nosend_proto import _smtp_data
 from nosend_proto._smtp_data import DotDecoder
 from nosend_proto.smtp_events import (
     NEED_DATA,
@@ -181,22 +182,35 @@ def stuff(body: bytes) -> bytes:
     return b"".join(line + b"\r\n" for line in out) + b".\r\n"
 
 
+DOTTY = st.lists(st.sampled_from([b"\r\n", b".", b"..", b"\r", b"\n", b"a"]), max_size=80)
+
+
 @FAST
-@given(st.binary(max_size=300), st.lists(st.integers(min_value=0), max_size=20))
-def test_dot_stuffing_round_trip_is_byte_exact_for_any_body(body: bytes, cuts: list[int]) -> None:
+@given(
+    st.one_of(st.binary(max_size=300), DOTTY.map(b"".join)),
+    st.lists(st.integers(min_value=0), max_size=20),
+    st.sampled_from([_smtp_data._LOOP_BUDGET, 1, 2, 3]),
+)
+def test_dot_stuffing_round_trip_is_byte_exact_for_any_body(
+    body: bytes, cuts: list[int], budget: int
+) -> None:
     body = body + b"\r\n" if not body.endswith(b"\r\n") else body
     wire = stuff(body) + b"NEXT"
-    decoder = DotDecoder()
-    out = b""
-    end = -1
-    consumed = 0
-    for chunk in chunked(wire, cuts):
-        content, end = decoder.feed(chunk)
-        out += content
-        if end >= 0:
-            end += consumed
-            break
-        consumed += len(chunk)
+    saved, _smtp_data._LOOP_BUDGET = _smtp_data._LOOP_BUDGET, budget  # small: bulk path
+    try:
+        decoder = DotDecoder()
+        out = b""
+        end = -1
+        consumed = 0
+        for chunk in chunked(wire, cuts):
+            content, end = decoder.feed(chunk)
+            out += content
+            if end >= 0:
+                end += consumed
+                break
+            consumed += len(chunk)
+    finally:
+        _smtp_data._LOOP_BUDGET = saved
     assert out == body
     assert wire[end:] == b"NEXT"
 

@@ -342,3 +342,15 @@ def test_bdat_after_all_recipients_refused_gets_554_and_is_skipped() -> None:
     assert h.feed(b"BDAT 6 LAST\r\nNOOP\r\nRSET\r\n") == (
         b"554 5.5.1 No valid recipients\r\n250 2.0.0 OK\r\n"
     )
+
+
+def test_a_flood_of_dot_lines_is_unstuffed_in_bulk() -> None:
+    # More stuffed dots per chunk than the per-line budget: the bulk path must agree.
+    body = b"".join(b".%d\r\n" % i for i in range(40000)) + b"..\r\n"
+    wire = (b"\r\n" + body).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\nNOOP\r\n"
+    h = in_data(SMTPServerConfig(hostname=HOST, max_message_size=0))
+    out = b""
+    for i in range(0, len(wire), 65536):
+        out += h.feed(wire[i : i + 65536])
+    assert out == b"250 2.0.0 OK\r\n250 2.0.0 OK\r\n"
+    assert h.messages == [body]
