@@ -76,6 +76,7 @@ def run(conn: ServerConnection, chunks: list[bytes], close: bool = True) -> list
         # Memory per connection stays bounded whatever the peer sends.
         assert len(conn._buf) <= conn._buf.max_line + max_chunk
         assert len(conn._incoming) <= 1
+        assert len(conn._decoder._hold) <= 4  # the few bytes kept between DATA chunks
     return events
 
 
