@@ -1,7 +1,8 @@
 """Streaming one received message into local Maildirs and the outbound queue.
 
 Owns: :class:`MessageSink`, which takes the body of one SMTP transaction chunk by chunk
-and writes it, with our ``Received:`` trace header in front (RFC 5321 section 4.4), to
+and writes it, with our ``Received:`` trace header in front (RFC 5321 section 4.4, and
+``Return-Path:`` in front of that in local copies, which are final delivery), to
 one temporary file per local mailbox and one queue entry for all remote recipients; it
 watches the header block as it streams past (bounded: at most :data:`MAX_HEADER_BLOCK`
 octets are held back), so that on the submission service ``Date:`` and ``Message-ID:``
@@ -60,7 +61,8 @@ class MessageSink:
     ``remote``: recipients for the outbound queue, with ``sender`` and the DSN/body
     parameters in ``envelope``. ``trace`` is the ``Received:`` field to put first.
     ``date`` and ``message_id`` are the fields to add when the message lacks them
-    (``None``: never add, the relay/delivery case).
+    (``None``: never add, the relay/delivery case). ``return_path`` (the envelope
+    sender, ``""`` for ``<>``) is written first into the local copies only.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class MessageSink:
         trace: bytes,
         date: bytes | None = None,
         message_id: bytes | None = None,
+        return_path: str | None = None,
         hostname: str | None = None,
     ) -> None:
         self._config = config
@@ -83,6 +86,7 @@ class MessageSink:
         self._date = date
         self._message_id = message_id
         self._hostname = hostname
+        self._return_path = return_path
         self._must_scan = date is not None or message_id is not None
         self._maildir: list[tuple[str, MaildirMailbox, MaildirWriter]] = []
         self._queue_writer: QueueWriter | None = None
@@ -103,7 +107,13 @@ class MessageSink:
         try:
             for name in self._mailboxes:
                 box = MaildirMailbox(self._config.maildir_path(name))
-                self._maildir.append((name, box, box.open_writer()))
+                writer = box.open_writer()
+                self._maildir.append((name, box, writer))
+                if self._return_path is not None:
+                    # RFC 5321 section 4.4: final delivery inserts the return path; the
+                    # queued copy is not final delivery and gets none.
+                    line = f"Return-Path: <{self._return_path}>\r\n"
+                    writer.write(line.encode("utf-8", "surrogateescape"))
             if self._envelope is not None:
                 queue = OutboundQueue(self._config.server.queue_dir, hostname=self._hostname)
                 self._queue_writer = queue.open_writer(self._envelope)

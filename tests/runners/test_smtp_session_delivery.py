@@ -200,3 +200,21 @@ def test_memory_stays_bounded_for_a_big_message(config: Config) -> None:
     assert delivered.size == 16 + 160 * len(chunk)
     # Three writers with their 256 KiB buffers and one chunk in flight, not 10 MB.
     assert peak < 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize("sender", ["s@x.example", ""])
+def test_return_path_only_in_local_copies(config: Config, sender: str) -> None:
+    sink = MessageSink(
+        config,
+        mailboxes=["alice"],
+        envelope=Envelope.simple(sender, ["r@remote.example"]),
+        trace=TRACE,
+        return_path=sender,
+    )
+    sink.open()
+    sink.write(b"Subject: s\r\n\r\nb\r\n")
+    sink.commit()
+    [(_, queued_copy)] = queued(config)
+    [local] = messages(config, "alice")
+    assert local == f"Return-Path: <{sender}>\n".encode() + queued_copy
+    assert queued_copy.startswith(b"Received: ")
