@@ -5,6 +5,7 @@
    core; best of 7 runs), the same by the wall clock, and the engine's extra memory
    (tracemalloc peak while feeding, the pre-cut input chunks excluded).
 2. A pipelined session of 1000 small messages; prints transactions per second.
+3. A hostile body of nothing but dot-stuffed lines; prints MB/s (the worst case).
 
 The last line is ``data_mb_s=<number>``. Run: ``python benchmarks/bench_smtp_engine.py``.
 """
@@ -80,6 +81,17 @@ def bench_data() -> tuple[float, float, int, int]:
     return len(wire) / best / 1e6, len(wire) / best_wall / 1e6, peak, received
 
 
+def bench_dense_dots() -> float:
+    """A hostile body: nothing but stuffed-dot lines (worst case for unstuffing)."""
+    wire = b"\r\n..x" * (MESSAGE_SIZE // 5) + b"\r\n.\r\n"
+    chunks = [wire[i : i + CHUNK] for i in range(0, len(wire), CHUNK)]
+    conn = ServerConnection(CONFIG, nonce="bench")
+    open_data(conn)
+    start = time.process_time()
+    feed_data(conn, chunks)
+    return len(wire) / (time.process_time() - start) / 1e6
+
+
 def bench_transactions(n: int = 1000) -> float:
     one = (
         b"MAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
@@ -111,9 +123,11 @@ def bench_transactions(n: int = 1000) -> float:
 def main() -> None:
     mb_s, wall_mb_s, peak, received = bench_data()
     tx_s = bench_transactions()
+    dense_mb_s = bench_dense_dots()
     print(f"message: {received} octets unstuffed, fed in {CHUNK // 1024} KB chunks")
     print(f"extra_memory_bytes={peak} (limit {2 * CHUNK}: twice the chunk size)")
     print(f"transactions_per_s={tx_s:.0f}")
+    print(f"hostile_all_dot_lines_mb_s={dense_mb_s:.1f}")
     print(f"wall_clock_data_mb_s={wall_mb_s:.1f} (depends on other load on the machine)")
     print(f"data_mb_s={mb_s:.1f}")
 
