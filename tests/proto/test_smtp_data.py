@@ -354,3 +354,11 @@ def test_a_flood_of_dot_lines_is_unstuffed_in_bulk() -> None:
         out += h.feed(wire[i : i + 65536])
     assert out == b"250 2.0.0 OK\r\n250 2.0.0 OK\r\n"
     assert h.messages == [body]
+
+
+def test_data_takes_no_argument() -> None:
+    h = Harness()
+    h.greet()
+    h.feed(OPEN)
+    assert h.feed(b"DATA now\r\n") == b"501 5.5.4 Syntax: DATA\r\n"
+    assert h.conn.state is SMTPState.RCPT
