@@ -353,10 +353,7 @@ class SMTPSession:
             trace=self._trace(tx.txid, now),
             date=date,
             message_id=message_id,
-            # RFC 5321 section 4.4 wants Return-Path: on final delivery (MessageSink can
-            # write it into the local copies); off until the interop tests that expect
-            # Received: first are updated.
-            return_path=None,
+            return_path=tx.sender,  # RFC 5321 section 4.4: local copies are final delivery
             hostname=ctx.hostname,
         )
         try:

@@ -96,6 +96,7 @@ async def test_local_delivery_dedupes_mailboxes_and_adds_received(config: Config
     assert alice == bob
     stamp = format_datetime(datetime.fromtimestamp(FIXED_TIME).astimezone())
     expected_received = (
+        "Return-Path: <sender@remote.example>\n"
         "Received: from client.example ([192.0.2.99])\n"
         f"\tby mx.test with ESMTP id 695735a5.0123456789abcdef; {stamp}\n"
     ).encode()
@@ -167,7 +168,9 @@ async def test_trusted_network_relays_into_the_queue(config: Config) -> None:
     assert entry.recipients[0].notify == ("SUCCESS", "FAILURE")
     assert entry.recipients[0].orcpt == "rfc822;friend@remote.example"
     assert entry.envelope.ret == "HDRS" and entry.envelope.envid == "abc"
-    assert content.startswith(b"Received: ") and content == messages(config, "bob")[0]
+    # The local copy is final delivery and starts with Return-Path (RFC 5321 s4.4).
+    assert content.startswith(b"Received: ")
+    assert messages(config, "bob")[0] == b"Return-Path: <alice@example.test>\n" + content
 
 
 async def test_alias_with_remote_target_from_anyone(config: Config) -> None:
