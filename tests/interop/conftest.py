@@ -160,14 +160,14 @@ class NosendServer:
 
     # -- life cycle ----------------------------------------------------------------------
 
-    def start(self, session: str = "mail") -> None:
+    def start(self, session: str = "mail", backend: str = "asyncio") -> None:
         """Start the server and wait for its ``listening`` line (bounded)."""
         self.log_path = self.root / "nosend.log"
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "nosend", "serve", "--config", str(self.config_path),
-                 "--session", session],
+                 "--session", session, "--backend", backend],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.root,
                 env={**os.environ, "HOME": str(self.root)},
             )  # fmt: skip
@@ -265,7 +265,8 @@ def build_server(
 
 @pytest.fixture
 def nosend_factory(tmp_path: Path, tls_files: TLSFiles) -> Iterator[ServerFactory]:
-    """``start(session="mail", tls=True, services=..., **server_options)`` -> server.
+    """``start(session="mail", tls=True, services=..., backend="asyncio", **server_options)``
+    -> a started server.
 
     Each call starts one more ``nosend serve``; all are stopped at the end of the test.
     """
@@ -275,6 +276,7 @@ def nosend_factory(tmp_path: Path, tls_files: TLSFiles) -> Iterator[ServerFactor
         session: str = "mail",
         tls: bool = True,
         services: tuple[str, ...] = ("smtp", "submission", "smtps", "pop3", "pop3s"),
+        backend: str = "asyncio",
         **options: str,
     ) -> NosendServer:
         root = Path(tempfile.mkdtemp(prefix=f"srv{len(started)}-", dir=tmp_path))
@@ -282,7 +284,7 @@ def nosend_factory(tmp_path: Path, tls_files: TLSFiles) -> Iterator[ServerFactor
             services = tuple(s for s in services if s not in ("smtps", "pop3s"))
         server = build_server(root, tls_files if tls else None, services, **options)
         started.append(server)
-        server.start(session)
+        server.start(session, backend)
         return server
 
     try:

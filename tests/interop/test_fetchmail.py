@@ -49,8 +49,20 @@ def run_fetchmail(
         f"  mda \"/bin/sh -c 'cat > {out}/msg.$$'\"\n"
     )
     rc.chmod(0o600)
+    # --pidfile: as root fetchmail would lock /var/run/fetchmail.pid, shared by every
+    # concurrent run on the machine.
     result = subprocess.run(
-        [fetchmail, "-f", str(rc), "-i", str(work / "fetchids"), "--nosyslog", "-v"],
+        [
+            fetchmail,
+            "-f",
+            str(rc),
+            "-i",
+            str(work / "fetchids"),
+            "--pidfile",
+            str(work / "fetchmail.pid"),
+            "--nosyslog",
+            "-v",
+        ],
         capture_output=True,
         timeout=30,
         env={"PATH": os.environ["PATH"], "HOME": str(work), "FETCHMAILHOME": str(work)},

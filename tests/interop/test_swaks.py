@@ -73,8 +73,11 @@ def test_plain_delivery_lands_in_the_maildir(server: NosendServer) -> None:
     )  # fmt: skip
     assert code == OK, out
     message = only_message(server, "alice")
-    # Trace field first (RFC 5321 section 4.4), then the client's message, LF line ends.
-    assert message.startswith(b"Received: from client.test"), message
+    # Trace fields first (RFC 5321 section 4.4: Return-Path at final delivery, then
+    # Received), then the client's message, with LF line ends.
+    assert message.startswith(
+        b"Return-Path: <friend@remote.example>\nReceived: from client.test"
+    ), message
     assert b"for <alice@nosend.test>" in message
     assert b"\nSubject: plain delivery\n" in message
     # swaks ends its body with blank lines of its own.
@@ -210,3 +213,34 @@ def test_a_one_megabyte_body_arrives_whole(server: NosendServer, tmp_path: Path)
     message = only_message(server, "alice")
     assert message.rstrip(b"\n").endswith(b"\n\n" + body.encode().rstrip(b"\n"))
     assert len(message) > 1_000_000
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_round_trip_swaks_in_fetchmail_out(
+    nosend_factory: ServerFactory, backend: str, tmp_path: Path
+) -> None:
+    """The whole server on either event loop: submitted over STARTTLS+AUTH, fetched over
+    STLS, deleted at QUIT."""
+    from tests.interop.test_fetchmail import run_fetchmail  # noqa: PLC0415
+
+    server = nosend_factory(services=("submission", "pop3"), backend=backend)
+    assert f"--backend {backend}" in " ".join(server.proc.args if server.proc else [])
+    code, out = swaks(
+        server,
+        "--tls", "--tls-verify", "--pipeline",
+        "--auth", "PLAIN", "--auth-user", "bob", "--auth-password", server.users["bob"],
+        "--to", ALICE, "--from", BOB,
+        "--header", f"Subject: round trip on {backend}",
+        "--body", "one\n.two\n..three\n",
+        service="submission",
+    )  # fmt: skip
+    assert code == OK, out
+    assert len(server.wait_for_messages("alice", 1)) == 1
+    work = tmp_path / "fetch"
+    work.mkdir()
+    code, fetched, output = run_fetchmail(server, work, keep=False)
+    assert code == 0, output
+    assert len(fetched) == 1
+    assert f"Subject: round trip on {backend}".encode() in fetched[0]
+    assert b"\n\none\n.two\n..three\n" in fetched[0]
+    assert server.messages("alice") == []
