@@ -20,8 +20,11 @@ from nosend_proto._sasl import (
     SaslServer,
     SaslSuccess,
 )
+from nosend_proto._sentinels import NEED_DATA, Sentinel
 
 __all__ = [
+    "NEED_DATA",
+    "Sentinel",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 from nosend_proto._errors import LocalProtocolError
 from nosend_proto._sasl import SERVER_MECHANISMS, Credentials
+from nosend_proto._sentinels import NEED_DATA, Sentinel
 
 __all__ = [
     "NEED_DATA",
@@ -74,21 +75,6 @@ __all__ = [
     "POP3Answer",
 ]
 
-
-class Sentinel:
-    """Type of the ``NEED_DATA`` and ``NEED_FLUSH`` markers (compare with ``is``)."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-#: ``next_event()`` needs more bytes from the peer: write ``data_to_send()``, then read.
-NEED_DATA = Sentinel("NEED_DATA")
 
 #: ``next_event()`` stopped because the engine's own replies to pipelined commands passed
 #: ``max_output_buffer``: write ``data_to_send()``, then call ``next_event()`` again

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 from nosend_proto._errors import LocalProtocolError
 from nosend_proto._sasl import Credentials
+from nosend_proto._sentinels import NEED_DATA, Sentinel
 
 __all__ = [
     "NEED_DATA",
@@ -77,22 +78,6 @@ __all__ = [
     "ConnectionClosed",
     "SMTPEvent",
 ]
-
-
-class Sentinel:
-    """Type of the ``NEED_DATA`` marker (compare with ``is``)."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-#: ``next_event()`` needs more bytes from the peer: flush what ``send()`` returned, then read.
-NEED_DATA = Sentinel("NEED_DATA")
 
 
 @dataclass(frozen=True, slots=True)
