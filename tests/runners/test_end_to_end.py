@@ -295,3 +295,33 @@ def test_nosend_inetd_smtp_then_pop3(tmp_path: Path, backend: str) -> None:
     assert b"+OK maildrop has 1 message" in out
     assert b"\r\nSubject: over the wire\r\n" in out and b"\r\n..A line starting" in out
     assert out.endswith(b".\r\n+OK mx.example.test POP3 server signing off (1 message left)\r\n")
+
+
+def test_default_configuration_works_out_of_the_box(tmp_path: Path) -> None:
+    """The mail.cfg a first run writes (one domain, one mailbox, loopback listeners, no
+    certificate): a local client submits with AUTH and reads its mail by POP3."""
+    from tests.runners.conftest import write_config
+
+    ports = {"smtp": free_port(), "submission": free_port(), "pop3": free_port()}
+    path = write_config(tmp_path, *(f"{s}_listen = 127.0.0.1:{p}" for s, p in ports.items()))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nosend", "serve", "--config", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for port in ports.values():
+            wait_for_port(port)
+        with smtplib.SMTP("127.0.0.1", ports["submission"], timeout=10) as smtp:
+            smtp.login("user", "test-password-1")
+            smtp.sendmail("user@localhost", ["user@localhost"], "Subject: me\r\n\r\nhi\r\n")
+        pop = poplib.POP3("127.0.0.1", ports["pop3"], timeout=10)
+        pop.user("user@localhost")
+        pop.pass_("test-password-1")
+        _, lines, _ = pop.retr(1)
+        pop.quit()
+    finally:
+        stop_process(proc)
+    parsed = email.message_from_bytes(b"\r\n".join(lines))
+    assert parsed["Subject"] == "me" and parsed["Message-ID"] and parsed["Date"]
+    assert parsed["Return-Path"] == "<user@localhost>"
