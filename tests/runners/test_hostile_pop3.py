@@ -174,3 +174,28 @@ def rss_kb(server: NosendServer) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def test_second_login_to_a_locked_maildrop_gets_in_use(lan_server: NosendServer) -> None:
+    lan_server.deliver_directly("alice", SAMPLE_MESSAGES[0])
+    with RawPeer(lan_server.address("pop3")) as first:
+        login(first, lan_server)
+        assert first.pop3("DELE 1").startswith(b"+OK")
+        with RawPeer(lan_server.address("pop3")) as second:
+            assert second.line().startswith(b"+OK")
+            assert second.pop3("USER alice").startswith(b"+OK")
+            reply = second.pop3(f"PASS {lan_server.users['alice']}")
+            # RFC 2449 section 8.1: the maildrop is locked by the first session.
+            assert reply.startswith(b"-ERR [IN-USE]"), reply
+        assert first.pop3("QUIT").startswith(b"+OK")
+    assert lan_server.messages("alice") == []
+
+
+def test_plaintext_on_the_pop3s_port_is_dropped(nosend_factory: ServerFactory) -> None:  # noqa: F811
+    server = nosend_factory(services=POP3)
+    with RawPeer(server.address("pop3s")) as peer:
+        peer.send(b"USER alice\r\nPASS " + server.users["alice"].encode() + b"\r\n")
+        closed, said = peer.closed_within(10)
+        assert closed
+        assert b"+OK" not in said
+    assert server.users["alice"] not in server.log()

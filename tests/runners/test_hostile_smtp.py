@@ -413,3 +413,66 @@ def rss_kb(server: NosendServer) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+# -- floods and junk on TLS ports --------------------------------------------------------
+
+
+def test_connection_flood_from_one_address_is_refused_with_421(
+    nosend_factory: ServerFactory,  # noqa: F811
+) -> None:
+    server = nosend_factory(services=SMTP, max_connections_per_ip="3")
+    held = [RawPeer(server.address("smtp")) for _ in range(3)]
+    try:
+        for peer in held:
+            assert peer.reply()[0] == 220
+        with RawPeer(server.address("smtp")) as extra:
+            code, text = extra.reply()
+            assert (code, text[0][:5]) == (421, b"4.7.0"), text
+            closed, said = extra.closed_within(5)
+            assert closed, said
+    finally:
+        for peer in held:
+            peer.close()
+    # Slots are given back when those connections end.
+    deadline = time.monotonic() + 5
+    while True:
+        with RawPeer(server.address("smtp")) as peer:
+            code, _ = peer.reply()
+        if code == 220 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert code == 220
+
+
+def test_plaintext_on_the_smtps_port_is_dropped_and_the_server_goes_on(
+    nosend_factory: ServerFactory,  # noqa: F811
+) -> None:
+    server = nosend_factory(services=("smtp", "smtps"))
+    assert server.tls is not None
+    with RawPeer(server.address("smtps")) as peer:
+        peer.send(b"EHLO client.test\r\nMAIL FROM:<a@remote.example>\r\n")
+        closed, said = peer.closed_within(10)
+        assert closed
+        assert b"250" not in said  # nothing was answered in cleartext
+    # A real TLS client is served right after.
+    with RawPeer(server.address("smtps")) as peer:
+        peer.start_tls(server.tls.client_context())
+        code, _ = peer.reply()
+        assert code == 220
+        assert peer.smtp("EHLO client.test")[0] == 250
+        assert peer.smtp("QUIT")[0] == 221
+
+
+def test_an_endless_command_line_costs_bounded_memory(server: NosendServer) -> None:
+    with RawPeer(server.address("smtp"), timeout=20) as peer:
+        ehlo(peer)
+        # 64 MB without a line end: the server keeps reading (and throwing away) and
+        # answers 500 once the line finally ends (RFC 5321 section 4.5.3.1.4).
+        chunk = b"x" * (1 << 20)
+        for _ in range(64):
+            peer.send(chunk)
+        assert rss_kb(server) < 150 * 1024
+        code, text = peer.smtp(b"")
+        assert code == 500, text
+        assert peer.smtp("NOOP")[0] == 250
