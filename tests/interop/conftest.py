@@ -14,9 +14,9 @@ and an interop test run exactly the same server.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -78,8 +78,6 @@ class TLSFiles:
     def fingerprint(self, digest: str = "sha256") -> str:
         """The certificate fingerprint as ``AA:BB:...`` (what fetchmail/mpop accept)."""
         der = ssl.PEM_cert_to_DER_cert(self.cert.read_text())
-        import hashlib  # noqa: PLC0415 - only this helper needs it
-
         raw = hashlib.new(digest, der).hexdigest().upper()
         return ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
 
@@ -454,11 +452,12 @@ def socat_inetd_factory(tmp_path: Path) -> Iterator[Callable[[NosendServer, str]
             f"{sys.executable} -m nosend inetd {service} --config {server.config_path} "
             f"--log-file {log_path}"
         )
-        proc = subprocess.Popen(
-            [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-             f"EXEC:{nosend_cmd}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        with (tmp_path / f"socat-{port}.log").open("ab") as socat_log:
+            proc = subprocess.Popen(
+                [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+                 f"EXEC:{nosend_cmd}"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=socat_log,
+            )  # fmt: skip
         inetd = SocatInetd(port, proc, log_path)
         running.append(inetd)
         wait_for_port(port, proc)
@@ -469,8 +468,3 @@ def socat_inetd_factory(tmp_path: Path) -> Iterator[Callable[[NosendServer, str]
     finally:
         for inetd in running:
             inetd.stop()
-
-
-def have(name: str) -> bool:
-    """Whether a program is installed (for choosing, never for skipping silently)."""
-    return shutil.which(name) is not None
