@@ -23,14 +23,20 @@ call it through ``ctx.run_blocking``. One sink belongs to one session.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from nosend_store.config import Config
 from nosend_store.maildir import MaildirMailbox, MaildirWriter
 from nosend_store.queue import Envelope, OutboundQueue, QueueWriter, Recipient
 
-__all__ = ["MAX_HEADER_BLOCK", "HeaderTooLarge", "Delivered", "MessageSink"]
+__all__ = [
+    "MAX_HEADER_BLOCK",
+    "HeaderTooLarge",
+    "Delivered",
+    "MessageSink",
+    "deliver_notification",
+]
 
 #: Octets of header block held back while looking for Date:/Message-ID:. On submission a
 #: longer header block is refused (552 5.3.4); elsewhere it is passed through unscanned.
@@ -243,3 +249,35 @@ class MessageSink:
         for r in addresses:
             seen.setdefault(r.address, r)
         return tuple(seen.values())
+
+
+def deliver_notification(
+    config: Config, recipient: str, chunks: Iterable[bytes], *, hostname: str | None = None
+) -> Delivered:
+    """Deliver a notification (envelope sender ``<>``) to ``recipient``, durably.
+
+    Local addresses go to their Maildirs, others to the outbound queue with
+    ``NOTIFY=NEVER`` (RFC 3461 section 5.2: no report about a report). Usable as the
+    queue's ``bounce_sink``. Raises ``LookupError`` for an unknown local address.
+    Blocking.
+    """
+    resolution = config.resolve(recipient)
+    if resolution is None:
+        raise LookupError("notification recipient is not a known local address")
+    remote = tuple(Recipient(a, notify=("NEVER",)) for a in resolution.remote)
+    sink = MessageSink(
+        config,
+        mailboxes=resolution.mailboxes,
+        envelope=Envelope("", remote) if remote else None,
+        trace=b"",
+        return_path="",
+        hostname=hostname,
+    )
+    sink.open()
+    try:
+        for chunk in chunks:
+            sink.write(chunk)
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.commit()

@@ -53,9 +53,16 @@ from nosend_proto.smtp_events import (
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
 from nosend_runners import policy
-from nosend_runners.delivery import Delivered, HeaderTooLarge, MessageSink
+from nosend_runners.delivery import (
+    Delivered,
+    HeaderTooLarge,
+    MessageSink,
+    deliver_notification,
+)
 from nosend_runners.transport import SessionContext, ShutdownRequested, Stream
 from nosend_store.config import Config
+from nosend_store.dsn import DsnRecipient, build_dsn
+from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import Envelope, Recipient
 
 __all__ = ["run", "SMTPSession", "WRITE_BATCH"]
@@ -77,6 +84,8 @@ class _Transaction:
     sender: str
     params: MailParams
     accepted: list[str] = field(default_factory=list)  # forward paths, as given
+    # Recipients that asked for NOTIFY=SUCCESS and are delivered here: report on them.
+    success: list[DsnRecipient] = field(default_factory=list)
     mailboxes: dict[str, None] = field(default_factory=dict)  # ordered set
     remote: dict[str, Recipient] = field(default_factory=dict)
     sink: MessageSink | None = None
@@ -291,6 +300,22 @@ class SMTPSession:
         params = event.params
         notify = params.notify or ()
         orcpt = f"{params.orcpt.addr_type};{params.orcpt.address}" if params.orcpt else None
+        relayed = decision.remote == (event.forward_path,) and not decision.mailboxes
+        if not relayed:
+            if "SUCCESS" in notify:
+                # RFC 3461 section 6.2.7: final delivery here ("delivered"), or an alias
+                # fanned out to several places ("expanded"); reported once, by us.
+                single = len(decision.mailboxes) == 1 and not decision.remote
+                tx.success.append(
+                    DsnRecipient(
+                        final_recipient=event.forward_path,
+                        action="delivered" if single else "expanded",
+                        status="2.0.0",
+                        original_recipient=orcpt,
+                    )
+                )
+            # The alias's remote targets do not report success again.
+            notify = tuple(n for n in notify if n != "SUCCESS")
         for address in decision.remote:
             tx.remote.setdefault(address, Recipient(address, notify=notify, orcpt=orcpt))
         return decision.reply
@@ -406,6 +431,8 @@ class SMTPSession:
                 return _LOCAL_ERROR
             tx.sink = None  # committed: nothing to abort
             self.messages += 1
+            if tx.success and tx.sender:
+                await self.report_success(tx, delivered)
             ctx.log.event(
                 "accepted",
                 id=tx.txid,
@@ -421,6 +448,34 @@ class SMTPSession:
             return Reply(250, f"Ok: queued as {tx.txid}")
         finally:
             await self.end_transaction()
+
+    async def report_success(self, tx: _Transaction, delivered: Delivered) -> None:
+        """Send the NOTIFY=SUCCESS report (RFC 3461 section 4.1, RFC 3464) for what was
+        delivered locally. The message is already safe: a failure here is only logged."""
+        ctx = self.ctx
+        try:
+            await ctx.run_blocking(self._write_success_report, tx, delivered)
+        except (OSError, LookupError) as exc:
+            ctx.log.error("dsn_failed", id=tx.txid, error=type(exc).__name__)
+            return
+        ctx.log.event("dsn", id=tx.txid, action="delivered", rcpts=len(tx.success))
+
+    def _write_success_report(self, tx: _Transaction, delivered: Delivered) -> None:
+        name, key = next(iter(delivered.keys.items()))
+        box = MaildirMailbox(self.config.maildir_path(name))
+        with box.open_message(key) as original:
+            chunks = build_dsn(
+                sender=tx.sender,
+                recipients=tx.success,
+                reporting_mta=self.ctx.hostname,
+                now=self.ctx.clock(),
+                envid=tx.params.envid,
+                original=original,
+                # RFC 3461 section 4.3: without RET=FULL a success report carries
+                # only the header.
+                headers_only=(tx.params.ret or "HDRS").upper() != "FULL",
+            )
+            deliver_notification(self.config, tx.sender, chunks, hostname=self.ctx.hostname)
 
     async def end_transaction(self) -> None:
         """Drop the open transaction: discard an uncommitted body, leave ``busy()``."""

@@ -557,3 +557,57 @@ async def test_smtps_submission_offers_auth_at_once(config: Config, tls_cert: Ce
         assert codes == [250, 250, 354, 250]
     [alice] = messages(config, "alice")
     assert b"with ESMTPSA (TLSv1." in alice
+
+
+async def test_notify_success_reports_local_delivery(config: Config) -> None:
+    async with Harness(smtp_session, "smtp", config=config, peer=TRUSTED) as h:
+        await ehlo(h)
+        await h.send(
+            b"MAIL FROM:<x@remote.example> ENVID=env-1\r\n"
+            b"RCPT TO:<bob@example.test> NOTIFY=SUCCESS ORCPT=rfc822;bob@example.test\r\n"
+            b"RCPT TO:<team@example.test> NOTIFY=SUCCESS,FAILURE\r\n"
+            b"RCPT TO:<carol@example.test> NOTIFY=FAILURE\r\n"
+            b"RCPT TO:<far@remote.example> NOTIFY=SUCCESS\r\n"
+            b"DATA\r\n"
+        )
+        assert [r.code for r in await h.read_replies(6)] == [250] * 5 + [354]
+        await h.send(BODY + b".\r\n")
+        assert (await h.read_reply()).code == 250
+    reports = [(e, c) for e, c in queued(config) if e.sender == ""]
+    [(entry, report)] = reports
+    assert [(r.address, r.notify) for r in entry.recipients] == [("x@remote.example", ("NEVER",))]
+    assert b"Original-Envelope-Id: env-1" in report
+    assert b"Final-Recipient: rfc822; bob@example.test\nAction: delivered\nStatus: 2.0.0" in report
+    assert b"Original-Recipient: rfc822;bob@example.test" in report
+    assert b"Final-Recipient: rfc822; team@example.test\nAction: expanded" in report
+    assert b"carol@example.test" not in report.split(b"text/rfc822-headers")[0]
+    assert b"far@remote.example" not in report  # the queue reports on relayed mail
+    assert b"Content-Type: text/rfc822-headers" in report and b"Hello" not in report
+    # The relayed recipient keeps its NOTIFY for the transport's report.
+    [relayed] = [e for e, _ in queued(config) if e.sender]
+    assert relayed.recipients[0].notify == ("SUCCESS",)
+
+
+async def test_notify_success_to_a_local_sender_and_never_for_null_sender(
+    config: Config,
+) -> None:
+    async with Harness(smtp_session, "submission", config=config, peer=LOOPBACK) as h:
+        await ehlo(h)
+        await h.send_line("AUTH PLAIN " + plain("alice"))
+        await h.read_reply()
+        await h.send(
+            b"MAIL FROM:<alice@example.test> RET=FULL\r\n"
+            b"RCPT TO:<bob@example.test> NOTIFY=SUCCESS\r\nDATA\r\n"
+        )
+        assert [r.code for r in await h.read_replies(3)] == [250, 250, 354]
+        await h.send(BODY + b".\r\n")
+        assert (await h.read_reply()).code == 250
+        await h.send(b"MAIL FROM:<>\r\nRCPT TO:<bob@example.test> NOTIFY=SUCCESS\r\nDATA\r\n")
+        assert [r.code for r in await h.read_replies(3)] == [250, 250, 354]
+        await h.send(BODY + b".\r\n")
+        assert (await h.read_reply()).code == 250
+    [report] = messages(config, "alice")
+    assert report.startswith(b"Return-Path: <>\n")
+    assert b"Action: delivered" in report and b"Content-Type: message/rfc822" in report
+    assert b"Hello" in report  # RET=FULL
+    assert len(messages(config, "bob")) == 2 and queued(config) == []

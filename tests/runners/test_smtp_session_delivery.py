@@ -218,3 +218,18 @@ def test_return_path_only_in_local_copies(config: Config, sender: str) -> None:
     [local] = messages(config, "alice")
     assert local == f"Return-Path: <{sender}>\n".encode() + queued_copy
     assert queued_copy.startswith(b"Received: ")
+
+
+def test_deliver_notification_local_remote_and_unknown(config: Config) -> None:
+    from nosend_runners.delivery import deliver_notification
+
+    local = deliver_notification(config, "Bob@Example.Test", [b"Subject: report\n\nr\n"])
+    assert list(local.keys) == ["bob"] and local.queue_id is None
+    assert messages(config, "bob") == [b"Return-Path: <>\nSubject: report\n\nr\n"]
+    remote = deliver_notification(config, "x@remote.example", [b"Subject: report\n\nr\n"])
+    [(entry, content)] = queued(config)
+    assert entry.id == remote.queue_id and entry.sender == ""
+    assert entry.recipients[0].notify == ("NEVER",)
+    assert content == b"Subject: report\n\nr\n"
+    with pytest.raises(LookupError):
+        deliver_notification(config, "nobody@example.test", [b"x\n"])
