@@ -476,3 +476,30 @@ def test_an_endless_command_line_costs_bounded_memory(server: NosendServer) -> N
         code, text = peer.smtp(b"")
         assert code == 500, text
         assert peer.smtp("NOOP")[0] == 250
+
+
+def test_disconnect_between_bdat_chunks_delivers_nothing(server: NosendServer) -> None:
+    with RawPeer(server.address("smtp")) as peer:
+        ehlo(peer)
+        assert peer.smtp("MAIL FROM:<a@remote.example>")[0] == 250
+        assert peer.smtp(f"RCPT TO:<{ALICE}>")[0] == 250
+        first = b"Subject: chunks\r\n\r\nfirst chunk\r\n"
+        assert peer.smtp(b"BDAT %d\r\n" % len(first) + first[:-2])[0] == 250
+        # RFC 3030: the message exists only after BDAT LAST; this one never gets it.
+        peer.send(b"BDAT 100000 LAST\r\n" + b"y" * 5000)
+        time.sleep(0.2)
+    nothing_left_behind(server, "alice")
+
+
+def test_body_end_and_quit_in_one_packet_deliver_once(server: NosendServer) -> None:
+    with RawPeer(server.address("smtp")) as peer:
+        ehlo(peer)
+        peer.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<" + ALICE.encode() + b">\r\nDATA\r\n")
+        assert [peer.reply()[0] for _ in range(3)] == [250, 250, 354]
+        peer.send(b"Subject: fast\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        assert peer.reply()[0] == 250
+        assert peer.reply()[0] == 221
+        closed, said = peer.closed_within(5)
+        assert closed and said == b"", said
+    messages = server.wait_for_messages("alice", 1)
+    assert len(messages) == 1 and messages[0].endswith(b"\nSubject: fast\n\nbody\n")
