@@ -5,8 +5,9 @@ SMTP, submission, SMTPS, POP3 and POP3S; accepting connections on asyncio or tri
 through anyio; implicit TLS (RFC 8314) before a session starts; refusing connections
 over the overall and per-address limits; running one session task per connection;
 SIGHUP reload of ``mail.cfg`` (a bad file is logged with file:line and the old one
-kept); SIGTERM/SIGINT graceful shutdown. Must not: speak SMTP or POP3 beyond the one-line
-refusals in ``services.refusal``; sessions own every other byte.
+kept); SIGTERM/SIGINT graceful shutdown; the periodic queue and mailbox housekeeping
+(:mod:`nosend_runners.housekeeping`) alongside the sessions. Must not: speak SMTP or
+POP3 beyond the one-line refusals in ``services.refusal``; sessions own every other byte.
 
 Graceful shutdown, in order: idle sessions are woken (their ``receive`` raises
 ``ShutdownRequested``; they answer 421 / ``-ERR [SYS/TEMP]`` and end), new connections
@@ -30,6 +31,7 @@ from anyio.abc import SocketAttribute
 
 from nosend_runners.activation import InheritedSocket
 from nosend_runners.connection import run_connection
+from nosend_runners.housekeeping import DEFAULT_INTERVAL, run_housekeeping
 from nosend_runners.limits import AuthFailureTracker, ConnectionLimiter
 from nosend_runners.services import refusal
 from nosend_runners.settings import ServerSettings
@@ -71,6 +73,8 @@ class MailServer:
     asked once per service at start-up, so a missing session module fails the start
     rather than the first connection. ``inherited`` are listening sockets from systemd
     (``activation.listen_fds``); when given, they replace ``settings.listen``.
+    With a ``config``, queue expiry, delivery reports and ``tmp/`` cleanup run at start
+    and every ``housekeeping_interval`` seconds (None: never).
     """
 
     def __init__(
@@ -82,8 +86,10 @@ class MailServer:
         reloader: Reloader | None = None,
         inherited: Sequence[InheritedSocket] = (),
         handle_signals: bool = False,
+        housekeeping_interval: float | None = DEFAULT_INTERVAL,
     ) -> None:
         self.settings = settings
+        self._housekeeping_interval = housekeeping_interval
         self._inherited = list(inherited)
         services = (
             {s.service for s in self._inherited if s.service}
@@ -134,6 +140,12 @@ class MailServer:
                         # In the sessions' group: a second signal during the grace
                         # period must still reach us.
                         await sessions.start(self._signal_loop)
+                    if self._housekeeping_interval is not None:
+                        # In the sessions' group: it stops by itself when the shutdown
+                        # begins; a pass in flight finishes (its thread is never torn off).
+                        sessions.start_soon(
+                            run_housekeeping, self.state, self._housekeeping_interval
+                        )
                     async with anyio.create_task_group() as accepting:
                         for service, listener in listeners:
                             accepting.start_soon(self._accept_loop, listener, service, sessions)
