@@ -122,6 +122,7 @@ examples:
   nosend queue show ID
   nosend queue retry            # every message: try at the next link-up
   nosend queue delete ID
+  nosend queue maintain         # expire, send reports, clean tmp/ (cron, under inetd)
 """
 _EPILOG_CONFIG = """\
 examples:
@@ -220,6 +221,13 @@ def register(subparsers: Any) -> None:
     leaf(sub, "delete", "delete a queued message", _queue_delete).add_argument("id")
     leaf(sub, "retry", "retry messages at the next chance", _queue_retry).add_argument(
         "id", nargs="*", help="message ids (default: all)"
+    )
+    leaf(
+        sub,
+        "maintain",
+        "expire old messages, send delivery reports, remove tmp/ leftovers (one pass; "
+        "nosend serve does this every 5 minutes, run it from cron under inetd)",
+        _queue_maintain,
     )
 
     sub = group("config", "check the configuration", _EPILOG_CONFIG)
@@ -559,4 +567,22 @@ def _queue_retry(args: argparse.Namespace) -> int:
     print(f"{done} message{'s' if done != 1 else ''} will be retried at the next chance")
     if busy:
         raise UserError(f"being sent right now, not changed: {', '.join(busy)}")
+    return 0
+
+
+def _queue_maintain(args: argparse.Namespace) -> int:
+    # Imported here: the runners pull in anyio, which the other admin commands do not pay.
+    from nosend_runners.housekeeping import housekeep  # noqa: PLC0415
+
+    summary = housekeep(load_config(_config_path(args)))
+    print(
+        f"expired {summary.expired}, reports sent {summary.notified}, "
+        f"reports failed {summary.notify_failed}, tmp files removed {summary.tmp_removed}"
+    )
+    if summary.errors:
+        raise UserError(f"{summary.errors} step(s) failed, first: {summary.error}")
+    if summary.notify_failed:
+        # Not a failure of this command: the messages stay queued and the next pass
+        # delivers their reports. Said on stderr so that cron mails it to the admin.
+        print(f"warning: {summary.error}; retried at the next pass", file=sys.stderr)
     return 0
