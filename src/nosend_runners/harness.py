@@ -116,10 +116,6 @@ class MemoryByteStream(anyio.abc.ByteStream):
         await self._out.aclose()
         await self._in.aclose()
 
-    def drop_pending(self) -> None:
-        """Forget bytes already received but not yet read (used for simulated TLS)."""
-        self._pending = b""
-
 
 def memory_stream_pair() -> tuple[MemoryByteStream, MemoryByteStream]:
     """Two connected in-memory byte streams: ``(client_end, server_end)``."""
