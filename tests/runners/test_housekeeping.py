@@ -11,6 +11,8 @@ import email
 import email.message
 import email.policy
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +33,13 @@ from nosend_runners.transport import ServerState
 from nosend_store.config import Config
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import Envelope, OutboundQueue, Recipient
-from tests.runners.conftest import fast_timeouts, running_server
+from tests.runners.conftest import (
+    fast_timeouts,
+    free_port,
+    running_server,
+    stop_process,
+    wait_for_port,
+)
 from tests.runners.session_support import (
     DOMAIN,
     captured_log,
@@ -313,3 +321,69 @@ async def test_the_server_without_housekeeping_leaves_the_queue_alone(config: Co
     async with running_server(settings, session_factory, config=config, housekeeping_interval=None):
         await anyio.sleep(0.2)
     assert entries(config) == [qid]
+
+
+@pytest.mark.anyio
+async def test_the_loop_follows_a_reloaded_configuration(tmp_path: Path) -> None:
+    five_days = make_config(tmp_path)
+    qid = enqueue(five_days, Envelope.simple(ALICE, ["friend@remote.test"]), time.time() - 7200)
+    state = ServerState(config=five_days)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_housekeeping, state, 0.02)
+            await anyio.sleep(0.1)
+            assert entries(five_days) == [qid]  # two hours old: not yet
+            # What a SIGHUP does: the same data_dir, bounce_after now one hour.
+            state.config = make_config(tmp_path, "bounce_after = 1h")
+            while not messages(five_days, "alice"):
+                await anyio.sleep(0.02)
+            state.shutdown.request()
+    assert entries(five_days) == []
+
+
+# -- the commands -------------------------------------------------------------------------
+
+
+def test_nosend_serve_runs_housekeeping_at_start(tmp_path: Path) -> None:
+    port = free_port()
+    config = make_config(tmp_path, ports={"smtp": port})
+    path = config.path
+    enqueue(config, Envelope.simple(ALICE, ["friend@remote.test"]), at=time.time() - 6 * DAY)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nosend", "serve", "--config", str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port)
+            deadline = time.monotonic() + 10
+            while not messages(config, "alice") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop_process(proc)
+    assert proc.returncode == 0, log_path.read_text()
+    [raw] = messages(config, "alice")
+    _, per_recipient = status_fields(parse(raw))
+    assert per_recipient["Status"] == "4.4.7"
+    text = log_path.read_text()
+    assert "event=housekeeping expired=1 notified=1" in text
+    assert "PBKDF2" not in text
+
+
+def test_nosend_inetd_runs_no_housekeeping(tmp_path: Path) -> None:
+    """One connection per process: an inetd session must not expire the queue (cron
+    runs ``nosend queue maintain`` there)."""
+    config = make_config(tmp_path)
+    qid = enqueue(config, Envelope.simple(ALICE, ["friend@remote.test"]), at=time.time() - 6 * DAY)
+    done = subprocess.run(
+        [sys.executable, "-m", "nosend", "inetd", "smtp", "--config", str(config.path)],
+        input=b"QUIT\r\n",
+        capture_output=True,
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.startswith(b"220 ") and b"\r\n221 " in done.stdout
+    assert entries(config) == [qid]
+    assert messages(config, "alice") == []
