@@ -572,9 +572,16 @@ def _queue_retry(args: argparse.Namespace) -> int:
 
 def _queue_maintain(args: argparse.Namespace) -> int:
     # Imported here: the runners pull in anyio, which the other admin commands do not pay.
-    from nosend_runners.housekeeping import housekeep  # noqa: PLC0415
+    import logging  # noqa: PLC0415
 
-    summary = housekeep(load_config(_config_path(args)))
+    from nosend_runners.housekeeping import housekeep  # noqa: PLC0415
+    from nosend_runners.log import SessionLog  # noqa: PLC0415
+
+    # The summary and any problem are printed below; the pass's own log line would say
+    # the same again on stderr (logging's last-resort handler), so it goes nowhere.
+    quiet = logging.Logger("nosend.housekeeping")
+    quiet.addHandler(logging.NullHandler())
+    summary = housekeep(load_config(_config_path(args)), log=SessionLog(quiet))
     print(
         f"expired {summary.expired}, reports sent {summary.notified}, "
         f"reports failed {summary.notify_failed}, tmp files removed {summary.tmp_removed}"
