@@ -65,8 +65,8 @@ class HousekeepingSummary:
     delay; one report per message and pass). ``notify_failed``: reports that could not
     be delivered now; their messages stay queued and the next pass tries again.
     ``tmp_removed``: leftovers removed from the queue's and the mailboxes' ``tmp/``.
-    ``errors``: steps that failed (a mailbox or the queue unreadable); ``error`` is the
-    first one's text.
+    ``errors``: steps that failed (a mailbox or the queue unreadable). ``error``: the
+    text of the first problem of the pass, a failed step or an undelivered report.
     """
 
     expired: int = 0
