@@ -67,6 +67,18 @@ def peak_mb(pid: int) -> float:
     return _status_kb(pid, "VmHWM") / 1024
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU time (user + system, all threads) a process used so far; with ``children``,
+    plus that of its children it has already reaped (Dovecot's per-session processes)."""
+    with open(f"/proc/{pid}/stat") as f:
+        # Fields after the parenthesised command name: utime is 14, cstime 17 (1-based).
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid: int) -> bool:
     """Reset VmHWM to the current RSS (``clear_refs`` 5; Linux 4.0+, needs ownership)."""
     try:
