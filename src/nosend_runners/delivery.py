@@ -103,13 +103,23 @@ class MessageSink:
         self._has_message_id = False
         self._size = 0
         self._closed = False
+        self._opened = False
         #: The message's own Message-ID (as seen in its header), for the log.
         self.message_id: str | None = None
 
     # -- writing -----------------------------------------------------------------------
 
     def open(self) -> None:
-        """Create the temporary files (a Maildir file per mailbox, one queue entry)."""
+        """Create the temporary files (a Maildir file per mailbox, one queue entry).
+
+        Optional: the first :meth:`write` or :meth:`commit` opens them, so that a small
+        message costs the caller a single blocking call.
+        """
+        if self._opened:
+            return
+        if self._closed:
+            raise RuntimeError("sink is closed")
+        self._opened = True
         try:
             for name in self._mailboxes:
                 box = MaildirMailbox(self._config.maildir_path(name))
@@ -140,6 +150,7 @@ class MessageSink:
         """Append the next piece of the body (CRLF line ends, as the engine gives it)."""
         if self._closed:
             raise RuntimeError("sink is closed")
+        self.open()
         self._size += len(chunk)
         if not self._in_header:
             self._emit(chunk)
@@ -206,6 +217,7 @@ class MessageSink:
         """Make every copy durable; return where they are. On failure nothing stays."""
         if self._closed:
             raise RuntimeError("sink is closed")
+        self.open()
         done: list[tuple[MaildirMailbox, str]] = []
         try:
             if self._in_header:
@@ -227,6 +239,16 @@ class MessageSink:
             raise
         self._closed = True
         return Delivered(keys, queue_id, self._size, self.message_id)
+
+    def finish(self, chunk: bytes = b"") -> Delivered:
+        """:meth:`write` the last ``chunk``, then :meth:`commit`: one blocking call."""
+        try:
+            if chunk:
+                self.write(chunk)
+        except BaseException:
+            self.abort()
+            raise
+        return self.commit()
 
     def abort(self) -> None:
         """Discard every uncommitted copy (idempotent)."""

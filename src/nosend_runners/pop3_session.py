@@ -54,8 +54,9 @@ from nosend_store.queue_drop import QueueDrop
 
 __all__ = ["run", "open_maildrop", "POP3Session", "READ_CHUNK"]
 
-#: Bytes read from a stored message per worker-thread call while streaming RETR/TOP.
-READ_CHUNK = 64 * 1024
+#: Bytes read from a stored message per worker-thread call while streaming RETR/TOP
+#: (and the most of it held in memory at once).
+READ_CHUNK = 256 * 1024
 
 
 class _Abort(Exception):
@@ -216,31 +217,28 @@ class POP3Session:
         ctx, conn, drop = self.ctx, self.conn, self.drop
         assert drop is not None
         try:
-            f: BinaryIO = await ctx.run_blocking(drop.open, event.msgno)
+            # One worker-thread call opens the message and reads its first READ_CHUNK
+            # octets (all of a typical message, closing it again).
+            f, chunk, eof = await ctx.run_blocking(_open_and_read, drop, event.msgno)
         except (MessageGone, KeyError, OSError) as exc:
             ctx.log.warning("retr_failed", msgno=event.msgno, error=type(exc).__name__)
             await self.write(conn.send(MessageUnavailable("message cannot be read", "SYS/TEMP")))
             return
-        sent = 0
         try:
             while True:
+                if chunk:
+                    await self.write(conn.send(MessageChunk(chunk)))
+                if eof or not conn.wants_content:
+                    break  # the end, or TOP has all the lines it needs (RFC 1939 s7)
                 try:
-                    chunk = await ctx.run_blocking(f.read, READ_CHUNK)
+                    chunk, eof = await ctx.run_blocking(_read_some, f)
                 except OSError as exc:
                     ctx.log.error("retr_failed", msgno=event.msgno, error=type(exc).__name__)
-                    if sent == 0:
-                        await self.write(conn.send(MessageUnavailable()))
-                        return
-                    raise _Abort from None  # half a message sent: only closing is honest
-                if not chunk:
-                    break
-                sent += len(chunk)
-                await self.write(conn.send(MessageChunk(chunk)))
-                if not conn.wants_content:
-                    break  # TOP has all the lines it needs (RFC 1939 section 7)
+                    raise _Abort from None  # part of it was sent: only closing is honest
         finally:
-            with anyio.CancelScope(shield=True):
-                await ctx.run_blocking(f.close)
+            if f is not None and not eof:
+                with anyio.CancelScope(shield=True):
+                    await ctx.run_blocking(f.close)
         await self.write(conn.send(MessageEnd()))
         ctx.log.event(
             "retr" if isinstance(event, Retrieve) else "top",
@@ -280,6 +278,32 @@ class POP3Session:
         if drop is not None:
             with anyio.CancelScope(shield=True):
                 await self.ctx.run_blocking(drop.close)
+
+
+def _read_some(f: BinaryIO) -> tuple[bytes, bool]:
+    """Up to READ_CHUNK octets and whether the end was reached (then ``f`` is closed).
+
+    Loops because a drop's reader may return short reads before its end."""
+    parts: list[bytes] = []
+    size = 0
+    while size < READ_CHUNK:
+        data = f.read(READ_CHUNK - size)
+        if not data:
+            f.close()
+            return b"".join(parts), True
+        parts.append(data)
+        size += len(data)
+    return b"".join(parts), False
+
+
+def _open_and_read(drop: DropSession, msgno: int) -> tuple[BinaryIO, bytes, bool]:
+    f = drop.open(msgno)
+    try:
+        data, eof = _read_some(f)
+    except BaseException:
+        f.close()
+        raise
+    return f, data, eof
 
 
 def open_maildrop(config: Config, name: str, hostname: str | None = None) -> DropSession:

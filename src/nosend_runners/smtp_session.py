@@ -16,6 +16,7 @@ password hashing go through ``ctx.run_blocking``), or log a secret.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -205,7 +206,7 @@ class SMTPSession:
         if isinstance(event, Hello):
             # A successful HELO/EHLO also resets the transaction (RFC 5321 section 4.1.4).
             await self.end_transaction()
-            ctx.log.event("helo", helo=event.name, esmtp=event.extended)
+            ctx.log.event("helo", level=logging.DEBUG, helo=event.name, esmtp=event.extended)
             return Reply(250, f"{ctx.hostname} Hello [{ctx.peer.address}]")
         if isinstance(event, MailFrom):
             return self.mail_from(event)
@@ -213,12 +214,6 @@ class SMTPSession:
             return self.rcpt_to(event)
         if isinstance(event, DataStart):
             await self.begin_body()
-            if self.tx is not None and self.tx.failed:
-                # The transaction stays open (a 4xx to DATA changes nothing, RFC 5321
-                # section 4.1.1.4); the client may try DATA again or give up.
-                self.tx.failed = False
-                self._leave_busy()
-                return _LOCAL_ERROR
             return Reply(354, "End data with <CR><LF>.<CR><LF>")
         if isinstance(event, BdatChunkEnd):
             tx = self.tx
@@ -257,7 +252,7 @@ class SMTPSession:
             return await self.authenticate(event)
         if isinstance(event, Quit):
             await self.end_transaction()
-            ctx.log.event("quit", messages=self.messages)
+            ctx.log.event("quit", level=logging.DEBUG, messages=self.messages)
             return Reply(221, f"{ctx.hostname} closing connection")
         if isinstance(event, ProtocolViolation):
             ctx.log.warning(
@@ -381,12 +376,9 @@ class SMTPSession:
             return_path=tx.sender,  # RFC 5321 section 4.4: local copies are final delivery
             hostname=ctx.hostname,
         )
-        try:
-            await ctx.run_blocking(sink.open)
-        except OSError as exc:
-            ctx.log.error("store_failed", step="open", error=type(exc).__name__, id=tx.txid)
-            tx.failed = True
-            return
+        # The files are created by the first write (often the commit itself): a small
+        # message costs one worker-thread call; a failure to create them shows at the
+        # end of the body as 451 4.3.0, like any other store failure.
         tx.sink = sink
 
     async def body(self, data: bytes) -> None:
@@ -414,15 +406,15 @@ class SMTPSession:
         ctx, tx = self.ctx, self.tx
         assert tx is not None
         try:
-            if tx.sink is not None and tx.pending and not tx.failed:
-                await self._write_pending()
             if tx.too_large_header:
                 ctx.log.warning("message_rejected", reason="header-size", id=tx.txid)
                 return Reply(552, "Message header too large", "5.3.4")
             if tx.sink is None or tx.failed:
                 return _LOCAL_ERROR
+            last = bytes(tx.pending)
+            tx.pending.clear()
             try:
-                delivered: Delivered = await ctx.run_blocking(tx.sink.commit)
+                delivered: Delivered = await ctx.run_blocking(tx.sink.finish, last)
             except HeaderTooLarge:
                 ctx.log.warning("message_rejected", reason="header-size", id=tx.txid)
                 return Reply(552, "Message header too large", "5.3.4")
@@ -437,6 +429,7 @@ class SMTPSession:
                 "accepted",
                 id=tx.txid,
                 message_id=delivered.message_id,
+                helo=self.conn.helo_name,
                 sender=tx.sender or "<>",
                 size=delivered.size,
                 rcpts=len(tx.accepted),

@@ -372,16 +372,18 @@ async def test_commit_failure_replies_451_and_leaves_nothing(
     assert os.listdir(config.server.queue_dir / "tmp") == []
 
 
-async def test_maildir_unusable_gives_451_at_data(config: Config) -> None:
+async def test_maildir_unusable_gives_451_after_the_body(config: Config) -> None:
     box = config.maildir_path("alice")
     box.mkdir(parents=True)
     (box / "tmp").write_text("not a directory")
     async with Harness(smtp_session, "smtp", config=config, peer=STRANGER) as h:
         await ehlo(h)
-        codes = await transaction(h, "s@remote.example", ["alice@example.test"], BODY)
-        assert codes == [250, 250, 451]
+        codes = await transaction(h, "s@remote.example", ["sales@example.test"], BODY)
+        assert codes == [250, 250, 354, 451]
         await h.send_line("RSET")
         assert (await h.read_reply()).code == 250
+    assert queued(config) == []  # the queue copy was not kept either
+    assert os.listdir(config.server.queue_dir / "tmp") == []
 
 
 async def test_dropped_connection_mid_data_stores_nothing(config: Config) -> None:
