@@ -17,7 +17,6 @@ password hashing go through ``ctx.run_blocking``), or log a secret.
 from __future__ import annotations
 
 import logging
-import secrets
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -353,7 +352,7 @@ class SMTPSession:
         if policy.requires_auth(ctx.service):
             # RFC 6409 section 8.2/8.3: the submission server may add these fields.
             date = f"Date: {format_datetime(now)}\r\n".encode()
-            unique = secrets.token_hex(8)
+            unique = ctx.nonce()[:16]  # the context's randomness: reproducible in tests
             message_id = f"Message-ID: <{tx.txid}.{unique}@{ctx.hostname}>\r\n".encode()
         envelope = None
         if tx.remote:

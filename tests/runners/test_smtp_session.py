@@ -613,3 +613,25 @@ async def test_notify_success_to_a_local_sender_and_never_for_null_sender(
     assert b"Action: delivered" in report and b"Content-Type: message/rfc822" in report
     assert b"Hello" in report  # RET=FULL
     assert len(messages(config, "bob")) == 2 and queued(config) == []
+
+
+async def test_added_fields_are_reproducible_with_a_fixed_clock_and_nonce(
+    config: Config,
+) -> None:
+    async with Harness(
+        smtp_session,
+        "submission",
+        config=config,
+        peer=LOOPBACK,
+        clock=lambda: FIXED_TIME,
+        nonce=lambda: "feedfacefeedface0000",
+    ) as h:
+        await ehlo(h)
+        await h.send_line("AUTH PLAIN " + plain("bob"))
+        await h.read_reply()
+        codes = await transaction(h, "bob@example.test", ["alice@example.test"], b"x: y\r\n\r\n")
+        assert codes == [250, 250, 354, 250]
+    [alice] = messages(config, "alice")
+    date = format_datetime(datetime.fromtimestamp(FIXED_TIME).astimezone())
+    assert f"\nDate: {date}\n".encode() in alice
+    assert b"\nMessage-ID: <695735a5.feedfacefeedface.feedfacefeedface@mx.test>\n" in alice
