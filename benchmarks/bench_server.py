@@ -66,7 +66,7 @@ from nosend_store.maildir import MaildirMailbox
 MB = 1024 * 1024
 
 # (sessions, body bytes, messages per round)
-SMTP_CASES = [(1, 2048, 150), (20, 2048, 600), (1, 102400, 100), (20, 102400, 300)]
+SMTP_CASES = [(1, 2048, 300), (20, 2048, 1000), (1, 102400, 200), (20, 102400, 500)]
 #: Extra start_nosend() options from the command line (backend, log level).
 NOSEND_OPTIONS: dict[str, str] = {}
 POP3_USERS = {f"pop{i}": f"pop-pass-{i}" for i in range(1, 5)}
