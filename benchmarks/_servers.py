@@ -374,7 +374,7 @@ def open_idle(port: int, count: int) -> Iterator[socket.socket]:
     for _ in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         greeting = sock.recv(512)
-        if not greeting.startswith(b"220"):
+        if not greeting.startswith((b"220", b"+OK")):
             sock.close()
             raise RuntimeError(f"connection refused by the server: {greeting!r}")
         yield sock

@@ -12,7 +12,8 @@
   nosend's store), retrieved by a small raw-socket client (``_servers.pop3_retrieve_all``:
   RETR 1..N, no DELE) with 1 session and with 4 sessions on 4 mailboxes; a warm-up pass
   first so Dovecot has built its index.
-- RSS with 1000 idle SMTP connections (each read its greeting), for nosend and aiosmtpd.
+- RSS with 1000 idle SMTP connections (each read its greeting), for nosend and aiosmtpd,
+  and with 1000 idle POP3 connections for nosend.
 - RSS growth while accepting one 100 MB message sent with smtplib: peak VmHWM (reset
   with ``clear_refs``) minus VmRSS before, on a fresh process, for nosend and aiosmtpd.
 
@@ -230,31 +231,41 @@ def pop3_rounds(
 
 
 def idle_rss(root: Path, servers: list[str], connections: int) -> dict[str, tuple[float, float]]:
-    """(RSS before, RSS with ``connections`` idle SMTP connections) in MiB, per server."""
+    """(RSS before, RSS with ``connections`` idle connections) in MiB, per server and
+    protocol: ``nosend`` and ``aiosmtpd`` on SMTP, ``nosend-pop3`` on POP3."""
     results: dict[str, tuple[float, float]] = {}
-    for name in servers:
-        if name == "dovecot":
-            continue
-        where = root / f"idle-{name}"
+    cases = [(n, "smtp") for n in servers if n != "dovecot"]
+    if "nosend" in servers:
+        cases.append(("nosend", "pop3"))
+    for name, protocol in cases:
+        label = name if protocol == "smtp" else f"{name}-{protocol}"
+        where = root / f"idle-{label}"
         if name == "nosend":
-            server = start_nosend(where, {"alice": "alice-pass"}, pop3=False, **NOSEND_OPTIONS)
+            server = start_nosend(
+                where,
+                {"alice": "alice-pass"},
+                smtp=protocol == "smtp",
+                pop3=protocol == "pop3",
+                **NOSEND_OPTIONS,
+            )
         else:
             server = start_aiosmtpd(where, make_maildir(where / "Maildir"))
         socks = []
         try:
-            assert server.smtp_port is not None
+            port = server.smtp_port if protocol == "smtp" else server.pop3_port
+            assert port is not None
             time.sleep(0.3)
             before = rss_mb(server.pid)
-            socks = list(open_idle(server.smtp_port, connections))
+            socks = list(open_idle(port, connections))
             time.sleep(1.0)
             alive = server.proc.poll() is None
             after = rss_mb(server.pid)
             if not alive:
                 raise RuntimeError(f"{name} died with {connections} idle connections")
-            results[name] = (before, after)
+            results[label] = (before, after)
             print(
-                f"  idle: {name} RSS {before:.1f} MB -> {after:.1f} MB with {len(socks)} "
-                f"connections ({(after - before) * 1024 / len(socks):.1f} KB each)",
+                f"  idle: {label} RSS {before:.1f} MB -> {after:.1f} MB with {len(socks)} "
+                f"{protocol} connections ({(after - before) * 1024 / len(socks):.1f} KB each)",
                 flush=True,
             )
         finally:
@@ -363,7 +374,7 @@ def main() -> int:
         if "idle" in only:
             for name, (_, after) in idle_rss(root, servers, args.idle).items():
                 summary[f"idle_{args.idle}_rss_mb_{name}"] = after
-                if name == "nosend":
+                if name.startswith("nosend"):
                     met &= after < 100
                     checked += 1
         if "big" in only:
