@@ -191,8 +191,8 @@ def queue_drop_mailbox(config: Config) -> str | None:
     """The mailbox whose POP3 login opens the outbound queue as a mail drop (for a
     fetchmail in multidrop mode, see :mod:`nosend_store.queue_drop`), or ``None``.
 
-    Read from ``[server] queue_drop_mailbox`` when the configuration offers that key;
-    off otherwise. The mailbox's own password protects the drop.
+    Read from ``[server] queue_drop_mailbox``; off when unset. The mailbox's own
+    password protects the drop.
     """
-    name = getattr(config.server, "queue_drop_mailbox", None)
-    return name if isinstance(name, str) and name in config.mailboxes else None
+    name = config.server.queue_drop_mailbox
+    return name if name is not None and name in config.mailboxes else None

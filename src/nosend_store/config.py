@@ -185,6 +185,10 @@ class ServerOptions:
     warn_after: float = 4 * 3600.0
     bounce_after: float = 5 * 86400.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: A mailbox whose POP3 login opens the outbound queue as a mail drop, one copy per
+    #: recipient with ``Return-Path:`` and ``X-Envelope-To:``, for a stock fetchmail in
+    #: multidrop mode to relay (the seed system's design); None: off.
+    queue_drop_mailbox: str | None = None
 
     @property
     def maildir_root(self) -> Path:
@@ -795,6 +799,7 @@ def _server_spec(base: Path) -> dict[str, _Parser]:
         "warn_after": _duration,
         "bounce_after": _duration,
         "log_level": _choice("debug", "info", "warning", "error"),
+        "queue_drop_mailbox": _mailbox_name,
     }
 
 
@@ -1139,6 +1144,14 @@ def _cross_check(
         for line in server_section.lines:
             if line.kind == "entry" and line.key == "postmaster":
                 pm_line = line.number
+    drop = config.server.queue_drop_mailbox
+    if drop is not None and drop not in config.mailboxes:
+        line = server_section.number if server_section else 0
+        if server_section is not None:
+            for entry in server_section.lines:
+                if entry.kind == "entry" and entry.key == "queue_drop_mailbox":
+                    line = entry.number
+        errors.add(line, f"queue_drop_mailbox: no mailbox named {drop!r}")
     if pm is not None and config.resolve("postmaster") is None:
         errors.add(pm_line, f"postmaster: {pm!r} is not a mailbox or a resolvable address")
     if config.domains and config.postmaster is None:
@@ -1264,6 +1277,7 @@ pop3_timeout = 10m
 
 plus_separator = +            # user+tag@domain is delivered to user; empty turns it off
 # postmaster = {mailbox}      # default: mailbox "postmaster", else the first mailbox
+# queue_drop_mailbox = relay  # its POP3 login sees the outbound queue (fetchmail multidrop)
 
 retry_interval = 30m          # outbound queue (RFC 5321 section 4.5.4.1)
 warn_after = 4h

@@ -317,10 +317,9 @@ async def test_too_many_bad_commands_close_the_connection(config: Config) -> Non
         assert await h.wait_closed() == b""
 
 
-async def test_queue_drop_mailbox_serves_the_outbound_queue(
-    config: Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from nosend_runners import policy
+async def test_queue_drop_mailbox_serves_the_outbound_queue(config: Config) -> None:
+    from dataclasses import replace
+
     from nosend_store.queue import Envelope, OutboundQueue
 
     queue = OutboundQueue(config.server.queue_dir)
@@ -328,8 +327,8 @@ async def test_queue_drop_mailbox_serves_the_outbound_queue(
         Envelope.simple("alice@example.test", ["x@remote.example", "y@remote.example"]),
         [b"Subject: out\r\n\r\nbody\r\n"],
     )
-    # Until mail.cfg has a key for it, the seam is switched on here.
-    monkeypatch.setattr(policy, "queue_drop_mailbox", lambda cfg: "carol")
+    # [server] queue_drop_mailbox = carol
+    config = replace(config, server=replace(config.server, queue_drop_mailbox="carol"))
     async with Harness(pop3_session, "pop3", config=config, peer=LOOPBACK) as h:
         assert (await login(h, "carol")).startswith(b"+OK maildrop has 2 messages")
         await h.send_line("RETR 1")

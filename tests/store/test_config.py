@@ -698,3 +698,15 @@ def test_a_valid_alias_graph_always_resolves(
         assert set(result.mailboxes) <= mailboxes
         assert set(result.remote) <= {"far@remote.net"}
         assert result.mailboxes or result.remote
+
+
+def test_queue_drop_mailbox_names_an_existing_mailbox() -> None:
+    config = parse_config(make(server="queue_drop_mailbox = mate"), "mail.cfg")
+    assert config.server.queue_drop_mailbox == "mate"
+    assert parse_config(make(), "mail.cfg").server.queue_drop_mailbox is None
+    with pytest.raises(ConfigError) as info:
+        parse_config(make(server="queue_drop_mailbox = relay"), "mail.cfg")
+    assert str(info.value) == "mail.cfg:5: queue_drop_mailbox: no mailbox named 'relay'"
+    with pytest.raises(ConfigError) as info:
+        parse_config(make(server="queue_drop_mailbox = Bad Name"), "mail.cfg")
+    assert str(info.value).startswith("mail.cfg:5: ")
