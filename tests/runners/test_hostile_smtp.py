@@ -504,3 +504,17 @@ def test_body_end_and_quit_in_one_packet_deliver_once(server: NosendServer) -> N
         assert closed and said == b"", said
     messages = server.wait_for_messages("alice", 1)
     assert len(messages) == 1 and messages[0].endswith(b"\nSubject: fast\n\nbody\n")
+
+
+def test_garbage_instead_of_a_tls_handshake_after_starttls(server: NosendServer) -> None:
+    with RawPeer(server.address("smtp")) as peer:
+        ehlo(peer)
+        assert peer.smtp("STARTTLS")[0] == 220
+        peer.send(b"\x16\x03\x01\x00\x05hello, not really TLS\r\nMAIL FROM:<a@b>\r\n")
+        closed, said = peer.closed_within(10)
+        assert closed
+        assert b"250" not in said  # the junk was never read as SMTP
+    with RawPeer(server.address("smtp")) as peer:
+        ehlo(peer)
+        assert peer.smtp("QUIT")[0] == 221
+    assert server.proc is not None and server.proc.poll() is None
