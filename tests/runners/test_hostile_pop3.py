@@ -211,3 +211,36 @@ def test_plaintext_on_the_pop3s_port_is_dropped(nosend_factory: ServerFactory) -
         assert closed
         assert b"+OK" not in said
     assert server.users["alice"] not in server.log()
+
+
+def test_queue_drop_dele_without_quit_keeps_the_queue(
+    nosend_factory: ServerFactory,  # noqa: F811
+) -> None:
+    server = nosend_factory(
+        services=("smtp", "pop3"), queue_drop_mailbox="bob", lan_plaintext_auth="yes"
+    )
+    with RawPeer(server.address("smtp")) as peer:
+        assert peer.reply()[0] == 220
+        assert peer.smtp("EHLO client.test")[0] == 250
+        assert peer.smtp("MAIL FROM:<skipper@nosend.test>")[0] == 250
+        assert peer.smtp("RCPT TO:<friend@remote.example>")[0] == 250
+        assert peer.smtp("DATA")[0] == 354
+        assert peer.smtp(b"Subject: out\r\n\r\nqueued\r\n.")[0] == 250
+    queued = server.queue_files()
+    assert queued
+    # The collector drops the line after DELE: the recipient stays pending.
+    with RawPeer(server.address("pop3")) as peer:
+        login(peer, server, "bob")
+        assert peer.pop3("STAT").startswith(b"+OK 1 ")
+        assert peer.pop3("DELE 1").startswith(b"+OK")
+    time.sleep(0.3)
+    with RawPeer(server.address("pop3")) as peer:
+        login(peer, server, "bob")
+        assert peer.pop3("STAT").startswith(b"+OK 1 ")
+        assert peer.pop3("RETR 1").startswith(b"+OK")
+        text = b"\n".join(peer.multiline())
+        assert b"X-Envelope-To: <friend@remote.example>" in text and b"\nqueued" in text
+        assert peer.pop3("QUIT").startswith(b"+OK")
+    assert [p.name for p in server.queue_files() if p.name != "drop.lock"] == [
+        p.name for p in queued if p.name != "drop.lock"
+    ]
