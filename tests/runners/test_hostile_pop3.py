@@ -35,7 +35,17 @@ def lan_server(nosend_factory: ServerFactory) -> NosendServer:  # noqa: F811
     return nosend_factory(services=POP3, lan_plaintext_auth="yes")
 
 
-def test_dele_without_quit_deletes_nothing(lan_server: NosendServer) -> None:
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """For the tests where cancellation semantics matter: both event loops."""
+    return str(request.param)
+
+
+def test_dele_without_quit_deletes_nothing(
+    nosend_factory: ServerFactory,  # noqa: F811
+    backend: str,
+) -> None:
+    lan_server = nosend_factory(services=POP3, lan_plaintext_auth="yes", backend=backend)
     for message in SAMPLE_MESSAGES:
         lan_server.deliver_directly("alice", message)
     with RawPeer(lan_server.address("pop3")) as peer:
@@ -58,8 +68,9 @@ def test_dele_without_quit_deletes_nothing(lan_server: NosendServer) -> None:
 
 def test_commands_pipelined_after_stls_are_discarded(
     nosend_factory: ServerFactory,  # noqa: F811
+    backend: str,
 ) -> None:
-    server = nosend_factory(services=POP3)  # cleartext logins refused before TLS
+    server = nosend_factory(services=POP3, backend=backend)
     server.deliver_directly("alice", SAMPLE_MESSAGES[0])
     assert server.tls is not None
     with RawPeer(server.address("pop3")) as peer:
@@ -78,8 +89,9 @@ def test_commands_pipelined_after_stls_are_discarded(
 
 def test_client_that_sends_nothing_is_closed_at_the_timeout(
     nosend_factory: ServerFactory,  # noqa: F811
+    backend: str,
 ) -> None:
-    server = nosend_factory(services=POP3, pop3_timeout="1s")
+    server = nosend_factory(services=POP3, pop3_timeout="1s", backend=backend)
     with RawPeer(server.address("pop3")) as peer:
         assert peer.line().startswith(b"+OK")
         start = time.monotonic()

@@ -58,6 +58,17 @@ def server(nosend_factory: ServerFactory) -> NosendServer:  # noqa: F811
     return nosend_factory(services=SMTP)
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """For the tests where cancellation semantics matter: both event loops."""
+    return str(request.param)
+
+
+@pytest.fixture
+def either_server(nosend_factory: ServerFactory, backend: str) -> NosendServer:  # noqa: F811
+    return nosend_factory(services=SMTP, backend=backend)
+
+
 # -- open relay ------------------------------------------------------------------------
 
 
@@ -128,9 +139,9 @@ def test_unknown_local_user_is_refused_at_rcpt(server: NosendServer) -> None:
 # -- STARTTLS injection -------------------------------------------------------------------
 
 
-def test_commands_pipelined_with_starttls_are_not_executed(server: NosendServer) -> None:
-    assert server.tls is not None
-    with RawPeer(server.address("smtp")) as peer:
+def test_commands_pipelined_with_starttls_are_not_executed(either_server: NosendServer) -> None:
+    assert either_server.tls is not None
+    with RawPeer(either_server.address("smtp")) as peer:
         ehlo(peer)
         # RFC 3207 section 4.2 / CVE-2011-0411: commands sent in cleartext in the same
         # packet as STARTTLS must be thrown away, not run inside the TLS session.
@@ -140,14 +151,14 @@ def test_commands_pipelined_with_starttls_are_not_executed(server: NosendServer)
         )
         code, _ = peer.reply()
         assert code == 220
-        peer.start_tls(server.tls.client_context())  # asserts no cleartext reply followed
+        peer.start_tls(either_server.tls.client_context())  # asserts no cleartext reply followed
         code, lines = peer.smtp("EHLO client.test")
         assert code == 250 and b"STARTTLS" not in lines
         code, text = peer.smtp(f"RCPT TO:<{ALICE}>")
         assert code == 503, text  # no MAIL was given inside TLS: the injected one is gone
         assert peer.smtp("DATA")[0] == 503
         assert peer.smtp("QUIT")[0] == 221
-    nothing_left_behind(server, "alice")
+    nothing_left_behind(either_server, "alice")
 
 
 # -- SMTP smuggling ---------------------------------------------------------------------
@@ -271,8 +282,8 @@ def test_too_many_recipients_get_452(server: NosendServer) -> None:
 # -- connections that misbehave in time ---------------------------------------------------
 
 
-def test_disconnect_in_the_middle_of_data_delivers_nothing(server: NosendServer) -> None:
-    with RawPeer(server.address("smtp")) as peer:
+def test_disconnect_in_the_middle_of_data_delivers_nothing(either_server: NosendServer) -> None:
+    with RawPeer(either_server.address("smtp")) as peer:
         ehlo(peer)
         assert peer.smtp("MAIL FROM:<a@remote.example>")[0] == 250
         assert peer.smtp(f"RCPT TO:<{ALICE}>")[0] == 250
@@ -280,13 +291,13 @@ def test_disconnect_in_the_middle_of_data_delivers_nothing(server: NosendServer)
         assert peer.smtp("DATA")[0] == 354
         peer.send(b"Subject: cut\r\n\r\n" + (b"partial body line\r\n" * 20_000))
         time.sleep(0.3)  # let the server write some of it
-    nothing_left_behind(server, "alice", "bob")
-    assert server.queue_files() == []
-    assert "event=accepted" not in server.log()
+    nothing_left_behind(either_server, "alice", "bob")
+    assert either_server.queue_files() == []
+    assert "event=accepted" not in either_server.log()
 
 
-def test_reset_in_the_middle_of_data_delivers_nothing(server: NosendServer) -> None:
-    with RawPeer(server.address("smtp")) as peer:
+def test_reset_in_the_middle_of_data_delivers_nothing(either_server: NosendServer) -> None:
+    with RawPeer(either_server.address("smtp")) as peer:
         ehlo(peer)
         assert peer.smtp("MAIL FROM:<a@remote.example>")[0] == 250
         assert peer.smtp(f"RCPT TO:<{ALICE}>")[0] == 250
@@ -295,13 +306,14 @@ def test_reset_in_the_middle_of_data_delivers_nothing(server: NosendServer) -> N
         time.sleep(0.3)
         # SO_LINGER 0: close sends a TCP RST instead of a FIN.
         peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-    nothing_left_behind(server, "alice")
+    nothing_left_behind(either_server, "alice")
 
 
 def test_client_that_sends_nothing_is_closed_at_the_timeout(
     nosend_factory: ServerFactory,  # noqa: F811
+    backend: str,
 ) -> None:
-    server = nosend_factory(services=SMTP, smtp_timeout="1s")
+    server = nosend_factory(services=SMTP, smtp_timeout="1s", backend=backend)
     with RawPeer(server.address("smtp")) as peer:
         assert peer.reply()[0] == 220
         start = time.monotonic()
@@ -313,8 +325,9 @@ def test_client_that_sends_nothing_is_closed_at_the_timeout(
 
 def test_client_that_stalls_in_data_is_closed_and_nothing_is_delivered(
     nosend_factory: ServerFactory,  # noqa: F811
+    backend: str,
 ) -> None:
-    server = nosend_factory(services=SMTP, smtp_timeout="1s")
+    server = nosend_factory(services=SMTP, smtp_timeout="1s", backend=backend)
     with RawPeer(server.address("smtp")) as peer:
         ehlo(peer)
         assert peer.smtp("MAIL FROM:<a@remote.example>")[0] == 250
