@@ -1,5 +1,6 @@
-"""The seed system's relay path, end to end: mail queued by ``nosend serve`` is relayed by a
-stock fetchmail in multidrop mode reading the queue drop over our own POP3 server.
+"""Invariant 3 on the seed system's relay path: a copy that fetchmail (multidrop, reading
+the queue drop over our own POP3 server) could not hand on stays queued for that recipient.
+The happy path is in test_fetchmail_multidrop.py.
 
 ``[server] queue_drop_mailbox = bob`` makes bob's POP3 login open the outbound queue: one
 copy per recipient with ``Return-Path:`` and ``X-Envelope-To:``. fetchmail hands each copy
@@ -51,31 +52,6 @@ def fetchmail_relay(server: NosendServer, tmp_path: Path, mda: str) -> str:
 
 def queued_entries(server: NosendServer) -> list[QueueEntry]:
     return OutboundQueue(server.data_dir / "queue").entries()
-
-
-def test_fetchmail_relays_what_nosend_queued(nosend_factory: ServerFactory, tmp_path: Path) -> None:
-    server = nosend_factory(tls=False, queue_drop_mailbox="bob")
-    with smtplib.SMTP(*server.address("smtp"), timeout=10) as smtp:
-        refused = smtp.sendmail(
-            f"alice@{server.domain}",
-            ["x@outside.example", "y@elsewhere.example"],
-            BODY,
-        )
-    assert refused == {}
-    assert len(queued_entries(server)) == 1  # queued, not delivered locally
-    assert server.messages("bob") == []
-
-    out = tmp_path / "out"
-    out.mkdir()
-    log = fetchmail_relay(server, tmp_path, f"/bin/sh -c 'cat > {out}/%T'")
-
-    assert sorted(os.listdir(out)) == ["x@outside.example", "y@elsewhere.example"], log
-    for rcpt in ("x@outside.example", "y@elsewhere.example"):
-        text = (out / rcpt).read_bytes()
-        assert f"for <{rcpt}> (multi-drop)".encode() in text, log
-        assert f"Return-Path: <alice@{server.domain}>".encode() in text
-        assert text.endswith(b"hello world\n.leading dot\n")
-    assert queued_entries(server) == []  # every recipient done: the message left the queue
 
 
 def test_copy_fetchmail_could_not_hand_on_stays_queued(
