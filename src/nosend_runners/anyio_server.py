@@ -18,8 +18,10 @@ cancelled. A disk commit running in a worker thread always completes first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,7 +37,7 @@ from nosend_runners.housekeeping import DEFAULT_INTERVAL, run_housekeeping
 from nosend_runners.limits import AuthFailureTracker, ConnectionLimiter
 from nosend_runners.services import refusal
 from nosend_runners.settings import ServerSettings
-from nosend_runners.streams import AnyioStream, peer_from_socket_stream
+from nosend_runners.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
 from nosend_runners.tls import TLSConfigError, server_context
 from nosend_runners.transport import (
     ServerState,
@@ -54,6 +56,14 @@ _log = logging.getLogger("nosend.server")
 Reloader = Callable[[], tuple[Any, ServerSettings]]
 
 BoundAddress = tuple[str, str, int]  # (service, host, port)
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class ServerSetupError(Exception):
@@ -242,6 +252,47 @@ class MailServer:
         service: str,
         sessions: anyio.abc.TaskGroup,
     ) -> None:
+        raw = listener.extra(SocketAttribute.raw_socket, None)
+        if not isinstance(raw, socket.socket) or not _on_asyncio():
+            # trio's own sockets already try the system call before waiting.
+            await self._accept_streams(listener, service, sessions)
+            return
+        # asyncio: accept on the listening socket itself, so each connection becomes a
+        # SocketByteStream with no asyncio transport and protocol behind it (see
+        # streams), and a burst of connections is taken in one wake-up.
+        raw.setblocking(False)
+        while True:
+            try:
+                sock, address = raw.accept()
+            except BlockingIOError:
+                try:
+                    await anyio.wait_readable(raw)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return
+                continue
+            except OSError as exc:
+                if raw.fileno() < 0:
+                    return
+                # EMFILE/ENFILE/ECONNABORTED: keep serving those already connected.
+                _log.error("accept on %s failed: %s", service, exc)
+                await anyio.sleep(0.1)
+                continue
+            try:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    # Replies are written whole; Nagle would only delay the last segment.
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                stream = SocketByteStream(sock, address)
+            except OSError:
+                sock.close()
+                continue
+            sessions.start_soon(self._handle, stream, service)
+
+    async def _accept_streams(
+        self,
+        listener: anyio.abc.SocketListener,
+        service: str,
+        sessions: anyio.abc.TaskGroup,
+    ) -> None:
         while True:
             try:
                 conn = await listener.accept()
@@ -256,7 +307,7 @@ class MailServer:
 
     # -- one connection ------------------------------------------------------------------
 
-    async def _handle(self, conn: anyio.abc.SocketStream, service: str) -> None:
+    async def _handle(self, conn: anyio.abc.ByteStream, service: str) -> None:
         timeouts = self.state.timeouts
         peer = peer_from_socket_stream(conn)
         guard = SessionGuard(self.state.shutdown)

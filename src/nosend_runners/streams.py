@@ -12,18 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import socket
 import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from nosend_runners.transport import PeerInfo, SessionGuard, ShutdownRequested, StreamClosed
 
-__all__ = ["AnyioStream", "peer_from_socket_stream"]
+__all__ = ["AnyioStream", "SocketByteStream", "peer_from_socket_stream"]
 
 _SEND_PIECE = 65536
+
+#: Receives that found data waiting in a row before one of them yields to the event
+#: loop anyway, so a peer that keeps the socket full cannot starve other sessions.
+_YIELD_EVERY = 16
 
 # What a broken connection looks like from anyio, asyncio, trio and OpenSSL.
 _BROKEN = (
@@ -55,8 +63,120 @@ def peer_from_socket_stream(stream: anyio.TypedAttributeProvider) -> PeerInfo:
     return PeerInfo(address, port, local_address=local_address, local_port=local_port)
 
 
+class SocketByteStream(anyio.abc.ByteStream):
+    """An anyio byte stream straight over a connected non-blocking socket.
+
+    anyio's own socket stream on asyncio goes through an asyncio transport: every
+    receive re-registers the socket with epoll and waits on an event, every send yields
+    to the loop once. This one tries the system call first and waits for readiness
+    (``anyio.wait_readable``/``wait_writable``: epoll on asyncio, trio's I/O manager)
+    only when it would block; ``try_receive``/``try_send`` let ``AnyioStream`` arm its
+    timeouts only then. TLS runs on top of it through ``TLSStream`` like on any other
+    byte stream. Owns the socket and closes it.
+    """
+
+    def __init__(self, sock: socket.socket, remote_address: Any = None) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._closed = False
+        # Asked once: a peer that already reset the connection makes getpeername fail.
+        self._local = _sockname(sock.getsockname)
+        self._remote = remote_address if remote_address is not None else _sockname(sock.getpeername)
+
+    def try_receive(self, max_bytes: int) -> bytes | None:
+        """Bytes the socket holds now (``b""`` at EOF), or ``None`` when it would block."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        try:
+            return self._sock.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+
+    def try_send(self, data: bytes | memoryview) -> int:
+        """Octets of ``data`` the kernel took now (0 when its buffer is full)."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+
+    async def wait_readable(self) -> None:
+        """Wait until a receive would not block."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        await anyio.wait_readable(self._fd)
+
+    async def wait_writable(self) -> None:
+        """Wait until a send would make progress."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        await anyio.wait_writable(self._fd)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """The next bytes received; ``EndOfStream`` once the peer closed."""
+        while (data := self.try_receive(max_bytes)) is None:
+            await self.wait_readable()
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def send(self, item: bytes) -> None:
+        """Send all of ``item``, waiting while the peer's window is full."""
+        view = memoryview(item)
+        while view:
+            sent = self.try_send(view)
+            if sent:
+                view = view[sent:]
+            else:
+                await self.wait_writable()
+
+    async def send_eof(self) -> None:
+        """Shut down the sending side (the peer sees end of file)."""
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    async def aclose(self) -> None:
+        """Close the socket, waking any task still waiting on it."""
+        if not self._closed:
+            self._closed = True
+            anyio.notify_closing(self._fd)
+            self._sock.close()
+        await anyio.lowlevel.checkpoint()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """The socket attributes ``peer_from_socket_stream`` and ``TLSStream`` ask for."""
+        sock = self._sock
+        return {
+            SocketAttribute.family: lambda: sock.family,
+            SocketAttribute.local_address: lambda: self._local,
+            SocketAttribute.raw_socket: lambda: sock,
+            SocketAttribute.remote_address: lambda: self._remote,
+        }
+
+
+def _sockname(get: Callable[[], Any]) -> Any:
+    try:
+        return get()
+    except OSError:
+        return None
+
+
 class AnyioStream:
-    """The seam's ``Stream`` over an ``anyio.abc.ByteStream`` (see ``transport``)."""
+    """The seam's ``Stream`` over an ``anyio.abc.ByteStream`` (see ``transport``).
+
+    Over a :class:`SocketByteStream` (a plain TCP connection) receive and send try the
+    system call first and only set up a deadline when they have to wait: most calls
+    then cost one system call and no trip through the event loop.
+    """
 
     def __init__(
         self,
@@ -75,6 +195,8 @@ class AnyioStream:
         self._send_timeout = send_timeout
         self._handshake_timeout = tls_handshake_timeout
         self._closed = False
+        self._raw = inner if isinstance(inner, SocketByteStream) else None
+        self._ready_streak = 0
 
     @property
     def peer(self) -> PeerInfo:
@@ -95,37 +217,81 @@ class AnyioStream:
         """Return received bytes, ``b""`` at EOF; ``TimeoutError``/``ShutdownRequested``."""
         if self._closed:
             return b""
-        shutdown = self._guard.shutdown
-        interruptible = self._guard.interruptible
-        if interruptible and shutdown.requested:
+        guard = self._guard
+        interruptible = guard.interruptible
+        if interruptible and guard.shutdown.requested:
             raise ShutdownRequested
+        raw = self._raw
+        if raw is not None:
+            self._ready_streak += 1
+            if self._ready_streak >= _YIELD_EVERY:
+                self._ready_streak = 0
+                await anyio.lowlevel.checkpoint()
+            try:
+                data = raw.try_receive(max_bytes)
+            except _BROKEN:
+                return b""
+            if data is not None:
+                return data
+            self._ready_streak = 0
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
         data = b""
         with anyio.CancelScope(deadline=deadline) as scope:
             try:
                 if interruptible:
-                    with shutdown.idle(scope):
-                        data = await self._inner.receive(max_bytes)
+                    with guard.shutdown.idle(scope):
+                        data = await self._wait_receive(raw, max_bytes)
                 else:
-                    data = await self._inner.receive(max_bytes)
+                    data = await self._wait_receive(raw, max_bytes)
             except _BROKEN:
                 return b""
         if scope.cancelled_caught:
-            if interruptible and shutdown.requested:
+            if interruptible and guard.shutdown.requested:
                 raise ShutdownRequested
             raise TimeoutError(f"nothing received for {timeout} seconds")
         return data
 
+    async def _wait_receive(self, raw: SocketByteStream | None, max_bytes: int) -> bytes:
+        if raw is None:
+            return await self._inner.receive(max_bytes)
+        while True:
+            await raw.wait_readable()
+            data = raw.try_receive(max_bytes)
+            if data is not None:
+                return data
+
     async def send(self, data: bytes) -> None:
         """Send all of ``data``; ``StreamClosed`` if the peer is gone or stops reading.
 
-        The send timeout applies to each 64 KB piece, so a slow reader that keeps
-        reading is never cut off, and one that reads nothing is dropped in bounded time.
+        The send timeout applies to each wait for the peer to read (each 64 KB piece
+        over TLS), so a slow reader that keeps reading is never cut off, and one that
+        reads nothing is dropped in bounded time.
         """
         if self._closed:
             raise StreamClosed("stream is closed")
         if not data:
             return
+        raw = self._raw
+        if raw is None:
+            await self._send_pieces(data)
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                sent = raw.try_send(view)
+                if sent:
+                    view = view[sent:]
+                    continue
+                with anyio.move_on_after(self._send_timeout) as scope:
+                    await raw.wait_writable()
+                if scope.cancelled_caught:
+                    await self.aclose()
+                    raise StreamClosed(f"peer read nothing for {self._send_timeout} seconds")
+        except _BROKEN as exc:
+            await self.aclose()
+            raise StreamClosed(f"send failed: {exc.__class__.__name__}") from exc
+
+    async def _send_pieces(self, data: bytes) -> None:
         view = memoryview(data)
         for start in range(0, len(view), _SEND_PIECE):
             piece = view[start : start + _SEND_PIECE]
@@ -161,6 +327,7 @@ class AnyioStream:
             await self.aclose()
             raise StreamClosed("TLS handshake timed out")
         self._inner = tls
+        self._raw = None
         cipher = tls.extra(TLSAttribute.cipher, None)
         self._peer = dataclasses.replace(
             self._peer,
