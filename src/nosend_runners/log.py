@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 __all__ = ["SessionLog", "format_fields", "SECRET_FIELD"]
 
@@ -34,6 +35,12 @@ def _quote(value: object) -> str:
     return f'"{escaped}"'
 
 
+@lru_cache(maxsize=256)
+def _key_part(key: str) -> tuple[str, bool]:
+    """``"key="`` as written, and whether the key names a secret (keys are few)."""
+    return f"{_NOT_KEY.sub('_', key) or '_'}=", SECRET_FIELD.search(key) is not None
+
+
 def format_fields(fields: Mapping[str, object]) -> str:
     """Render ``fields`` as ``key=value`` pairs, redacting secret-looking keys.
 
@@ -43,8 +50,8 @@ def format_fields(fields: Mapping[str, object]) -> str:
     for key, value in fields.items():
         if value is None:
             continue
-        shown = "[redacted]" if SECRET_FIELD.search(key) else _quote(value)
-        parts.append(f"{_NOT_KEY.sub('_', key) or '_'}={shown}")
+        prefix, secret = _key_part(key)
+        parts.append(prefix + ("[redacted]" if secret else _quote(value)))
     return " ".join(parts)
 
 
@@ -56,11 +63,12 @@ class SessionLog:
     session (for instance once AUTH succeeded).
     """
 
-    __slots__ = ("_logger", "_fields")
+    __slots__ = ("_logger", "_fields", "_prefix")
 
     def __init__(self, logger: logging.Logger | None = None, **fields: object) -> None:
         self._logger = logger if logger is not None else logging.getLogger("nosend.session")
         self._fields: dict[str, object] = dict(fields)
+        self._prefix: str | None = None  # the bound fields, rendered once per change
 
     @property
     def fields(self) -> Mapping[str, object]:
@@ -70,12 +78,21 @@ class SessionLog:
     def bind(self, **fields: object) -> None:
         """Add or replace fields written on every later line of this session."""
         self._fields.update(fields)
+        self._prefix = None
 
     def event(self, name: str, *, level: int = logging.INFO, **fields: object) -> None:
         """Log one session event ``name`` with ``fields`` (secrets redacted by key)."""
         if not self._logger.isEnabledFor(level):
             return
-        line = format_fields({**self._fields, "event": name, **fields})
+        if fields.keys() & self._fields.keys():
+            # A call-site field replaces a bound one in place: render the merged set.
+            line = format_fields({**self._fields, "event": name, **fields})
+        else:
+            prefix = self._prefix
+            if prefix is None:
+                prefix = self._prefix = format_fields(self._fields)
+            parts = [prefix, format_fields({"event": name, **fields})]
+            line = " ".join(p for p in parts if p)
         self._logger.log(level, "%s", line)
 
     def warning(self, name: str, **fields: object) -> None:
