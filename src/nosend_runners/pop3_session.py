@@ -226,10 +226,15 @@ class POP3Session:
             return
         try:
             while True:
-                if chunk:
-                    await self.write(conn.send(MessageChunk(chunk)))
+                out = conn.send(MessageChunk(chunk)) if chunk else b""
                 if eof or not conn.wants_content:
-                    break  # the end, or TOP has all the lines it needs (RFC 1939 s7)
+                    # The end, or TOP has all the lines it needs (RFC 1939 s7): the last
+                    # piece and the terminating ".CRLF" leave in one send.
+                    await self.write(
+                        out + conn.send(MessageEnd()) if out else conn.send(MessageEnd())
+                    )
+                    break
+                await self.write(out)
                 try:
                     chunk, eof = await ctx.run_blocking(_read_some, f)
                 except OSError as exc:
@@ -239,7 +244,6 @@ class POP3Session:
             if f is not None and not eof:
                 with anyio.CancelScope(shield=True):
                     await ctx.run_blocking(f.close)
-        await self.write(conn.send(MessageEnd()))
         ctx.log.event(
             "retr" if isinstance(event, Retrieve) else "top",
             level=logging.DEBUG,
