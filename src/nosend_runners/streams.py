@@ -10,6 +10,7 @@ protocol.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import socket
@@ -80,6 +81,12 @@ class SocketByteStream(anyio.abc.ByteStream):
         self._sock = sock
         self._fd = sock.fileno()
         self._closed = False
+        try:
+            #: The asyncio loop when running on one: ``AnyioStream`` then waits for
+            #: readability with a plain future and timer instead of a cancel scope.
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
         # Asked once: a peer that already reset the connection makes getpeername fail.
         self._local = _sockname(sock.getsockname)
         self._remote = remote_address if remote_address is not None else _sockname(sock.getpeername)
@@ -105,6 +112,11 @@ class SocketByteStream(anyio.abc.ByteStream):
             return 0
         except OSError as exc:
             raise anyio.BrokenResourceError from exc
+
+    @property
+    def fd(self) -> int:
+        """The socket's file descriptor."""
+        return self._fd
 
     async def wait_readable(self) -> None:
         """Wait until a receive would not block."""
@@ -168,6 +180,36 @@ def _sockname(get: Callable[[], Any]) -> Any:
         return get()
     except OSError:
         return None
+
+
+_READABLE, _EXPIRED, _SHUTDOWN = "readable", "expired", "shutdown"
+
+
+class _AsyncioWait:
+    """One wait for a socket to turn readable on asyncio, ended by whichever comes
+    first: data, the deadline or a shutdown (``cancel``, as ``ShutdownSignal`` calls it).
+
+    A future and a loop timer cost a fraction of an anyio cancel scope with a deadline,
+    and this runs once for every command a client sends.
+    """
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[str]) -> None:
+        self.fut = fut
+
+    def _end(self, why: str) -> None:
+        if not self.fut.done():
+            self.fut.set_result(why)
+
+    def readable(self) -> None:
+        self._end(_READABLE)
+
+    def expire(self) -> None:
+        self._end(_EXPIRED)
+
+    def cancel(self) -> None:
+        self._end(_SHUTDOWN)
 
 
 class AnyioStream:
@@ -234,6 +276,8 @@ class AnyioStream:
             if data is not None:
                 return data
             self._ready_streak = 0
+        if raw is not None and raw.loop is not None:
+            return await self._asyncio_receive(raw, raw.loop, max_bytes, timeout, interruptible)
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
         data = b""
         with anyio.CancelScope(deadline=deadline) as scope:
@@ -250,6 +294,41 @@ class AnyioStream:
                 raise ShutdownRequested
             raise TimeoutError(f"nothing received for {timeout} seconds")
         return data
+
+    async def _asyncio_receive(
+        self,
+        raw: SocketByteStream,
+        loop: asyncio.AbstractEventLoop,
+        max_bytes: int,
+        timeout: float | None,
+        interruptible: bool,
+    ) -> bytes:
+        fd = raw.fd
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            wait = _AsyncioWait(loop.create_future())
+            loop.add_reader(fd, wait.readable)
+            timer = None if deadline is None else loop.call_at(deadline, wait.expire)
+            try:
+                if interruptible:
+                    with self._guard.shutdown.idle(wait):
+                        why = await wait.fut
+                else:
+                    why = await wait.fut
+            finally:
+                loop.remove_reader(fd)
+                if timer is not None:
+                    timer.cancel()
+            if why == _SHUTDOWN:
+                raise ShutdownRequested
+            if why == _EXPIRED:
+                raise TimeoutError(f"nothing received for {timeout} seconds")
+            try:
+                data = raw.try_receive(max_bytes)
+            except _BROKEN:
+                return b""
+            if data is not None:
+                return data
 
     async def _wait_receive(self, raw: SocketByteStream | None, max_bytes: int) -> bytes:
         if raw is None:

@@ -152,6 +152,15 @@ class Timeouts:
     shutdown_grace: float = 60.0
 
 
+class Interruptible(Protocol):
+    """What ``ShutdownSignal.idle`` registers: an ``anyio.CancelScope`` or anything else
+    whose ``cancel()`` wakes the waiting receive."""
+
+    def cancel(self) -> Any:
+        """Wake the receive this stands for."""
+        ...
+
+
 class ShutdownSignal:
     """Server-wide graceful-shutdown flag that interrupts idle receives.
 
@@ -163,7 +172,7 @@ class ShutdownSignal:
 
     def __init__(self) -> None:
         self._requested = False
-        self._idle: set[anyio.CancelScope] = set()
+        self._idle: set[Interruptible] = set()
         self._event: anyio.Event | None = None
 
     @property
@@ -188,7 +197,7 @@ class ShutdownSignal:
         await self._event.wait()
 
     @contextmanager
-    def idle(self, scope: anyio.CancelScope) -> Iterator[None]:
+    def idle(self, scope: Interruptible) -> Iterator[None]:
         """Register ``scope`` as cancellable by a shutdown while the block runs."""
         if self._requested:
             scope.cancel()
