@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from nosend_proto._sasl import Credentials
 from nosend_proto.smtp_events import Reply
@@ -60,15 +61,29 @@ class RecipientDecision:
         return 200 <= self.reply.code < 300
 
 
-def is_loopback(address: str) -> bool:
-    """Whether ``address`` is a loopback IP address (bad input: no)."""
+@lru_cache(maxsize=1024)
+def _parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer's address as an IP object (an IPv4-mapped IPv6 one as IPv4), ``None`` if
+    it is not one. Cached: every command of every session asks about the same few peers,
+    and parsing costs more than the checks themselves."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+        return ip.ipv4_mapped
+    return ip
+
+
+def _trusted(config: Config, address: str) -> bool:
+    ip = _parse_ip(address)
+    return ip is not None and config.is_trusted(ip)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is a loopback IP address (bad input: no)."""
+    ip = _parse_ip(address)
+    return ip is not None and ip.is_loopback
 
 
 def cleartext_auth_allowed(config: Config, peer: PeerInfo) -> bool:
@@ -83,12 +98,12 @@ def cleartext_auth_allowed(config: Config, peer: PeerInfo) -> bool:
     server = config.server
     if peer.tls or not server.auth_requires_tls or is_loopback(peer.address):
         return True
-    return server.lan_plaintext_auth and config.is_trusted(peer.address)
+    return server.lan_plaintext_auth and _trusted(config, peer.address)
 
 
 def relay_allowed(config: Config, peer: PeerInfo, authenticated: bool) -> bool:
     """Whether this client may send to domains that are not ours (DESIGN invariant 4)."""
-    return authenticated or config.is_trusted(peer.address)
+    return authenticated or _trusted(config, peer.address)
 
 
 def requires_auth(service: str) -> bool:
