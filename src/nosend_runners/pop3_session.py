@@ -86,11 +86,16 @@ class POP3Session:
         )
         self.drop: DropSession | None = None
         self.user: str | None = None
+        # When we began waiting for the command now arriving (None: none under way).
+        self.command_started: float | None = None
 
     # -- wire ----------------------------------------------------------------------------
 
     async def write(self, data: bytes) -> None:
         if data:
+            # The engine answers most commands itself, so a reply (not an event) is what
+            # marks a command as done and restarts the autologout timer.
+            self.command_started = None
             await self.stream.send(data)
 
     async def flush(self) -> None:
@@ -99,8 +104,14 @@ class POP3Session:
     async def receive(self) -> bytes:
         """Next bytes from the client; raises :class:`_Abort` after answering a timeout
         or a shutdown (RFC 1939 section 3: autologout without UPDATE)."""
+        # The timer covers a whole command, so a client trickling a byte at a time
+        # cannot keep a connection (and the mailbox lock) past it.
+        now = self.ctx.monotonic()
+        if self.command_started is None:
+            self.command_started = now
+        timeout = max(0.0, self.ctx.timeouts.pop3_idle - (now - self.command_started))
         try:
-            return await self.stream.receive(65536, timeout=self.ctx.timeouts.pop3_idle)
+            return await self.stream.receive(65536, timeout=timeout)
         except TimeoutError:
             self.ctx.log.event("timeout", result="-ERR")
             await self.write(b"-ERR [SYS/TEMP] autologout timer expired, closing\r\n")

@@ -124,6 +124,8 @@ class SMTPSession:
         self.close_after: Reply | None = None
         self._busy: AbstractContextManager[None] | None = None
         self.messages = 0
+        # When we began waiting for the command now arriving (None: none under way).
+        self.command_started: float | None = None
 
     # -- wire ----------------------------------------------------------------------------
 
@@ -135,11 +137,19 @@ class SMTPSession:
 
     async def receive(self) -> bytes:
         timeouts = self.ctx.timeouts
-        in_body = self.conn.state in (SMTPState.DATA, SMTPState.BDAT)
+        if self.conn.state in (SMTPState.DATA, SMTPState.BDAT):
+            # RFC 5321 section 4.5.3.2.5: the data-block timeout runs per read.
+            self.command_started = None
+            timeout = timeouts.data_block
+        else:
+            # Section 4.5.3.2.7: the command timeout covers the whole command, so a client
+            # trickling a byte at a time cannot hold a connection past it (slowloris).
+            now = self.ctx.monotonic()
+            if self.command_started is None:
+                self.command_started = now
+            timeout = max(0.0, timeouts.command - (now - self.command_started))
         try:
-            return await self.stream.receive(
-                65536, timeout=timeouts.data_block if in_body else timeouts.command
-            )
+            return await self.stream.receive(65536, timeout=timeout)
         except TimeoutError:
             # RFC 5321 section 4.5.3.2: the server may close after its timeout, with 421.
             self.ctx.log.event("timeout", state=self.conn.state.value, result="421")
@@ -170,6 +180,7 @@ class SMTPSession:
                 conn.receive_data(await self.receive())
                 continue
             assert not isinstance(event, Sentinel)
+            self.command_started = None
             if isinstance(event, ConnectionClosed):
                 await self.end_transaction()
                 await self.flush()
