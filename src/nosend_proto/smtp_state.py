@@ -204,6 +204,7 @@ class _Owed(enum.Enum):
     AUTH_ATTEMPT = "AUTH"
     QUIT = "QUIT"
     VIOLATION = "protocol violation"
+    HELLO_VIOLATION = "HELO/EHLO syntax error"
     FATAL = "protocol violation that closes"
     REJECTED = "rejected data"
 
@@ -227,6 +228,7 @@ _POSITIVE: dict[_Owed, frozenset[int]] = {
     _Owed.AUTH_ATTEMPT: frozenset({235}),
     _Owed.QUIT: frozenset({221}),
     _Owed.VIOLATION: frozenset(),
+    _Owed.HELLO_VIOLATION: frozenset(),
     _Owed.FATAL: frozenset(),
     _Owed.REJECTED: frozenset(),
 }
@@ -576,17 +578,22 @@ class ServerConnection:
     def _syntax(self, text: str, enhanced: str = "5.5.4") -> _QueuedEvent:
         return self._violation(Reply(501, text, enhanced), "syntax error")
 
+    def _hello_syntax(self, text: str) -> _QueuedEvent:
+        # RFC 2034 section 3: no enhanced status code on any reply to HELO/EHLO.
+        event, owed = self._syntax(text)
+        return event, _Owed.HELLO_VIOLATION if owed is _Owed.VIOLATION else owed
+
     def _cmd_helo(self, arg: str, extended: bool = False) -> _QueuedEvent:
         verb = "EHLO" if extended else "HELO"
         name = arg.strip(" ")
         if not name or " " in name:
-            return self._syntax(f"Syntax: {verb} hostname")
+            return self._hello_syntax(f"Syntax: {verb} hostname")
         # RFC 5321 section 4.1.1.1: Domain or address-literal. Underscores are let through
         # (common in Windows host names); policy may refuse the name later.
         if not grammar.is_domain(name.replace("_", "-")) or (
             not name.isascii() and not self.config.smtputf8
         ):
-            return self._syntax(f"Invalid domain name {grammar.quote_for_reply(name)}")
+            return self._hello_syntax(f"Invalid domain name {grammar.quote_for_reply(name)}")
         event = Hello(name, extended)
         self._pending_hello = event
         return event, _Owed.HELLO
@@ -915,7 +922,7 @@ class ServerConnection:
         # replies to HELO and EHLO.
         if not self.config.enhanced_status_codes or reply.code < 400 and reply.code >= 300:
             return None
-        if owed in (_Owed.GREETING, _Owed.HELLO):
+        if owed in (_Owed.GREETING, _Owed.HELLO, _Owed.HELLO_VIOLATION):
             return None
         if reply.enhanced is not None:
             return reply.enhanced
