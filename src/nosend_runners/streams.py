@@ -155,6 +155,16 @@ class SocketByteStream(anyio.abc.ByteStream):
         except OSError:
             pass
 
+    def close(self) -> None:
+        """Close the socket now (closing a socket never blocks)."""
+        if not self._closed:
+            self._closed = True
+            if self.loop is None:
+                # trio keeps its own registration of the fd: tell it first. On asyncio
+                # only this stream's own task ever waits on the fd, and not now.
+                anyio.notify_closing(self._fd)
+            self._sock.close()
+
     async def aclose(self) -> None:
         """Close the socket, waking any task still waiting on it."""
         if not self._closed:
@@ -304,6 +314,7 @@ class AnyioStream:
         interruptible: bool,
     ) -> bytes:
         fd = raw.fd
+        shutdown = self._guard.shutdown
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             wait = _AsyncioWait(loop.create_future())
@@ -311,7 +322,7 @@ class AnyioStream:
             timer = None if deadline is None else loop.call_at(deadline, wait.expire)
             try:
                 if interruptible:
-                    with self._guard.shutdown.idle(wait):
+                    with shutdown.idle(wait):
                         why = await wait.fut
                 else:
                     why = await wait.fut
@@ -420,6 +431,9 @@ class AnyioStream:
         if self._closed:
             return
         self._closed = True
+        if self._raw is not None:
+            self._raw.close()
+            return
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
                 await self._inner.aclose()
