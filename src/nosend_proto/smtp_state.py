@@ -680,7 +680,10 @@ class ServerConnection:
         if len(words) == 2 and words[1].upper() != "LAST":
             reply = Reply(421, "Bad BDAT syntax, cannot continue", "4.5.0")
             return self._violation(reply, "BDAT syntax", close=True)
-        size = int(words[0][:30])  # anything longer is endless anyway
+        # chunk-size = 1*DIGIT may carry leading zeros: drop them before bounding the
+        # parse, or "000...05" would read as 0 and its octets as commands (smuggling).
+        digits = words[0].lstrip("0")
+        size = int(digits[:30]) if digits else 0  # 30 significant digits: endless anyway
         last = len(words) == 2
         self._bdat_remaining = size
         self._bdat_size = size

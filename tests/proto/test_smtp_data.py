@@ -285,6 +285,19 @@ def test_bdat_bad_syntax_closes_because_the_octets_cannot_be_skipped() -> None:
     assert h.conn.state is SMTPState.CLOSED
 
 
+def test_bdat_size_with_many_leading_zeros_still_counts_its_octets() -> None:
+    # Regression: the size was cut to 30 characters before parsing, so 35 zeros and a 6
+    # read as 0 and the chunk's 6 octets ("RSET\r\n") were obeyed as a command
+    # (RFC 3030 section 2: chunk-size = 1*DIGIT).
+    h = Harness()
+    h.greet()
+    h.feed(OPEN)
+    size = b"0" * 35 + b"6"
+    assert h.feed(b"BDAT " + size + b" LAST\r\nRSET\r\n") == b"250 2.0.0 OK\r\n"
+    assert h.messages == [b"RSET\r\n"]
+    assert Bdat(6, True) in h.events
+
+
 def test_data_after_bdat_and_rcpt_after_bdat_are_refused() -> None:
     h = Harness()
     h.greet()
