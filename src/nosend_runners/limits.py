@@ -82,9 +82,15 @@ class AuthFailureTracker:
     attempt and ``failure_delay(addr)`` for how long to wait before replying, so that
     guessing costs the guesser time (RFC 4954 section 4 leaves rate limiting to the
     server). A success clears the address.
+
+    Memory is bounded whatever the peers do: at most ``max_addresses`` addresses are
+    remembered. A guesser with many source addresses (an IPv6 prefix holds billions)
+    past that bound first loses the expired entries, then those whose last failure is
+    the oldest; those forget their failures early, which is what an attacker with that
+    many addresses could have had anyway by using fresh ones.
     """
 
-    __slots__ = ("max_failures", "window", "max_delay", "_clock", "_failures")
+    __slots__ = ("max_failures", "window", "max_delay", "max_addresses", "_clock", "_failures")
 
     def __init__(
         self,
@@ -92,12 +98,20 @@ class AuthFailureTracker:
         window: float = 900.0,
         max_delay: float = 8.0,
         clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = 10_000,
     ) -> None:
         self.max_failures = max_failures
         self.window = window
         self.max_delay = max_delay
+        self.max_addresses = max(1, max_addresses)
         self._clock = clock
+        # Ordered by last failure (oldest first): a failure moves its address to the end.
         self._failures: dict[str, list[float]] = {}
+
+    @property
+    def tracked(self) -> int:
+        """Number of addresses currently remembered (at most ``max_addresses``)."""
+        return len(self._failures)
 
     def _recent(self, address: str) -> list[float]:
         stamps = self._failures.get(address)
@@ -123,9 +137,10 @@ class AuthFailureTracker:
         """Note one failed authentication from ``address``."""
         recent = self._recent(address)
         recent.append(self._clock())
+        self._failures.pop(address, None)  # re-inserted last: newest failure
         # Bound memory per address: only the newest max_failures stamps matter.
         self._failures[address] = recent[-self.max_failures :]
-        if len(self._failures) > 10_000:
+        if len(self._failures) > self.max_addresses:
             self._prune()
 
     def record_success(self, address: str) -> None:
@@ -140,5 +155,12 @@ class AuthFailureTracker:
         return float(min(self.max_delay, 0.5 * 2 ** (count - 1)))
 
     def _prune(self) -> None:
+        # One full pass, then room for a tenth more: the pass costs O(n) once per
+        # n/10 new addresses, not on every failure once the table is full.
         for address in list(self._failures):
             self._recent(address)
+        keep = self.max_addresses - max(1, self.max_addresses // 10)
+        excess = len(self._failures) - keep
+        if excess > 0:
+            for address in list(self._failures)[:excess]:
+                del self._failures[address]

@@ -123,3 +123,42 @@ def test_auth_success_clears_the_address_and_delay_is_capped() -> None:
     assert tracker.failure_delay("192.0.2.1") == 3.0
     tracker.record_success("192.0.2.1")
     assert tracker.failures("192.0.2.1") == 0 and not tracker.blocked("192.0.2.1")
+
+
+class CountingClock(FakeClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return self.now
+
+
+def test_auth_tracker_memory_is_bounded_with_many_source_addresses() -> None:
+    # Audit: a guesser rotating through an IPv6 prefix used to grow the table without
+    # bound inside the window, and every failure past 10 000 addresses rescanned it all.
+    clock = CountingClock()
+    tracker = AuthFailureTracker(max_failures=3, window=900, clock=clock, max_addresses=200)
+    for i in range(5000):
+        tracker.record_failure(f"2001:db8::{i:x}")
+    assert tracker.tracked <= 200
+    # Amortised: a bounded number of clock reads per failure, not one per stored address.
+    assert clock.calls < 20 * 5000
+    # The newest guessers are still remembered and still counted.
+    for _ in range(2):
+        tracker.record_failure("2001:db8::1387")
+    assert tracker.blocked("2001:db8::1387")
+
+
+def test_auth_tracker_keeps_a_locked_out_address_while_the_table_has_room() -> None:
+    clock = FakeClock()
+    tracker = AuthFailureTracker(max_failures=2, window=900, clock=clock, max_addresses=50)
+    tracker.record_failure("192.0.2.7")
+    tracker.record_failure("192.0.2.7")
+    for i in range(60):
+        clock.now += 0.001
+        tracker.record_failure(f"198.51.100.{i}")
+        if i < 40:
+            assert tracker.blocked("192.0.2.7")
+    assert tracker.tracked <= 50
