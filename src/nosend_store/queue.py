@@ -316,11 +316,21 @@ class QueueWriter:
                 crash_hook("before_rename")
             active = os.path.join(self._queue.path, "active")
             os.rename(self._dir, os.path.join(active, self._id))
+        except BaseException:
+            self.abort()
+            raise
+        try:
             if crash_hook:
                 crash_hook("before_dir_fsync")
             fsync_dir(active)
         except BaseException:
+            # Already visible, but the caller is about to report failure (the client is
+            # told 451 and sends again): take it back, or it would be sent twice.
             self.abort()
+            try:
+                self._queue._remove(self._id)
+            except OSError:
+                pass
             raise
         self.id = self._id
         return self._id
