@@ -443,11 +443,23 @@ class QueueClaim:
         crash re-sends as little as possible)."""
         self._queue._store(self._entry)
 
-    def finish(self, now: float | None = None, *, count_attempt: bool = True) -> FinishOutcome:
+    def finish(
+        self,
+        now: float | None = None,
+        *,
+        count_attempt: bool = True,
+        expire: bool = True,
+        keep_unsent_reports: bool = False,
+    ) -> FinishOutcome:
         """End the attempt: persist results, expire if too old, notify, remove if done.
 
         Counts an attempt if any result was recorded (and ``count_attempt``) and then
         schedules the next one with the retry policy's backoff. Releases the claim.
+
+        ``expire=False`` leaves expiry to :meth:`OutboundQueue.maintain` (for holders that
+        may not know the site's retry policy). ``keep_unsent_reports``: when a report is
+        due and this queue has no ``bounce_sink``, keep the entry (``notify_pending``) for
+        a pass that has one instead of removing it with the report unsent.
         """
         try:
             now = self._queue.now() if now is None else now
@@ -460,10 +472,10 @@ class QueueClaim:
                     last_attempt=now,
                     next_attempt=now + self._queue.policy.delay(attempts),
                 )
-            if entry.pending and now >= entry.created + self._queue.policy.expire_after:
+            if expire and entry.pending and now >= entry.created + self._queue.policy.expire_after:
                 entry = _expire(entry)
             self._entry = entry
-            return self._queue._settle(entry, now)
+            return self._queue._settle(entry, now, keep_unsent_reports=keep_unsent_reports)
         finally:
             self.release()
 
@@ -619,12 +631,18 @@ class OutboundQueue:
             tmp_suffix=self._namer.new_name(),
         )
 
-    def _settle(self, entry: QueueEntry, now: float) -> FinishOutcome:
+    def _settle(
+        self, entry: QueueEntry, now: float, *, keep_unsent_reports: bool = False
+    ) -> FinishOutcome:
         """Persist ``entry``; when all recipients are done, notify and remove it."""
         if entry.pending:
             return self._settle_pending(entry, now)
         dsn = self._dsn_recipients(entry, now)
         notified: tuple[str, ...] = ()
+        if dsn and self._sink is None and keep_unsent_reports:
+            # maintain() with a bounce sink sends it, then removes the entry.
+            self._store(replace(entry, notify_pending=True))
+            return FinishOutcome(removed=False, next_attempt=entry.next_attempt)
         if dsn and self._sink is not None:
             if not entry.notify_pending:
                 entry = replace(entry, notify_pending=True)

@@ -198,7 +198,9 @@ class QueueDropSession(DropSession):
                 item.claim.record(address, RecipientResult.delivered(_FETCHED_REPLY, relayed=True))
             touched[item.claim.id] = item.claim
         for claim in touched.values():
-            claim.finish(count_attempt=False)
+            # Expiry and reports are housekeeping's: it knows the site's retry policy and
+            # has a bounce sink; this queue may have neither.
+            claim.finish(count_attempt=False, expire=False, keep_unsent_reports=True)
 
     def _unlock(self) -> None:
         for item in self._items:

@@ -40,3 +40,76 @@ def test_enqueue_failing_after_the_rename_leaves_no_entry(
     assert os.listdir(tmp_path / "queue" / "active") == []
     queue.clean_tmp()
     assert os.listdir(tmp_path / "queue" / "tmp") == []
+
+
+class Clock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+DAY = 86400.0
+
+
+def test_queue_drop_does_not_expire_with_its_own_default_policy(tmp_path: Path) -> None:
+    # The POP3 session opens the drop over a queue with the default policy (5 days) and
+    # no bounce sink. A site that keeps mail 10 days (its housekeeping uses that policy)
+    # must not lose a recipient the collector did not take: it used to be expired there,
+    # its failure report dropped for want of a sink, and the entry removed.
+    from nosend_store.queue_drop import QueueDrop
+
+    clock = Clock()
+    site = OutboundQueue(
+        tmp_path / "q",
+        clock=clock,
+        hostname="yacht",
+        policy=queue_module.RetryPolicy(expire_after=10 * DAY),
+    )
+    qid = site.enqueue(Envelope.simple("a@yacht", ["b@x.org", "c@y.org"]), MSG)
+    clock.t += 6 * DAY
+    drop_queue = OutboundQueue(tmp_path / "q", clock=clock, hostname="yacht")
+    with QueueDrop(drop_queue).pop3_session() as session:
+        assert session.recipients(1) == ("b@x.org",)
+        session.mark_deleted(1)
+        session.commit()
+    entry = site.get(qid)
+    assert entry is not None
+    assert [(r.address, r.state) for r in entry.recipients] == [
+        ("b@x.org", "delivered"),
+        ("c@y.org", "pending"),
+    ]
+
+
+def test_queue_drop_keeps_a_due_report_for_housekeeping(tmp_path: Path) -> None:
+    # Both copies collected, one recipient asked NOTIFY=SUCCESS: the "relayed" report is
+    # owed. The drop has no bounce sink, so the entry must stay (notify_pending) until a
+    # pass with a sink sends it, instead of leaving the queue with the report unsent.
+    from nosend_store.maildir import MaildirMailbox
+    from nosend_store.queue import MaildirBounceSink, Recipient
+    from nosend_store.queue_drop import QueueDrop
+
+    queue = OutboundQueue(tmp_path / "q", hostname="yacht")
+    envelope = Envelope(
+        "a@yacht", (Recipient("b@x.org", notify=("SUCCESS",)), Recipient("c@y.org"))
+    )
+    qid = queue.enqueue(envelope, MSG)
+    with QueueDrop(queue).pop3_session() as session:
+        session.mark_deleted(1)
+        session.mark_deleted(2)
+        assert session.commit() == 2
+    entry = queue.get(qid)
+    assert entry is not None and entry.notify_pending and not entry.pending
+    # Nothing left to collect...
+    with QueueDrop(queue).pop3_session() as session:
+        assert session.visible() == []
+    # ...and the next housekeeping pass delivers the report, then removes the entry.
+    box = tmp_path / "a"
+    sink = MaildirBounceSink(lambda addr: box if addr == "a@yacht" else None)
+    OutboundQueue(tmp_path / "q", hostname="yacht", bounce_sink=sink).maintain()
+    assert queue.get(qid) is None
+    [report] = MaildirMailbox(box).list_messages()
+    with MaildirMailbox(box).open_message(report.key) as f:
+        text = f.read()
+    assert b"Action: relayed" in text and b"b@x.org" in text
