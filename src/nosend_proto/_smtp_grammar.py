@@ -59,6 +59,8 @@ _VALUE_RE = re.compile(rf"[\x21-\x3c\x3e-\x7e{_U}]+")
 _XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
 _HEXCHAR_RE = re.compile(r"\+([0-9A-F]{2})")
 _DIGITS_RE = re.compile(r"[0-9]{1,20}")
+# Controls other than HTAB (RFC 3461 allows "graphic and white space" characters).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 # RFC 3461 section 4.4: ENVID is at most 100 characters; section 4.2: ORCPT 500.
 _ENVID_MAX = 100
 _ORCPT_MAX = 500
@@ -171,15 +173,21 @@ def parse_params(text: str) -> list[tuple[str, str | None]] | Reply:
 
 
 def xtext_decode(text: str) -> str | None:
-    """Decode RFC 3461 section 4 xtext; ``None`` when malformed."""
+    """Decode RFC 3461 section 4 xtext; ``None`` when malformed or not printable."""
     if not _XTEXT_RE.fullmatch(text):
         return None
     raw = _HEXCHAR_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
     # hexchars may encode UTF-8 octets (RFC 6533 for utf-8 addresses): re-decode them.
     try:
-        return raw.encode("latin-1").decode("utf-8")
+        decoded = raw.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
-        return raw
+        decoded = raw
+    # RFC 3461 sections 4.2 and 4.4: ORCPT and ENVID MUST be printable before encoding
+    # (they end up in DSN fields); RFC 4954 section 5's AUTH= mailbox cannot hold
+    # controls either. A hexchar must not smuggle in CR, LF, NUL or another control.
+    if _CONTROL_RE.search(decoded):
+        return None
+    return decoded
 
 
 def xtext_encode(text: str) -> str:

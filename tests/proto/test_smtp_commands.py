@@ -200,6 +200,10 @@ def test_all_recipients_refused_gives_554_no_valid_recipients() -> None:
         ("MAIL FROM:<a@example.net> BODY=9BIT", "501 5.5.4 Bad value in 'BODY=9BIT'"),
         ("MAIL FROM:<a@example.net> RET=ALL", "501 5.5.4 Bad value in 'RET=ALL'"),
         ("MAIL FROM:<a@example.net> ENVID=a+2", "501 5.5.4 Bad value in 'ENVID=a+2'"),
+        # Regression: hexchars decoded to CR LF, which would reach a DSN's
+        # Original-Envelope-Id field (RFC 3461 section 4.4: printable only).
+        ("MAIL FROM:<a@example.net> ENVID=a+0D+0AX:y", "501 5.5.4 Bad value in 'ENVID=a+0D+0AX:y'"),
+        ("MAIL FROM:<a@example.net> ENVID=a+00", "501 5.5.4 Bad value in 'ENVID=a+00'"),
         ("MAIL FROM:<a@example.net> SMTPUTF8=yes", "501 5.5.4 Bad value in 'SMTPUTF8=yes'"),
         ("MAIL FROM:<a@example.net> AUTH=<>", "555 5.5.4 Unsupported parameter 'AUTH=<>'"),
         ("MAIL FROM:<a@example.net> =x", "501 5.5.4 Bad parameter syntax '=x'"),
@@ -277,6 +281,8 @@ def test_rcpt_paths_and_dsn_parameters(command: str, path: str, params: RcptPara
         ("RCPT TO:<bob@example.org> NOTIFY=NEVER,SUCCESS", "501 5.5.4 Bad value in 'NOTIFY=NEVER,SUCCESS'"),
         ("RCPT TO:<bob@example.org> NOTIFY=SUCCESS,SUCCESS", "501 5.5.4 Bad value in 'NOTIFY=SUCCESS,SUCCESS'"),
         ("RCPT TO:<bob@example.org> ORCPT=bob@example.org", "501 5.5.4 Bad value in 'ORCPT=bob@example.org'"),
+        # Regression: RFC 3461 section 4.2, the original recipient is printable.
+        ("RCPT TO:<bob@example.org> ORCPT=rfc822;b+0A@example.org", "501 5.5.4 Bad value in 'ORCPT=rfc822;b+0A@example.org'"),
         ("RCPT TO:<bob@example.org> SIZE=1", "555 5.5.4 Unsupported parameter 'SIZE=1'"),
         ("RCPT TO:<bøb@example.org>", "553 5.6.7 Non-ASCII address 'b?b@example.org' needs SMTPUTF8"),
     ],
