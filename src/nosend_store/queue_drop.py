@@ -28,7 +28,9 @@ Suggested fetchmail configuration (``.fetchmailrc``)::
 
 Locking: a session holds the drop's own lock (one drop session at a time) and a claim
 on every entry it lists, so a transport never sends a message that a fetchmail is
-collecting; entries already claimed by a transport are not listed.
+collecting; entries already claimed by a transport are not listed. A claim is an open
+file, so one session lists at most ``max_entries`` queue entries (oldest first); the
+rest show up in the next session, as new mail does (RFC 1939 section 4).
 
 Must not: speak POP3; the POP3 engine and server session do.
 """
@@ -46,12 +48,15 @@ from .drop import DropMessage, DropSession, MessageGone
 from .locks import FileLock, LockBusy
 from .queue import OutboundQueue, QueueClaim, RecipientResult
 
-__all__ = ["QueueDrop", "QueueDropSession", "ENVELOPE_HEADER"]
+__all__ = ["QueueDrop", "QueueDropSession", "ENVELOPE_HEADER", "MAX_ENTRIES"]
 
 #: The envelope-recipient header written for fetchmail's ``envelope`` option.
 ENVELOPE_HEADER = "X-Envelope-To"
 
 _FETCHED_REPLY = "250 2.0.0 collected by POP3 (queue drop)"
+
+#: Queue entries one drop session lists (each holds a claim, i.e. an open descriptor).
+MAX_ENTRIES = 200
 
 
 def _header_value(value: str) -> str:
@@ -109,10 +114,12 @@ class QueueDrop:
         *,
         envelope_header: str = ENVELOPE_HEADER,
         split_recipients: bool = True,
+        max_entries: int = MAX_ENTRIES,
     ) -> None:
         self._queue = queue
         self._header = envelope_header
         self._split = split_recipients
+        self._max_entries = max(1, max_entries)
 
     @property
     def queue(self) -> OutboundQueue:
@@ -128,8 +135,11 @@ class QueueDrop:
         if not lock.acquire(timeout):
             raise LockBusy(lock.path)
         items: list[_Item] = []
+        claimed = 0
         try:
             for entry in self._queue.entries():
+                if claimed >= self._max_entries:
+                    break  # the rest next session: descriptors are not unlimited
                 if not entry.pending or entry.notify_pending:
                     continue
                 claim = self._queue.claim(entry.id)
@@ -139,6 +149,7 @@ class QueueDrop:
                 if not entry.pending:
                     claim.release()
                     continue
+                claimed += 1
                 head = f"Return-Path: <{_header_value(entry.sender)}>\n"
                 if self._split:
                     for index, r in enumerate(entry.recipients):

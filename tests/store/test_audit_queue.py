@@ -113,3 +113,30 @@ def test_queue_drop_keeps_a_due_report_for_housekeeping(tmp_path: Path) -> None:
     with MaildirMailbox(box).open_message(report.key) as f:
         text = f.read()
     assert b"Action: relayed" in text and b"b@x.org" in text
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_queue_drop_session_holds_a_bounded_number_of_claims(tmp_path: Path) -> None:
+    # Each listed entry holds a claim (an open lock file) for the whole POP3 session; a
+    # large queue used to open one descriptor per entry, up to EMFILE, after which the
+    # drop could never be opened and the queue never collected.
+    from nosend_store.queue_drop import QueueDrop
+
+    queue = OutboundQueue(tmp_path / "q", hostname="yacht")
+    ids = [queue.enqueue(Envelope.simple("a@yacht", [f"r{i}@x.org"]), MSG) for i in range(12)]
+    before = _open_fds()
+    with QueueDrop(queue, max_entries=5).pop3_session() as session:
+        assert _open_fds() - before <= 5 + 1  # the claims and the drop lock
+        assert [session.recipients(m.number) for m in session.visible()] == [
+            (f"r{i}@x.org",) for i in range(5)
+        ]
+        for m in session.visible():
+            session.mark_deleted(m.number)
+        session.commit()
+    assert _open_fds() == before
+    assert queue.ids() == ids[5:]
+    with QueueDrop(queue, max_entries=5).pop3_session() as session:
+        assert session.recipients(1) == ("r5@x.org",)
