@@ -124,3 +124,31 @@ async def test_stranger_cannot_reflect_a_message_through_a_success_report(
         assert (await h.read_reply()).code == 250
     assert len(messages(config, "bob")) == 1  # the delivery itself is fine
     assert queued(config) == []  # but nothing goes out to the forged sender
+
+
+async def test_an_envelope_address_cannot_inject_header_lines(config: Config) -> None:
+    # The reverse path becomes "Return-Path: <...>" in local copies and in queue-drop
+    # copies; a bare LF or CR inside an address must never be accepted into it.
+    async def replies_until_noop(h: Harness, command: bytes) -> list[int]:
+        await h.send(command + b"NOOP\r\n")
+        codes = []
+        while True:
+            reply = await h.read_reply()
+            if reply.code == 250 and reply.lines[-1].split()[-1:] == ["OK"]:
+                if "Sender" not in reply.lines[-1]:  # NOOP's "OK", not MAIL's "Sender OK"
+                    return codes
+            codes.append(reply.code)
+
+    async with Harness(smtp_session, "smtp", config=config, peer=TRUSTED) as h:
+        assert (await h.read_reply()).code == 220
+        await h.send_line("EHLO client.example")
+        await h.read_reply()
+        for sender in (b'<"a\nX-Evil: 1"@remote.example>', b"<a\rX-Evil: 1@remote.example>"):
+            codes = await replies_until_noop(h, b"MAIL FROM:" + sender + b"\r\n")
+            assert codes and all(500 <= c < 600 for c in codes), (sender, codes)
+        assert await replies_until_noop(h, b"MAIL FROM:<a@remote.example>\r\n") == [250]
+        codes = await replies_until_noop(h, b'RCPT TO:<"b\nX-Evil: 1"@remote.example>\r\n')
+        assert codes and all(500 <= c < 600 for c in codes), codes
+        await h.send(b"DATA\r\n")
+        assert (await h.read_reply()).code != 354  # no recipient was accepted
+    assert queued(config) == []
