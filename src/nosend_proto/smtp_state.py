@@ -159,6 +159,10 @@ class SMTPServerConfig:
         for mech in self.auth_mechanisms:
             if mech not in SERVER_MECHANISMS:
                 raise LocalProtocolError(f"unsupported SASL mechanism {mech!r}")
+        if self.smtputf8 and not self.eightbitmime:
+            # RFC 6531 section 3.1 item 8: a server offering SMTPUTF8 MUST support and
+            # announce 8BITMIME.
+            raise LocalProtocolError("smtputf8 requires eightbitmime (RFC 6531 section 3.1)")
         if self.bare_newlines not in BARE_NEWLINE_POLICIES:
             raise LocalProtocolError(f"bare_newlines must be one of {BARE_NEWLINE_POLICIES}")
         if min(self.max_text_line, self.max_message_size, self.max_errors) < 0:

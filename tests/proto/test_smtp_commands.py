@@ -502,6 +502,17 @@ def test_application_misuse_raises_local_protocol_error() -> None:
         conn.send(Reply(221, "x" * 600))  # RFC 5321 section 4.5.3.1.5
 
 
+def test_smtputf8_without_8bitmime_is_a_configuration_error() -> None:
+    # Regression: EHLO offered SMTPUTF8 without 8BITMIME, which RFC 6531 section 3.1
+    # (item 8) forbids.
+    with pytest.raises(LocalProtocolError):
+        SMTPServerConfig(hostname=HOST, eightbitmime=False)
+    conn = ServerConnection(
+        SMTPServerConfig(hostname=HOST, eightbitmime=False, smtputf8=False), nonce="n"
+    )
+    assert "8BITMIME" not in conn.extensions() and "SMTPUTF8" not in conn.extensions()
+
+
 def test_421_may_be_sent_at_any_time_and_closes() -> None:
     h = Harness()
     h.greet()
