@@ -584,10 +584,18 @@ class OutboundQueue:
         return open(os.path.join(self._path, "active", qid, "message"), "rb")
 
     def entries(self) -> list[QueueEntry]:
-        """Every entry, oldest first (a snapshot; entries may leave meanwhile)."""
+        """Every entry, oldest first (a snapshot; entries may leave meanwhile).
+
+        An entry whose ``envelope.json`` cannot be parsed is left out (and left on disk
+        for the administrator, see :meth:`ids`): one spoilt file must not stop expiry,
+        reports and sending for every other message.
+        """
         out = []
         for qid in self.ids():
-            entry = self.get(qid)
+            try:
+                entry = self.get(qid)
+            except _UNREADABLE:
+                continue
             if entry is not None:
                 out.append(entry)
         return out
@@ -611,7 +619,13 @@ class OutboundQueue:
             return None
         # The previous holder may have removed the entry while we waited: check that the
         # lock we hold is still the entry's lock file, then read the state it guards.
-        entry = self.get(qid) if lock.same_file_as(lock_path) else None
+        try:
+            entry = self.get(qid) if lock.same_file_as(lock_path) else None
+        except _UNREADABLE:
+            entry = None  # spoilt: not ours to send (see entries())
+        except BaseException:
+            lock.release()
+            raise
         if entry is None:
             lock.release()
             return None
@@ -811,6 +825,11 @@ class OutboundQueue:
                 except FileNotFoundError:
                     continue
         return removed
+
+
+#: What parsing a spoilt ``envelope.json`` raises (JSONDecodeError and UnicodeDecodeError
+#: are ValueErrors; missing or unknown fields give KeyError/TypeError).
+_UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 
 def _id_sort_key(qid: str) -> tuple[int, int, str]:

@@ -140,3 +140,26 @@ def test_queue_drop_session_holds_a_bounded_number_of_claims(tmp_path: Path) -> 
     assert queue.ids() == ids[5:]
     with QueueDrop(queue, max_entries=5).pop3_session() as session:
         assert session.recipients(1) == ("r5@x.org",)
+
+
+def test_one_unreadable_entry_does_not_stop_the_queue(tmp_path: Path) -> None:
+    # envelope.json is replaced atomically, but a disk error or a hand edit can still
+    # spoil one. It used to make entries() raise, which stopped housekeeping (expiry,
+    # reports) and the queue drop for every other message, and claim() kept the lock.
+    from nosend_store.locks import FileLock
+    from nosend_store.queue_drop import QueueDrop
+
+    queue = OutboundQueue(tmp_path / "q", hostname="yacht")
+    bad = queue.enqueue(Envelope.simple("a@yacht", ["b@x.org"]), MSG)
+    good = queue.enqueue(Envelope.simple("a@yacht", ["c@x.org"]), MSG)
+    envelope = tmp_path / "q" / "active" / bad / "envelope.json"
+    envelope.write_bytes(b'{"id": "truncated')
+    assert [e.id for e in queue.entries()] == [good]
+    assert queue.maintain() == []
+    assert queue.claim(bad) is None
+    lock = FileLock(tmp_path / "q" / "active" / bad / "lock")
+    assert lock.acquire()  # the failed claim did not keep it
+    lock.release()
+    with QueueDrop(queue).pop3_session() as session:
+        assert [session.recipients(m.number) for m in session.visible()] == [("c@x.org",)]
+    assert bad in queue.ids()  # kept on disk for the administrator, never deleted
