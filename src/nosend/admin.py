@@ -456,7 +456,10 @@ def _when(timestamp: float | None) -> str:
 
 
 def _entry(queue: OutboundQueue | None, qid: str) -> QueueEntry:
-    entry = queue.get(qid) if queue is not None and _plausible_id(qid) else None
+    try:
+        entry = queue.get(qid) if queue is not None and _plausible_id(qid) else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"message {qid!r} has an unreadable envelope.json") from None
     if entry is None:
         raise UserError(f"no message {qid!r} in the queue")
     return entry
@@ -470,6 +473,15 @@ def _plausible_id(qid: str) -> bool:
 def _queue_list(args: argparse.Namespace) -> int:
     queue = _open_queue(args)
     entries = queue.entries() if queue is not None else []
+    listed = {e.id for e in entries}
+    unreadable = [q for q in queue.ids() if q not in listed] if queue is not None else []
+    if unreadable:
+        # Skipped by sending and housekeeping, never deleted: the administrator decides.
+        print(
+            f"warning: unreadable queue entr{'ies' if len(unreadable) != 1 else 'y'} "
+            f"(envelope.json), not sent: {', '.join(unreadable)}",
+            file=sys.stderr,
+        )
     if not entries:
         print("the queue is empty")
         return 0
