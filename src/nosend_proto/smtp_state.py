@@ -620,14 +620,15 @@ class ServerConnection:
         if isinstance(mail, Reply):
             return self._violation(mail, "bad MAIL parameter", count=mail.code != 552)
         if not path.mailbox.isascii() and not mail.smtputf8:
-            return self._need_utf8(path.mailbox)
+            return self._need_utf8(path.mailbox, 550)
         self._pending_mail = mail
         return MailFrom(path.mailbox, mail), _Owed.MAIL
 
-    def _need_utf8(self, mailbox: str) -> _QueuedEvent:
+    def _need_utf8(self, mailbox: str, code: int) -> _QueuedEvent:
         # RFC 6531 section 3.4: a non-ASCII address without the SMTPUTF8 parameter.
+        # Section 3.5: 550 when MAIL needs an ASCII address, 553 for RCPT; X.6.7 both.
         shown = grammar.quote_for_reply(mailbox)
-        reply = Reply(553, f"Non-ASCII address {shown} needs SMTPUTF8", "5.6.7")
+        reply = Reply(code, f"Non-ASCII address {shown} needs SMTPUTF8", f"{code // 100}.6.7")
         return self._violation(reply, "non-ASCII address without SMTPUTF8")
 
     def _params(self, text: str) -> list[tuple[str, str | None]] | Reply:
@@ -656,7 +657,7 @@ class ServerConnection:
         if self._chunking:
             return self._violation(Reply(503, "RCPT after BDAT", "5.5.1"), "RCPT after BDAT")
         if not path.mailbox.isascii() and not (self._mail and self._mail.smtputf8):
-            return self._need_utf8(path.mailbox)
+            return self._need_utf8(path.mailbox, 553)
         if self._rcpt_accepted >= self.config.max_recipients:
             # RFC 5321 section 4.5.3.1.10: 452 too many recipients, not an error.
             reply = Reply(452, "Too many recipients", "4.5.3")
