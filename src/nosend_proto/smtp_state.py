@@ -152,8 +152,11 @@ class SMTPServerConfig:
     bare_newlines: str = "reject"
 
     def __post_init__(self) -> None:
-        if not self.hostname or not self.hostname.isprintable() or " " in self.hostname:
-            raise LocalProtocolError("hostname must be printable without spaces")
+        # RFC 6531 section 3.7.1: names in the greeting and the EHLO reply MUST be LDH
+        # labels or A-labels, so the hostname is ASCII even when SMTPUTF8 is offered.
+        host = self.hostname
+        if not host or not host.isascii() or not host.isprintable() or " " in host:
+            raise LocalProtocolError("hostname must be printable ASCII without spaces")
         if self.max_command_line < 512:
             raise LocalProtocolError("RFC 5321 section 4.5.3.1.4 requires 512 octets")
         for mech in self.auth_mechanisms:

@@ -514,6 +514,14 @@ def test_smtputf8_without_8bitmime_is_a_configuration_error() -> None:
     assert "8BITMIME" not in conn.extensions() and "SMTPUTF8" not in conn.extensions()
 
 
+def test_hostname_must_be_ascii_for_the_ehlo_reply() -> None:
+    # Regression: a U-label hostname went into the EHLO reply, where RFC 6531 section
+    # 3.7.1 requires LDH labels or A-labels.
+    with pytest.raises(LocalProtocolError):
+        SMTPServerConfig(hostname="mäil.example")
+    assert SMTPServerConfig(hostname="xn--mil-ela.example").hostname == "xn--mil-ela.example"
+
+
 def test_421_may_be_sent_at_any_time_and_closes() -> None:
     h = Harness()
     h.greet()
