@@ -18,6 +18,7 @@ __all__ = ["protocol_name", "received_header"]
 # What may appear bare in a clause; anything else is replaced so that a client's HELO
 # cannot break the header's structure (comments, CRLF injection).
 _UNSAFE_RE = re.compile(r"[^\x21-\x27\x2a-\x5b\x5d-\x7e\u0080-\U0010ffff]")
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 _COMMENT_UNSAFE_RE = re.compile(r"[()\\\x00-\x1f\x7f]")
 _ID_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+|<[^<>\s]+>")
 
@@ -32,7 +33,17 @@ def protocol_name(*, extended: bool, tls: bool, authenticated: bool, smtputf8: b
     return base + ("S" if tls else "") + ("A" if authenticated else "")
 
 
-def _clean(text: str) -> str:
+def _clean(text: str, utf8: bool = True, *, domain: bool = True) -> str:
+    if not utf8 and not text.isascii():
+        # RFC 6531 section 3.7.3: in a message sent without SMTPUTF8 the trace fields
+        # must conform to RFC 5321, so a U-label (say, a lenient UTF-8 EHLO name)
+        # becomes its A-label, or is masked when it is not a valid IDN.
+        try:
+            if not domain:
+                raise UnicodeError("not a domain")
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            text = _NON_ASCII_RE.sub("_", text)
     return _UNSAFE_RE.sub("_", text) or "unknown"
 
 
@@ -58,13 +69,14 @@ def received_header(
     """
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValueError("when must be timezone-aware (RFC 5322 section 3.3 date-time)")
+    utf8 = protocol.startswith("UTF8")
     literal = f"[IPv6:{peer_address}]" if ":" in peer_address else f"[{peer_address}]"
     literal = "[" + _clean(literal[1:-1]) + "]"
     # RFC 5321 4.4: Extended-Domain = Domain FWS "(" TCP-info ")"; TCP-info =
     # address-literal / ( Domain FWS address-literal ).
-    tcp_info = f"{_clean(peer_hostname)} {literal}" if peer_hostname else literal
-    lines = [f"Received: from {_clean(from_helo)} ({tcp_info})"]
-    by = f"\tby {_clean(by_host)} with {_clean(protocol)}"
+    tcp_info = f"{_clean(peer_hostname, utf8)} {literal}" if peer_hostname else literal
+    lines = [f"Received: from {_clean(from_helo, utf8)} ({tcp_info})"]
+    by = f"\tby {_clean(by_host, utf8)} with {_clean(protocol)}"
     if tls_info:
         by += f" ({_COMMENT_UNSAFE_RE.sub('_', tls_info)})"
     if id is not None:
@@ -74,7 +86,7 @@ def received_header(
     lines.append(by)
     stamp = format_datetime(when)
     if for_recipient is not None:
-        lines.append(f"\tfor <{_clean(for_recipient)}>; {stamp}")
+        lines.append(f"\tfor <{_clean(for_recipient, utf8, domain=False)}>; {stamp}")
     else:
         lines[-1] += f"; {stamp}"
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")

@@ -90,3 +90,23 @@ def test_naive_datetime_and_bad_id_are_refused() -> None:
 def test_protocol_names(extended: bool, tls: bool, auth: bool, utf8: bool, name: str) -> None:
     # RFC 3848 section 2 and RFC 6531 section 3.7.3.
     assert protocol_name(extended=extended, tls=tls, authenticated=auth, smtputf8=utf8) == name
+
+
+def test_utf8_helo_becomes_an_a_label_outside_smtputf8() -> None:
+    # Regression: the engine accepts a U-label EHLO (leniently) and the trace field
+    # carried it raw in a message sent without SMTPUTF8, which RFC 6531 section 3.7.3
+    # forbids (trace fields must conform to RFC 5321 then).
+    def header(protocol: str) -> bytes:
+        return received_header(
+            from_helo="bücher.example",
+            peer_address="192.0.2.7",
+            by_host="mx.example.org",
+            protocol=protocol,
+            when=WHEN,
+            for_recipient="bob@example.org",
+        )
+
+    plain = header("ESMTP")
+    assert plain.isascii()
+    assert plain.startswith(b"Received: from xn--bcher-kva.example ([192.0.2.7])\r\n")
+    assert header("UTF8SMTP").startswith("Received: from bücher.example (".encode())
