@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -408,6 +409,14 @@ def _config_check(args: argparse.Namespace) -> int:
     warning = file_mode_warning(path)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    for account in config.accounts.values():
+        secret_file = account.secret_file
+        if secret_file is not None and _open_to_others(secret_file):
+            print(
+                f"warning: {path}:{account.line}: secret_file of [account {account.name}] "
+                f"({secret_file}) can be read by other users; chmod 600 it",
+                file=sys.stderr,
+            )
     for mailbox in config.mailboxes.values():
         if mailbox.shared_secret is not None:
             print(
@@ -417,6 +426,15 @@ def _config_check(args: argparse.Namespace) -> int:
             )
     print(f"{path}: OK ({_summary(config)})")
     return 0
+
+
+def _open_to_others(path: Path) -> bool:
+    # The file holds a plaintext secret (the smarthost or remote POP3 password).
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # missing: reported when the account is used
+    return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
 
 
 def _summary(config: Config) -> str:

@@ -26,3 +26,25 @@ def test_queue_list_and_show_name_an_unreadable_entry(
     assert "unreadable" in err and bad in err
     status, out, err = run(capsys, monkeypatch, "queue", "show", bad, *c)
     assert status != 0 and "unreadable" in err and "Traceback" not in err
+
+
+def test_config_check_warns_about_a_secret_file_others_can_read(
+    cfg: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = cfg.parent / "smarthost.secret"
+    secret.write_text("s3cret-Upstream\n")
+    secret.chmod(0o644)
+    cfg.write_text(
+        cfg.read_text()
+        + "\n[account up]\ntype = smtp\nhost = smtp.example.net\nuser = u\n"
+        + f"secret_file = {secret}\n"
+    )
+    status, out, err = run(capsys, monkeypatch, "config", "check", "--config", str(cfg))
+    assert status == 0 and "OK" in out
+    assert "secret_file of [account up]" in err and "chmod 600" in err
+    assert "s3cret-Upstream" not in out + err
+    secret.chmod(0o600)
+    status, out, err = run(capsys, monkeypatch, "config", "check", "--config", str(cfg))
+    assert status == 0 and err == ""
