@@ -187,3 +187,26 @@ async def test_success_report_for_an_alias_forwarding_elsewhere_still_acknowledg
         assert (await h.read_reply()).code == 250
     [(entry, _)] = [(e, c) for e, c in queued(config) if e.sender]
     assert [r.address for r in entry.recipients] == ["partner@remote.test"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="audit: refused recipients are not limited per connection: one stranger's "
+    "connection can probe any number of local addresses (550 5.1.1 vs 250: directory "
+    "harvest) and write one warning log line per probe, without ever being cut off",
+)
+async def test_a_recipient_harvest_is_cut_off(config: Config) -> None:
+    async with Harness(smtp_session, "smtp", config=config, peer=STRANGER) as h:
+        assert (await h.read_reply()).code == 220
+        await h.send_line("EHLO client.example")
+        await h.read_reply()
+        await h.send_line("MAIL FROM:<probe@remote.example>")
+        assert (await h.read_reply()).code == 250
+        codes = []
+        for i in range(100):
+            await h.send_line(f"RCPT TO:<guess{i}@example.test>")
+            reply = await h.read_reply()
+            codes.append(reply.code)
+            if reply.code == 421:
+                break
+    assert codes[-1] == 421 and len(codes) <= 50  # Postfix's smtpd_hard_error_limit is 20
