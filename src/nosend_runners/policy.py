@@ -24,6 +24,7 @@ from nosend_store import passwords
 from nosend_store.config import Config
 
 __all__ = [
+    "MAX_REJECTED_RECIPIENTS",
     "SUBMISSION_SERVICES",
     "RecipientDecision",
     "is_loopback",
@@ -74,6 +75,10 @@ def _parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
         return ip.ipv4_mapped
     return ip
 
+
+#: Refused recipients one connection may collect before it is closed with 421: enough
+#: for typos, too few to harvest a directory (Postfix's smtpd_hard_error_limit is 20).
+MAX_REJECTED_RECIPIENTS = 20
 
 def _trusted(config: Config, address: str) -> bool:
     ip = _parse_ip(address)

@@ -63,7 +63,7 @@ from nosend_runners.transport import SessionContext, ShutdownRequested, Stream
 from nosend_store.config import Config
 from nosend_store.dsn import DsnRecipient, build_dsn
 from nosend_store.maildir import MaildirMailbox
-from nosend_store.queue import Envelope, Recipient
+from nosend_store.queue import Envelope, OutboundQueue, Recipient
 
 __all__ = ["run", "SMTPSession", "WRITE_BATCH"]
 
@@ -124,6 +124,7 @@ class SMTPSession:
         self.close_after: Reply | None = None
         self._busy: AbstractContextManager[None] | None = None
         self.messages = 0
+        self.rejected_recipients = 0  # over the whole connection: a harvest spans many
         # When we began waiting for the command now arriving (None: none under way).
         self.command_started: float | None = None
 
@@ -298,6 +299,12 @@ class SMTPSession:
                 rcpt=event.forward_path,
                 result=f"{decision.reply.code} {decision.reply.enhanced}",
             )
+            self.rejected_recipients += 1
+            if self.rejected_recipients >= policy.MAX_REJECTED_RECIPIENTS:
+                # A client guessing addresses (550 vs 250 tells which exist) is cut off,
+                # as Postfix's smtpd_hard_error_limit does; 421 may end any reply.
+                ctx.log.warning("harvest_cut_off", rejected=self.rejected_recipients)
+                return Reply(421, f"{ctx.hostname} Too many refused recipients", "4.7.0")
             return decision.reply
         tx.accepted.append(event.forward_path)
         for name in decision.mailboxes:
@@ -307,7 +314,7 @@ class SMTPSession:
         orcpt = f"{params.orcpt.addr_type};{params.orcpt.address}" if params.orcpt else None
         relayed = decision.remote == (event.forward_path,) and not decision.mailboxes
         if not relayed:
-            if "SUCCESS" in notify:
+            if "SUCCESS" in notify and self.may_report_to(tx.sender, may_relay):
                 # RFC 3461 section 6.2.7: final delivery here ("delivered"), or an alias
                 # fanned out to several places ("expanded"); reported once, by us.
                 single = len(decision.mailboxes) == 1 and not decision.remote
@@ -324,6 +331,18 @@ class SMTPSession:
         for address in decision.remote:
             tx.remote.setdefault(address, Recipient(address, notify=notify, orcpt=orcpt))
         return decision.reply
+
+    def may_report_to(self, sender: str, may_relay: bool) -> bool:
+        """Whether a NOTIFY=SUCCESS report may go to ``sender``: a client that may send
+        outside anyway, or a sender with a local mailbox. Otherwise a stranger could make
+        us mail a forged remote sender (with the whole message under RET=FULL) over the
+        site's paid link: reflection. The delivery itself is unaffected."""
+        if not sender:
+            return False
+        if may_relay:
+            return True
+        resolution = self.config.resolve(sender)
+        return resolution is not None and bool(resolution.mailboxes) and not resolution.remote
 
     # -- body ----------------------------------------------------------------------------
 
@@ -464,9 +483,17 @@ class SMTPSession:
         ctx.log.event("dsn", id=tx.txid, action="delivered", rcpts=len(tx.success))
 
     def _write_success_report(self, tx: _Transaction, delivered: Delivered) -> None:
-        name, key = next(iter(delivered.keys.items()))
-        box = MaildirMailbox(self.config.maildir_path(name))
-        with box.open_message(key) as original:
+        # The report quotes the message: from a local copy, or, for an alias that only
+        # forwards elsewhere, from the queued copy (the file never changes while queued).
+        if delivered.keys:
+            name, key = next(iter(delivered.keys.items()))
+            opened = MaildirMailbox(self.config.maildir_path(name)).open_message(key)
+        elif delivered.queue_id is not None:
+            queue = OutboundQueue(self.config.server.queue_dir)
+            opened = queue.open_message(delivered.queue_id)
+        else:
+            return
+        with opened as original:
             chunks = build_dsn(
                 sender=tx.sender,
                 recipients=tx.success,
