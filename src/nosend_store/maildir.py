@@ -42,7 +42,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
@@ -201,15 +201,19 @@ class MaildirWriter:
         key = f"{self._unique},S={self._norm.disk_size},W={self._norm.wire_size}"
         new_dir = f"{self._mailbox.path}/new"
         new_path = f"{new_dir}/{key}"
+        renamed = False
         try:
             if hook:
                 hook("before_rename")
             os.rename(self._tmp_path, new_path)
+            renamed = True
             if hook:
                 hook("before_dir_fsync")
             fsync_dir(new_dir)
         except BaseException:
-            _unlink_quietly(self._tmp_path)
+            # The caller will answer "not accepted" (451): take back what the rename
+            # made visible, or a retry by the client would deliver a duplicate.
+            _unlink_quietly(new_path if renamed else self._tmp_path)
             raise
         self.key = key
         return key
@@ -491,11 +495,27 @@ class MaildirMailbox:
 
     # -- deletion ------------------------------------------------------------------------
 
-    def delete(self, keys: Iterable[str]) -> int:
-        """Remove messages durably; return how many were removed by this call."""
+    def delete(self, keys: Iterable[str], hints: Mapping[str, MaildirMessage] | None = None) -> int:
+        """Remove messages durably; return how many were removed by this call.
+
+        ``hints`` (a listing's entries by key) give each file's last known name, so a
+        POP3 QUIT deleting thousands of messages does not search ``cur/`` for each one;
+        a file renamed since (a MUA changed its flags) is still found by a search.
+        """
         removed = 0
         dirs: set[str] = set()
         for key in keys:
+            hint = hints.get(key) if hints is not None else None
+            if hint is not None:
+                path = os.path.join(self._path, hint.subdir, hint.filename)
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                else:
+                    removed += 1
+                    dirs.add(os.path.dirname(path))
+                    continue
             for _ in range(3):
                 path = self._locate(key)
                 if path is None:
@@ -569,7 +589,8 @@ class MaildirDropSession(DropSession):
         return self._mailbox.open_message(entry.key, hint=entry)
 
     def _apply_deletions(self, msgs: list[DropMessage]) -> None:
-        self._mailbox.delete(self._entries[m.number - 1].key for m in msgs)
+        entries = [self._entries[m.number - 1] for m in msgs]
+        self._mailbox.delete((e.key for e in entries), hints={e.key: e for e in entries})
 
     def _apply_seen(self, msgs: list[DropMessage]) -> None:
         for m in msgs:
