@@ -34,6 +34,7 @@ __all__ = [
     "atomic_write",
     "UniqueNamer",
     "LineEndingNormaliser",
+    "StagedFile",
     "crlf_chunks",
     "measure_wire_size",
     "wire_size_of_disk_bytes",
@@ -210,6 +211,79 @@ class LineEndingNormaliser:
             self.newlines += out.count(b"\n")
             self._last = out[-1:]
         return out
+
+
+class StagedFile:
+    """A message being written into a new staging file, as Maildir delivery and enqueue
+    both do: chunks in any line-end form are normalised to the disk form as they arrive
+    and written in batches; :meth:`finish` flushes, fsyncs and closes. It never makes
+    anything visible: its owner renames the file (or its folder) into place afterwards.
+    """
+
+    _BATCH = 256 * 1024  # fewer, larger writes; bounded memory per message
+
+    __slots__ = ("_norm", "_fd", "_buf")
+
+    def __init__(self, path: str) -> None:
+        self._norm = LineEndingNormaliser()
+        # O_EXCL: unique names never collide, and an existing file is never reused.
+        self._fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+        self._buf = bytearray()
+
+    @property
+    def closed(self) -> bool:
+        """True once finished or closed."""
+        return self._fd is None
+
+    @property
+    def disk_size(self) -> int:
+        """Octets in the on-disk form so far."""
+        return self._norm.disk_size
+
+    @property
+    def wire_size(self) -> int:
+        """Octets as POP3 RETR sends them (CRLF line ends), once finished."""
+        return self._norm.wire_size
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` (any size, CRLF or LF line ends)."""
+        if self._fd is None:
+            raise RuntimeError("writer is closed")
+        out = self._norm.feed(chunk)
+        if out:
+            self._buf += out
+            if len(self._buf) >= self._BATCH:
+                self._flush()
+
+    def finish(self, crash_hook: Callable[[str], None] | None = None) -> None:
+        """Write what is left, fsync and close. ``crash_hook("before_fsync")`` lets the
+        crash tests kill the process between the last write and the fsync."""
+        if self._fd is None:
+            raise RuntimeError("writer is closed")
+        self._buf += self._norm.finish()
+        self._flush()
+        if crash_hook:
+            crash_hook("before_fsync")
+        os.fsync(self._fd)
+        self.close()
+
+    def close(self) -> bool:
+        """Close without finishing; True if it was still open. Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
+    def _flush(self) -> None:
+        assert self._fd is not None
+        view = memoryview(self._buf)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        del view
+        self._buf.clear()
 
 
 def crlf_chunks(fileobj: BinaryIO, chunk_size: int = 64 * 1024) -> Iterator[bytes]:

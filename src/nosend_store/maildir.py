@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from ._durable import (
-    LineEndingNormaliser,
+    StagedFile,
     UniqueNamer,
     atomic_write,
     crlf_chunks,
@@ -145,36 +145,18 @@ class MaildirWriter:
         self._mailbox = mailbox
         self._unique = unique
         self._tmp_path = f"{mailbox.path}/tmp/{unique}"
-        self._norm = LineEndingNormaliser()
         self._hook = crash_hook
-        self._fd: int | None = os.open(
-            self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
-        self._buf = bytearray()
+        self._file = StagedFile(self._tmp_path)
         self.key: str | None = None
 
     @property
     def disk_size(self) -> int:
         """Octets written so far in the on-disk form (for size limits)."""
-        return self._norm.disk_size
+        return self._file.disk_size
 
     def write(self, chunk: bytes) -> None:
         """Append ``chunk`` (any size, CRLF or LF line ends)."""
-        if self._fd is None:
-            raise RuntimeError("writer is closed")
-        out = self._norm.feed(chunk)
-        if out:
-            self._buf += out
-            if len(self._buf) >= 256 * 1024:
-                self._flush()
-
-    def _flush(self) -> None:
-        assert self._fd is not None
-        view = memoryview(self._buf)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        del view
-        self._buf.clear()
+        self._file.write(chunk)
 
     def commit(self) -> str:
         """Make the message durable and visible in ``new/``; return its key.
@@ -182,23 +164,15 @@ class MaildirWriter:
         Order (DESIGN invariant 1): fsync the file, rename it into ``new/``, fsync
         ``new/``. Only when this returns may the caller acknowledge the message.
         """
-        if self._fd is None:
-            raise RuntimeError("writer is closed")
         hook = self._hook
+        if self._file.closed:
+            raise RuntimeError("writer is closed")
         try:
-            tail = self._norm.finish()
-            if tail:
-                self._buf += tail
-            self._flush()
-            if hook:
-                hook("before_fsync")
-            os.fsync(self._fd)
+            self._file.finish(hook)
         except BaseException:
             self.abort()
             raise
-        os.close(self._fd)
-        self._fd = None
-        key = f"{self._unique},S={self._norm.disk_size},W={self._norm.wire_size}"
+        key = f"{self._unique},S={self._file.disk_size},W={self._file.wire_size}"
         new_dir = f"{self._mailbox.path}/new"
         new_path = f"{new_dir}/{key}"
         renamed = False
@@ -220,9 +194,7 @@ class MaildirWriter:
 
     def abort(self) -> None:
         """Discard the message (nothing was visible). Idempotent."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        if self._file.close():
             _unlink_quietly(self._tmp_path)
 
     def __enter__(self) -> MaildirWriter:
@@ -507,14 +479,14 @@ class MaildirMailbox:
         for key in keys:
             hint = hints.get(key) if hints is not None else None
             if hint is not None:
-                path = os.path.join(self._path, hint.subdir, hint.filename)
+                hinted = os.path.join(self._path, hint.subdir, hint.filename)
                 try:
-                    os.unlink(path)
+                    os.unlink(hinted)
                 except FileNotFoundError:
                     pass
                 else:
                     removed += 1
-                    dirs.add(os.path.dirname(path))
+                    dirs.add(os.path.dirname(hinted))
                     continue
             for _ in range(3):
                 path = self._locate(key)

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
 from ._durable import (
-    LineEndingNormaliser,
+    StagedFile,
     UniqueNamer,
     atomic_write,
     crlf_chunks,
@@ -256,57 +256,35 @@ class QueueWriter:
         self._id = qid
         self._dir = os.path.join(queue.path, "tmp", qid)
         os.mkdir(self._dir, 0o700)
-        self._norm = LineEndingNormaliser()
         try:
-            self._fd: int | None = os.open(
-                os.path.join(self._dir, "message"),
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                0o600,
-            )
+            self._file = StagedFile(os.path.join(self._dir, "message"))
         except BaseException:
             shutil.rmtree(self._dir, ignore_errors=True)
             raise
-        self._buf = bytearray()
         self.id: str | None = None
 
     @property
     def disk_size(self) -> int:
         """Octets written so far (for size limits)."""
-        return self._norm.disk_size
+        return self._file.disk_size
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk (CRLF or LF line ends)."""
-        if self._fd is None:
-            raise RuntimeError("writer is closed")
-        self._buf += self._norm.feed(chunk)
-        if len(self._buf) >= 256 * 1024:
-            self._flush()
-
-    def _flush(self) -> None:
-        assert self._fd is not None
-        view = memoryview(self._buf)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        del view
-        self._buf.clear()
+        self._file.write(chunk)
 
     def commit(self, crash_hook: Callable[[str], None] | None = None) -> str:
         """Make the entry durable and visible in ``active/``; return its id."""
-        if self._fd is None:
+        if self._file.closed:
             raise RuntimeError("writer is closed")
         try:
-            self._buf += self._norm.finish()
-            self._flush()
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            self._file.finish()
             now = self._queue.now()
             entry = QueueEntry(
                 id=self._id,
                 envelope=self._envelope,
                 created=now,
-                disk_size=self._norm.disk_size,
-                wire_size=self._norm.wire_size,
+                disk_size=self._file.disk_size,
+                wire_size=self._file.wire_size,
                 next_attempt=now,
             )
             _write_new(os.path.join(self._dir, "envelope.json"), entry.to_json())
@@ -337,9 +315,7 @@ class QueueWriter:
 
     def abort(self) -> None:
         """Discard the message. Idempotent."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        self._file.close()
         if self.id is None:
             shutil.rmtree(self._dir, ignore_errors=True)
 
