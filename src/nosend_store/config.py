@@ -1117,6 +1117,16 @@ def _build_account(section: _Section, base: Path, errors: _Collector) -> Account
     return Account(section.name, line=section.number, **values)
 
 
+def _key_line(section: _Section | None, key: str) -> int:
+    """The line of ``key`` in ``section`` (else the section header; 0 with no section)."""
+    if section is None:
+        return 0
+    for line in section.lines:
+        if line.kind == "entry" and line.key == key:
+            return line.number
+    return section.number
+
+
 def _cross_check(
     config: Config,
     server_section: _Section | None,
@@ -1139,19 +1149,13 @@ def _cross_check(
                     f"alias {alias.address!r}: a target is an unknown local address",
                 )
     pm = config.server.postmaster
-    pm_line = server_section.number if server_section else 0
-    if server_section is not None:
-        for line in server_section.lines:
-            if line.kind == "entry" and line.key == "postmaster":
-                pm_line = line.number
+    pm_line = _key_line(server_section, "postmaster")
     drop = config.server.queue_drop_mailbox
     if drop is not None and drop not in config.mailboxes:
-        line = server_section.number if server_section else 0
-        if server_section is not None:
-            for entry in server_section.lines:
-                if entry.kind == "entry" and entry.key == "queue_drop_mailbox":
-                    line = entry.number
-        errors.add(line, f"queue_drop_mailbox: no mailbox named {drop!r}")
+        errors.add(
+            _key_line(server_section, "queue_drop_mailbox"),
+            f"queue_drop_mailbox: no mailbox named {drop!r}",
+        )
     if pm is not None and config.resolve("postmaster") is None:
         errors.add(pm_line, f"postmaster: {pm!r} is not a mailbox or a resolvable address")
     if config.domains and config.postmaster is None:
