@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -468,3 +469,63 @@ def socat_inetd_factory(tmp_path: Path) -> Iterator[Callable[[NosendServer, str]
     finally:
         for inetd in running:
             inetd.stop()
+
+
+# -- mutt, driven through script(1) with pushed keys --------------------------------------
+
+MUTTRC = """\
+set folder={folder}
+set mbox_type=mbox
+set confirmcreate=no
+set confirmappend=no
+set move=no
+set quit=yes
+set wait_key=no
+set mark_old=no
+set auto_tag=yes
+{extra}
+push "{keys}"
+"""
+
+
+def run_mutt(maildir: Path, keys: str, work: Path, extra: str = "") -> None:
+    """Run mutt on ``maildir`` under script(1), typing ``keys``; ``extra`` adds muttrc
+    lines. mutt has no batch mode for reading a folder, so its keys are pushed."""
+    mutt = require_tool("mutt")
+    script = require_tool("script")
+    rc = work / "muttrc"
+    rc.write_text(MUTTRC.format(keys=keys, folder=work, extra=extra))
+    subprocess.run(
+        [script, "-qec", f"{mutt} -n -F {rc} -f {maildir}", str(work / "typescript")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        timeout=20,
+        check=True,
+        env={**os.environ, "TERM": "vt100", "HOME": str(work), "LANG": "C.UTF-8"},
+    )
+
+
+# -- super-servers (openbsd-inetd, xinetd) ------------------------------------------------
+
+
+@contextmanager
+def superserver(
+    argv: list[str], ports: dict[str, int], stderr: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """Run a super-server in the foreground until every port listens; stop it by its own
+    pid (SIGTERM, then SIGKILL after a bound) when the block ends."""
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
+    try:
+        for port in ports.values():
+            wait_for_port(port, proc)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(_STOP_TIMEOUT)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +30,7 @@ from tests.interop.conftest import (
     TLSFiles,
     build_server,
     free_port,
-    wait_for_port,
+    superserver,
 )
 from tests.interop.test_fetchmail import run_fetchmail
 from tests.interop.test_swaks import swaks
@@ -141,25 +139,10 @@ def openbsd_inetd(configured: NosendServer, tmp_path: Path) -> Iterator[dict[str
         )
     conf = tmp_path / "inetd.conf"
     conf.write_text("\n".join(lines) + "\n")
-    # -d: debug mode, stays in the foreground and logs to our stderr.
-    proc = subprocess.Popen(
-        [inetd, "-d", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        for port in ports.values():
-            wait_for_port(port, proc)
+    # -d: debug mode, stays in the foreground and logs to the stderr file.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with superserver([inetd, "-d", str(conf)], ports, tmp_path / "inetd.err", env):
         yield ports
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_openbsd_inetd_smtp_then_pop3_round_trip(

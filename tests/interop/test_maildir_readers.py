@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from nosend_store.maildir import MaildirMailbox
-from tests.conftest import require_tool
+from tests.interop.conftest import run_mutt
 
 pytestmark = pytest.mark.interop
 
@@ -157,35 +157,6 @@ def test_dovecot_deletion_is_seen_by_us_and_its_files_do_not_confuse_us(
     key = mb.deliver([b"Subject: after dovecot\n\nx\n"])
     with mb.open_message(key) as f:
         assert f.read().startswith(b"Subject: after dovecot")
-
-
-MUTTRC = """\
-set folder={folder}
-set mbox_type=mbox
-set confirmcreate=no
-set confirmappend=no
-set move=no
-set quit=yes
-set wait_key=no
-set mark_old=no
-set auto_tag=yes
-push "{keys}"
-"""
-
-
-def run_mutt(maildir: Path, keys: str, workdir: Path) -> None:
-    mutt = require_tool("mutt")
-    script = require_tool("script")
-    rc = workdir / "muttrc"
-    rc.write_text(MUTTRC.format(keys=keys, folder=workdir))
-    subprocess.run(
-        [script, "-qec", f"{mutt} -n -F {rc} -f {maildir}", str(workdir / "typescript")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        timeout=20,
-        check=True,
-        env={**os.environ, "TERM": "vt100", "HOME": str(workdir)},
-    )
 
 
 def test_mutt_sees_every_message_with_flags_intact(tmp_path: Path) -> None:

@@ -13,30 +13,17 @@ import mailbox
 import os
 import poplib
 import smtplib
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
-from tests.interop.conftest import DOMAIN, NosendServer, ServerFactory
+from tests.interop.conftest import DOMAIN, NosendServer, ServerFactory, run_mutt
 
 pytestmark = pytest.mark.interop
 
-MUTTRC = """\
-set folder={folder}
-set mbox_type=mbox
-set confirmcreate=no
-set confirmappend=no
-set move=no
-set quit=yes
-set wait_key=no
-set mark_old=no
-set auto_tag=yes
-set charset=utf-8
-set delete=yes
-push "{keys}"
-"""
+
+# 8-bit bodies copied as they are; deletions, if any, without asking.
+MUTT_EXTRA = "set charset=utf-8\nset delete=yes"
 
 SENT = {
     "plain": b"Subject: plain\r\n\r\nHello from the mast.\r\n",
@@ -46,21 +33,6 @@ SENT = {
     b"Content-Transfer-Encoding: 8bit\r\n\r\nK\xc3\xb8benhavn, \xc3\xa9t\xc3\xa9\r\n",
     "big": b"Subject: big\r\n\r\n" + b"".join(b"row %05d of the log\r\n" % i for i in range(20000)),
 }
-
-
-def run_mutt(maildir: Path, keys: str, work: Path) -> None:
-    mutt = require_tool("mutt")
-    script = require_tool("script")
-    rc = work / "muttrc"
-    rc.write_text(MUTTRC.format(keys=keys, folder=work))
-    subprocess.run(
-        [script, "-qec", f"{mutt} -n -F {rc} -f {maildir}", str(work / "typescript")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        timeout=20,
-        check=True,
-        env={**os.environ, "TERM": "vt100", "HOME": str(work), "LANG": "C.UTF-8"},
-    )
 
 
 def uidls(server: NosendServer) -> dict[str, int]:
@@ -92,6 +64,7 @@ def test_mutt_reads_what_smtp_delivered(nosend_factory: ServerFactory, tmp_path:
         server.maildir("alice"),
         f"<tag-pattern>~A<enter><copy-message>{out}<enter><clear-flag>N<sync-mailbox><quit>",
         tmp_path,
+        extra=MUTT_EXTRA,
     )
     saved = {m["Subject"]: m for m in mailbox.mbox(str(out))}
     assert set(saved) == set(SENT)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from tests.interop.conftest import (
     TLSFiles,
     build_server,
     free_port,
-    wait_for_port,
+    superserver,
 )
 from tests.interop.test_fetchmail import run_fetchmail
 from tests.interop.test_inetd_real import through
@@ -75,23 +73,9 @@ def xinetd(configured: NosendServer, tmp_path: Path) -> Iterator[dict[str, int]]
         )
     conf = tmp_path / "xinetd.conf"
     conf.write_text("\n".join(blocks))
-    proc = subprocess.Popen(
-        [binary, "-dontfork", "-f", str(conf), "-pidfile", str(tmp_path / "xinetd.pid")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "xinetd.err").open("wb"),
-    )
-    try:
-        for port in ports.values():
-            wait_for_port(port, proc)
+    argv = [binary, "-dontfork", "-f", str(conf), "-pidfile", str(tmp_path / "xinetd.pid")]
+    with superserver(argv, ports, tmp_path / "xinetd.err"):
         yield ports
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_xinetd_smtp_starttls_then_pop3_round_trip(
