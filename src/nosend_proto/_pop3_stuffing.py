@@ -38,6 +38,17 @@ _CRS_LF = re.compile(rb"\r+\n")
 _STUFF_LOOP_MAX = 32
 
 
+def _carry_crs(held: int, data: bytes) -> tuple[bytes, int]:
+    """Put back the CRs held from the previous chunk, and hold this chunk's trailing CRs:
+    they may belong to a line end whose LF arrives in the next chunk."""
+    if held:
+        data = b"\r" * held + data
+    if data[-1:] == b"\r":
+        kept = data.rstrip(b"\r")
+        return kept, len(data) - len(kept)
+    return data, 0
+
+
 class _LineEnds:
     """Turn stored chunks into CRLF text; holds back trailing CRs between chunks."""
 
@@ -49,14 +60,7 @@ class _LineEnds:
         self.last = -1
 
     def convert(self, data: bytes) -> bytes:
-        if self._held_crs:
-            data = b"\r" * self._held_crs + data
-            self._held_crs = 0
-        if data[-1:] == b"\r":
-            # CRs at the end may belong to a line end whose LF is in the next chunk.
-            kept = data.rstrip(b"\r")
-            self._held_crs = len(data) - len(kept)
-            data = kept
+        data, self._held_crs = _carry_crs(self._held_crs, data)
         if not data:
             return b""
         if b"\r" not in data:
@@ -185,13 +189,7 @@ class WireSizeCounter:
 
     def feed(self, data: bytes) -> None:
         """Account for the next chunk of the stored message."""
-        if self._held_crs:
-            data = b"\r" * self._held_crs + data
-            self._held_crs = 0
-        if data[-1:] == b"\r":
-            kept = data.rstrip(b"\r")
-            self._held_crs = len(data) - len(kept)
-            data = kept
+        data, self._held_crs = _carry_crs(self._held_crs, data)
         if not data:
             return
         if b"\r" not in data:
