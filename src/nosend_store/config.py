@@ -76,6 +76,7 @@ from nosend_store import passwords
 
 __all__ = [
     "ConfigError",
+    "read_config_text",
     "ListenAddress",
     "ServerOptions",
     "Mailbox",
@@ -1180,21 +1181,27 @@ def _cross_check(
             )
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, parse and validate ``mail.cfg`` at ``path``; raise :class:`ConfigError`."""
+def read_config_text(path: str | os.PathLike[str], missing_hint: str = "") -> str:
+    """The text of ``mail.cfg`` at ``path``; :class:`ConfigError` when it is missing,
+    unreadable or not UTF-8 (naming the line of the first bad byte). ``missing_hint``
+    is added to the "no such file" message."""
     shown = os.fspath(path)
     try:
         data = Path(shown).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(shown, 0, "no such file") from None
+        raise ConfigError(shown, 0, f"no such file{missing_hint}") from None
     except OSError as e:
         raise ConfigError(shown, 0, f"cannot read: {e.strerror}") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise ConfigError(shown, line, "not valid UTF-8") from None
-    return parse_config(text, shown)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate ``mail.cfg`` at ``path``; raise :class:`ConfigError`."""
+    return parse_config(read_config_text(path), os.fspath(path))
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from nosend_store.config import (
     _split_lines,
     _tokenize,
     parse_config,
+    read_config_text,
     write_atomically,
 )
 
@@ -64,16 +65,7 @@ class ConfigDocument:
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> ConfigDocument:
         """Read the file at ``path`` (``ConfigError`` if missing or not UTF-8)."""
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(path, 0, "no such file (create one with `nosend init`)") from None
-        except OSError as e:
-            raise ConfigError(path, 0, f"cannot read: {e.strerror}") from None
-        try:
-            return cls(data.decode("utf-8"), path)
-        except UnicodeDecodeError as e:
-            raise ConfigError(path, data.count(b"\n", 0, e.start) + 1, "not valid UTF-8") from None
+        return cls(read_config_text(path, " (create one with `nosend init`)"), path)
 
     def text(self) -> str:
         """The whole file, ending with a newline."""
