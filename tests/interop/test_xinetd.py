@@ -9,7 +9,6 @@ private configuration on free ports, stopped by its own pid.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ UNPACKED = Path(__file__).resolve().parents[2] / ".ci" / "xinetd" / "usr" / "sbi
 def xinetd_binary() -> str:
     if UNPACKED.is_file() and os.access(UNPACKED, os.X_OK):
         return str(UNPACKED)
-    return shutil.which("xinetd") or require_tool("xinetd")
+    return require_tool("xinetd")
 
 
 @pytest.fixture
