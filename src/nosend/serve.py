@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from nosend_runners.settings import ServerSettings
     from nosend_store.config import Config
 
-_LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 _INETD_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
 # The keys of nosend_runners.services.FACTORIES; the runners are imported only when a
 # server command runs, so that `nosend --help` and the admin commands stay fast.
@@ -119,7 +118,15 @@ def first_run(path: Path) -> Config:
 
 
 def _setup_logging(level: str, handler: logging.Handler) -> None:
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    from nosend_runners.log import LineFormatter  # noqa: PLC0415 - see _SESSIONS
+
+    # Our lines never show the caller, thread or process: don't collect them for every
+    # record (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler.setFormatter(LineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from functools import lru_cache
 
-__all__ = ["SessionLog", "format_fields", "SECRET_FIELD"]
+__all__ = ["SessionLog", "LineFormatter", "LINE_FORMAT", "format_fields", "SECRET_FIELD"]
+
+#: What every log line looks like (``LineFormatter`` writes exactly this, faster).
+LINE_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 #: Field names whose values are never written, whatever the caller passes.
 SECRET_FIELD = re.compile(r"pass|secret|token|credential|response|auth_data|key", re.IGNORECASE)
@@ -102,3 +106,28 @@ class SessionLog:
     def error(self, name: str, **fields: object) -> None:
         """Log a session event at ERROR level."""
         self.event(name, level=logging.ERROR, **fields)
+
+
+class LineFormatter(logging.Formatter):
+    """``LINE_FORMAT`` with the date and time text made once per second.
+
+    A busy server writes several lines per session; turning the timestamp into text
+    (``localtime`` + ``strftime``) was the dearest part of each. Records with exception
+    or stack information go through the standard formatter unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(LINE_FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as one line (the standard way when it carries a traceback)."""
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        message = record.getMessage()
+        return f"{self._stamp},{int(record.msecs):03d} {record.name} {record.levelname} {message}"

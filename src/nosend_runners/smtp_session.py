@@ -17,10 +17,12 @@ password hashing go through ``ctx.run_blocking``), or log a secret.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
+from typing import Any
 
 import anyio
 
@@ -173,6 +175,7 @@ class SMTPSession:
 
     async def serve(self) -> None:
         conn = self.conn
+        sync_handlers = _SYNC_HANDLERS
         self.out += conn.send(Reply(220, f"{self.ctx.hostname} ESMTP nosend ready"))
         while True:
             event = conn.next_event()
@@ -182,97 +185,120 @@ class SMTPSession:
                 continue
             assert not isinstance(event, Sentinel)
             self.command_started = None
-            if isinstance(event, ConnectionClosed):
+            kind = type(event)
+            if kind is DataChunk:
+                await self.body(event.data)  # type: ignore[attr-defined]
+                continue
+            if kind is ConnectionClosed:
                 await self.end_transaction()
                 await self.flush()
                 return
-            if isinstance(event, DataChunk):
-                await self.body(event.data)
-                continue
-            if isinstance(event, Bdat):
+            if kind is Bdat:
                 tx = self.tx
                 # Only a BDAT the engine will accept opens the files: one in an EHLO
                 # session, with recipients (else it answers 502/503/554 after the octets).
                 if tx is not None and tx.accepted and conn.extended and tx.sink is None:
                     await self.begin_body()
                 continue
-            reply = await self.decide(event)
+            # Most commands need no waiting: answer those without a coroutine.
+            handler = sync_handlers.get(kind)
+            reply = handler(self, event) if handler is not None else await self.decide(event)
             self.out += conn.send(reply)
             if self.close_after is not None and conn.state is not SMTPState.CLOSED:
                 self.out += conn.send(self.close_after)
-            if conn.should_flush or conn.state in (SMTPState.TLS_PENDING, SMTPState.CLOSED):
+            state = conn.state
+            if state is SMTPState.TLS_PENDING:
                 await self.flush()
-            if conn.state is SMTPState.TLS_PENDING:
                 await self.start_tls()
-            elif conn.state is SMTPState.CLOSED:
+            elif state is SMTPState.CLOSED:
+                await self.flush()
                 await self.end_transaction()
                 return
-            elif self.tx is not None and conn.state in (SMTPState.READY, SMTPState.CONNECTED):
-                # The engine is the authority on whether a transaction is still open.
-                await self.end_transaction()
+            else:
+                if conn.should_flush:
+                    await self.flush()
+                if self.tx is not None and state in _NO_TRANSACTION:
+                    # The engine is the authority on whether a transaction is still open.
+                    await self.end_transaction()
 
     async def decide(self, event: SMTPEvent) -> Reply:
         """The reply to one event (every event but DataChunk, Bdat, ConnectionClosed)."""
+        handler = _SYNC_HANDLERS.get(type(event))
+        if handler is not None:
+            return handler(self, event)
+        waiting = _ASYNC_HANDLERS.get(type(event))
+        if waiting is None:
+            raise AssertionError(f"unexpected SMTP event {event!r}")  # pragma: no cover
+        return await waiting(self, event)
+
+    # One method per event; the tables after the class map event types to them.
+
+    async def on_hello(self, event: Hello) -> Reply:
+        # A successful HELO/EHLO also resets the transaction (RFC 5321 section 4.1.4).
+        await self.end_transaction()
         ctx = self.ctx
-        if isinstance(event, Hello):
-            # A successful HELO/EHLO also resets the transaction (RFC 5321 section 4.1.4).
+        ctx.log.event("helo", level=logging.DEBUG, helo=event.name, esmtp=event.extended)
+        return Reply(250, f"{ctx.hostname} Hello [{ctx.peer.address}]")
+
+    async def on_data_start(self, event: DataStart) -> Reply:
+        await self.begin_body()
+        return Reply(354, "End data with <CR><LF>.<CR><LF>")
+
+    async def on_bdat_chunk_end(self, event: BdatChunkEnd) -> Reply:
+        tx = self.tx
+        if tx is None or tx.failed or tx.too_large_header:
             await self.end_transaction()
-            ctx.log.event("helo", level=logging.DEBUG, helo=event.name, esmtp=event.extended)
-            return Reply(250, f"{ctx.hostname} Hello [{ctx.peer.address}]")
-        if isinstance(event, MailFrom):
-            return self.mail_from(event)
-        if isinstance(event, RcptTo):
-            return self.rcpt_to(event)
-        if isinstance(event, DataStart):
-            await self.begin_body()
-            return Reply(354, "End data with <CR><LF>.<CR><LF>")
-        if isinstance(event, BdatChunkEnd):
-            tx = self.tx
-            if tx is None or tx.failed or tx.too_large_header:
-                await self.end_transaction()
-                return _LOCAL_ERROR  # RFC 3030 section 2: a failed chunk ends the transaction
-            return Reply(250, f"{event.size} octets received")
-        if isinstance(event, EndOfData):
-            return await self.commit()
-        if isinstance(event, DataRejected):
-            ctx.log.warning(
-                "message_rejected",
-                reason=event.reason,
-                size=self.tx.sink.size if self.tx and self.tx.sink else None,
-                result=event.reply.code,
-            )
+            return _LOCAL_ERROR  # RFC 3030 section 2: a failed chunk ends the transaction
+        return Reply(250, f"{event.size} octets received")
+
+    async def on_end_of_data(self, event: EndOfData) -> Reply:
+        return await self.commit()
+
+    async def on_data_rejected(self, event: DataRejected) -> Reply:
+        self.ctx.log.warning(
+            "message_rejected",
+            reason=event.reason,
+            size=self.tx.sink.size if self.tx and self.tx.sink else None,
+            result=event.reply.code,
+        )
+        await self.end_transaction()
+        return event.reply
+
+    async def on_reset(self, event: Reset) -> Reply:
+        await self.end_transaction()
+        return Reply(250, "Reset OK")
+
+    def on_verify(self, event: Verify) -> Reply:
+        # RFC 5321 section 3.5.3: no address harvesting; 252 promises nothing.
+        return Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
+
+    def on_noop(self, event: Noop) -> Reply:
+        return Reply(250, "OK")
+
+    def on_help(self, event: Help) -> Reply:
+        return Reply(214, "See RFC 5321")
+
+    def on_starttls(self, event: StartTLS) -> Reply:
+        if not self.stream.can_start_tls:
+            return Reply(454, "TLS not available", "4.7.0")
+        return Reply(220, "Ready to start TLS")
+
+    def on_auth_challenge(self, event: AuthChallenge) -> Reply:
+        return event.reply
+
+    async def on_quit(self, event: Quit) -> Reply:
+        await self.end_transaction()
+        ctx = self.ctx
+        ctx.log.event("quit", level=logging.DEBUG, messages=self.messages)
+        return Reply(221, f"{ctx.hostname} closing connection")
+
+    async def on_violation(self, event: ProtocolViolation) -> Reply:
+        self.ctx.log.warning(
+            "protocol_error", reason=event.reason, result=event.reply.code, close=event.close
+        )
+        if event.close:
             await self.end_transaction()
-            return event.reply
-        if isinstance(event, Reset):
-            await self.end_transaction()
-            return Reply(250, "Reset OK")
-        if isinstance(event, Verify):
-            # RFC 5321 section 3.5.3: no address harvesting; 252 promises nothing.
-            return Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
-        if isinstance(event, Noop):
-            return Reply(250, "OK")
-        if isinstance(event, Help):
-            return Reply(214, "See RFC 5321")
-        if isinstance(event, StartTLS):
-            if not self.stream.can_start_tls:
-                return Reply(454, "TLS not available", "4.7.0")
-            return Reply(220, "Ready to start TLS")
-        if isinstance(event, AuthChallenge):
-            return event.reply
-        if isinstance(event, AuthAttempt):
-            return await self.authenticate(event)
-        if isinstance(event, Quit):
-            await self.end_transaction()
-            ctx.log.event("quit", level=logging.DEBUG, messages=self.messages)
-            return Reply(221, f"{ctx.hostname} closing connection")
-        if isinstance(event, ProtocolViolation):
-            ctx.log.warning(
-                "protocol_error", reason=event.reason, result=event.reply.code, close=event.close
-            )
-            if event.close:
-                await self.end_transaction()
-            return event.reply
-        raise AssertionError(f"unexpected SMTP event {event!r}")  # pragma: no cover
+        return event.reply
 
     # -- envelope ------------------------------------------------------------------------
 
@@ -573,6 +599,34 @@ class SMTPSession:
         ctx.log.bind(user=name)
         ctx.log.event("auth", mechanism=credentials.mechanism, result=235)
         return Reply(235, "Authentication successful")
+
+
+# A tuple: membership tests identity first, where an enum set would hash in Python.
+_NO_TRANSACTION = (SMTPState.READY, SMTPState.CONNECTED)
+
+# Event type -> the session method that answers it. Looking the type up once costs less
+# than a chain of isinstance tests, and the sync table lets serve() answer most commands
+# without creating a coroutine.
+_SYNC_HANDLERS: dict[type, Callable[[SMTPSession, Any], Reply]] = {
+    MailFrom: SMTPSession.mail_from,
+    RcptTo: SMTPSession.rcpt_to,
+    Verify: SMTPSession.on_verify,
+    Noop: SMTPSession.on_noop,
+    Help: SMTPSession.on_help,
+    StartTLS: SMTPSession.on_starttls,
+    AuthChallenge: SMTPSession.on_auth_challenge,
+}
+_ASYNC_HANDLERS: dict[type, Callable[[SMTPSession, Any], Awaitable[Reply]]] = {
+    Hello: SMTPSession.on_hello,
+    DataStart: SMTPSession.on_data_start,
+    BdatChunkEnd: SMTPSession.on_bdat_chunk_end,
+    EndOfData: SMTPSession.on_end_of_data,
+    DataRejected: SMTPSession.on_data_rejected,
+    Reset: SMTPSession.on_reset,
+    AuthAttempt: SMTPSession.authenticate,
+    Quit: SMTPSession.on_quit,
+    ProtocolViolation: SMTPSession.on_violation,
+}
 
 
 async def run(stream: Stream, ctx: SessionContext) -> None:
