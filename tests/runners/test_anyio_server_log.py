@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import string
+import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nosend_runners.log import SessionLog, format_fields
+from nosend_runners.log import LINE_FORMAT, LineFormatter, SessionLog, format_fields
 
 _values = st.one_of(st.text(max_size=300), st.binary(max_size=50), st.integers(), st.none())
 
@@ -53,3 +54,32 @@ def test_session_log_writes_bound_fields_first(caplog: pytest.LogCaptureFixture)
         "service=pop3 session=abcd peer=10.0.0.1:99 user=skipper event=auth_failed mechanism=PLAIN"
     )
     assert second.levelno == logging.WARNING
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    created=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    level=st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]),
+    message=st.text(max_size=80),
+)
+def test_line_formatter_writes_what_the_standard_formatter_writes(
+    created: float, level: int, message: str
+) -> None:
+    record = logging.LogRecord("nosend.session", level, __file__, 1, "%s", (message,), None)
+    record.created, record.msecs = created, (created - int(created)) * 1000 // 1
+    fast, standard = LineFormatter(), logging.Formatter(LINE_FORMAT)
+    assert fast.format(record) == standard.format(record)
+    # The cached second must not leak into a record of another second.
+    later = logging.LogRecord("nosend.server", level, __file__, 1, "x", None, None)
+    later.created, later.msecs = created + 1.5, 500.0
+    assert fast.format(later) == standard.format(later)
+
+
+def test_line_formatter_keeps_tracebacks() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("n", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    text = LineFormatter().format(record)
+    assert text.splitlines()[0].endswith("n ERROR failed")
+    assert "ValueError: boom" in text
