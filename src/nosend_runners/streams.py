@@ -90,6 +90,9 @@ class SocketByteStream(anyio.abc.ByteStream):
         # Asked once: a peer that already reset the connection makes getpeername fail.
         self._local = _sockname(sock.getsockname)
         self._remote = remote_address if remote_address is not None else _sockname(sock.getpeername)
+        #: On asyncio: waits for readability with the socket registered once for the
+        #: whole connection (see ``_AsyncioReadiness``).
+        self.readiness = _AsyncioReadiness(self.loop, self._fd) if self.loop else None
 
     def try_receive(self, max_bytes: int) -> bytes | None:
         """Bytes the socket holds now (``b""`` at EOF), or ``None`` when it would block."""
@@ -122,6 +125,9 @@ class SocketByteStream(anyio.abc.ByteStream):
         """Wait until a receive would not block."""
         if self._closed:
             raise anyio.ClosedResourceError
+        if self.readiness is not None:
+            # anyio registers the fd itself: ours must not be registered meanwhile.
+            self.readiness.release()
         await anyio.wait_readable(self._fd)
 
     async def wait_writable(self) -> None:
@@ -159,6 +165,8 @@ class SocketByteStream(anyio.abc.ByteStream):
         """Close the socket now (closing a socket never blocks)."""
         if not self._closed:
             self._closed = True
+            if self.readiness is not None:
+                self.readiness.release()
             if self.loop is None:
                 # trio keeps its own registration of the fd: tell it first. On asyncio
                 # only this stream's own task ever waits on the fd, and not now.
@@ -169,6 +177,8 @@ class SocketByteStream(anyio.abc.ByteStream):
         """Close the socket, waking any task still waiting on it."""
         if not self._closed:
             self._closed = True
+            if self.readiness is not None:
+                self.readiness.release()
             anyio.notify_closing(self._fd)
             self._sock.close()
         await anyio.lowlevel.checkpoint()
@@ -195,31 +205,84 @@ def _sockname(get: Callable[[], Any]) -> Any:
 _READABLE, _EXPIRED, _SHUTDOWN = "readable", "expired", "shutdown"
 
 
-class _AsyncioWait:
-    """One wait for a socket to turn readable on asyncio, ended by whichever comes
-    first: data, the deadline or a shutdown (``cancel``, as ``ShutdownSignal`` calls it).
+class _AsyncioReadiness:
+    """Waits for one socket to turn readable on asyncio, each wait ended by whichever
+    comes first: data, the deadline or a shutdown (``cancel``, as ``ShutdownSignal``
+    calls it).
 
-    A future and a loop timer cost a fraction of an anyio cancel scope with a deadline,
-    and this runs once for every command a client sends.
+    This runs for every command a client sends, so it avoids the per-wait costs: the
+    socket stays registered with the loop across waits (when it turns readable with
+    nobody waiting, the callback unregisters it, so nothing is ever read ahead and the
+    loop does not spin), and one timer serves many waits (it is moved only when a wait
+    needs an earlier deadline; when it fires early it re-arms for the current one).
     """
 
-    __slots__ = ("fut",)
+    __slots__ = ("_loop", "_fd", "_fut", "_registered", "_timer", "_deadline")
 
-    def __init__(self, fut: asyncio.Future[str]) -> None:
-        self.fut = fut
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._fut: asyncio.Future[str] | None = None
+        self._registered = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = math.inf
 
-    def _end(self, why: str) -> None:
-        if not self.fut.done():
-            self.fut.set_result(why)
+    def _readable(self) -> None:
+        fut = self._fut
+        if fut is None or fut.done():
+            # Nobody waits: stop the level-triggered wake-ups until the next wait.
+            self._loop.remove_reader(self._fd)
+            self._registered = False
+            return
+        fut.set_result(_READABLE)
 
-    def readable(self) -> None:
-        self._end(_READABLE)
-
-    def expire(self) -> None:
-        self._end(_EXPIRED)
+    def _expired(self) -> None:
+        self._timer = None
+        fut = self._fut
+        if fut is None or fut.done() or self._deadline == math.inf:
+            return
+        if self._loop.time() >= self._deadline:
+            fut.set_result(_EXPIRED)
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._expired)
 
     def cancel(self) -> None:
-        self._end(_SHUTDOWN)
+        """End the current wait as a shutdown (``ShutdownSignal.request`` calls this)."""
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(_SHUTDOWN)
+
+    async def wait(self, deadline: float | None) -> str:
+        """Wait once: ``_READABLE``, ``_EXPIRED`` (loop time ``deadline`` passed) or
+        ``_SHUTDOWN``."""
+        loop = self._loop
+        fut = self._fut = loop.create_future()
+        if not self._registered:
+            loop.add_reader(self._fd, self._readable)
+            self._registered = True
+        if deadline is None:
+            self._deadline = math.inf
+        else:
+            self._deadline = deadline
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._expired)
+        try:
+            return await fut
+        finally:
+            self._fut = None
+
+    def release(self) -> None:
+        """Unregister the socket and drop the timer (before closing it, or before
+        someone else waits on it). Idempotent; the next ``wait`` registers again."""
+        if self._registered:
+            self._registered = False
+            self._loop.remove_reader(self._fd)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class AnyioStream:
@@ -313,23 +376,19 @@ class AnyioStream:
         timeout: float | None,
         interruptible: bool,
     ) -> bytes:
-        fd = raw.fd
+        readiness = raw.readiness
+        assert readiness is not None
         shutdown = self._guard.shutdown
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            wait = _AsyncioWait(loop.create_future())
-            loop.add_reader(fd, wait.readable)
-            timer = None if deadline is None else loop.call_at(deadline, wait.expire)
-            try:
-                if interruptible:
-                    with shutdown.idle(wait):
-                        why = await wait.fut
-                else:
-                    why = await wait.fut
-            finally:
-                loop.remove_reader(fd)
-                if timer is not None:
-                    timer.cancel()
+            if interruptible:
+                shutdown.enter_idle(readiness)
+                try:
+                    why = await readiness.wait(deadline)
+                finally:
+                    shutdown.leave_idle(readiness)
+            else:
+                why = await readiness.wait(deadline)
             if why == _SHUTDOWN:
                 raise ShutdownRequested
             if why == _EXPIRED:

@@ -199,13 +199,22 @@ class ShutdownSignal:
     @contextmanager
     def idle(self, scope: Interruptible) -> Iterator[None]:
         """Register ``scope`` as cancellable by a shutdown while the block runs."""
-        if self._requested:
-            scope.cancel()
-        self._idle.add(scope)
+        self.enter_idle(scope)
         try:
             yield
         finally:
             self._idle.discard(scope)
+
+    def enter_idle(self, scope: Interruptible) -> None:
+        """``idle()`` without the context manager, for the per-command receive path:
+        register ``scope`` until ``leave_idle(scope)`` (call it in a ``finally``)."""
+        if self._requested:
+            scope.cancel()
+        self._idle.add(scope)
+
+    def leave_idle(self, scope: Interruptible) -> None:
+        """End what ``enter_idle(scope)`` began."""
+        self._idle.discard(scope)
 
 
 class SessionGuard:

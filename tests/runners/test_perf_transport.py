@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import anyio
 import pytest
@@ -136,6 +137,75 @@ async def test_many_ready_receives_still_let_other_tasks_run() -> None:
         tg.cancel_scope.cancel()
     await stream.aclose()
     client.close()
+
+
+async def test_a_shorter_deadline_after_a_longer_one_still_expires_on_time() -> None:
+    # One timer serves many waits; a wait with an earlier deadline must move it.
+    server, client = _tcp_pair()
+    stream = _stream(server)
+    client.sendall(b"A")
+    assert await stream.receive(timeout=60) == b"A"
+
+    async def late_send() -> None:
+        await anyio.sleep(0.2)
+        client.sendall(b"B")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(late_send)
+        assert await stream.receive(timeout=60) == b"B"  # waited, with a 60 s timer
+    started = anyio.current_time()
+    with anyio.fail_after(5), pytest.raises(TimeoutError):
+        await stream.receive(timeout=0.2)
+    assert anyio.current_time() - started < 2
+    # An early firing timer (left from a shorter wait) does not end a longer one.
+    with anyio.move_on_after(0.5) as scope:
+        await stream.receive(timeout=60)
+    assert scope.cancelled_caught
+    await stream.aclose()
+    client.close()
+
+
+async def test_bytes_sent_while_nobody_receives_stay_in_the_kernel() -> None:
+    # The stream reads nothing ahead (the STARTTLS contract): data that arrives while the
+    # session is busy stays in the socket, where a TLS handshake would find it.
+    server, client = _tcp_pair()
+    stream = _stream(server)
+
+    async def late_send() -> None:
+        await anyio.sleep(0.1)
+        client.sendall(b"first")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(late_send)
+        assert await stream.receive(timeout=5) == b"first"
+    client.sendall(b"second")
+    # The loop sees the socket readable with nobody waiting: it must neither read nor
+    # keep waking up for it (a level-triggered registration left in place would spin).
+    cpu = time.process_time()
+    await anyio.sleep(0.3)
+    assert time.process_time() - cpu < 0.15
+    assert server.recv(100, socket.MSG_PEEK) == b"second"
+    assert await stream.receive(timeout=5) == b"second"
+    await stream.aclose()
+    client.close()
+
+
+async def test_a_closed_stream_leaves_no_registration_behind() -> None:
+    # The socket registered across waits must be unregistered before its fd is closed,
+    # or a new connection reusing the number would inherit a stale registration.
+    for _ in range(3):
+        server, client = _tcp_pair()
+        stream = _stream(server)
+
+        async def late_send(sock: socket.socket = client) -> None:
+            await anyio.sleep(0.05)
+            sock.sendall(b"x")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(late_send)
+            assert await stream.receive(timeout=5) == b"x"
+        await stream.aclose()
+        client.close()
 
 
 def test_log_lines_are_the_same_with_cached_bound_fields() -> None:
