@@ -20,11 +20,10 @@ ends with LF (see :class:`LineEndingNormaliser`), wire size == disk size + numbe
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -102,6 +101,34 @@ def _maildir_hostname(raw: str) -> str:
     return "".join(c if 0x21 <= ord(c) <= 0x7E else f"\\{ord(c):03o}" for c in out) or "localhost"
 
 
+class _ProcessId:
+    """This process's id without a system call per name.
+
+    ``os.getpid()`` asks the kernel every time (glibc stopped caching it in 2.25); a
+    Maildir delivery needs it once per message. The value is read once and again in
+    the child after every ``os.fork()`` (``os.register_at_fork``), so a forked worker
+    never writes its parent's pid into a name. Process-wide by nature, immutable between
+    forks, and safe to read from any thread.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+
+    def refresh(self) -> None:
+        self.value = os.getpid()
+
+
+_PID = _ProcessId()
+os.register_at_fork(after_in_child=_PID.refresh)
+
+# Random parts are drawn from the kernel in batches: 4, 8, 16... up to this many names
+# per getrandom() call, so a long-lived namer makes one system call per 512 names and a
+# namer made for a single name draws no more than it uses.
+_POOL_NAMES = 512
+
+
 class UniqueNamer:
     """Produces Maildir unique names, safe across threads, processes and restarts.
 
@@ -109,10 +136,15 @@ class UniqueNamer:
 
         <seconds>.M<microseconds>P<pid>Q<counter>R<random>.<host>
 
-    The pid is read on every call, so a forked child never repeats its parent's names;
-    the per-object counter separates names made in the same microsecond by one process;
-    32 random bits guard against pid reuse after a reboot with a clock set back.
+    The pid is the current one (re-read after a fork), so a forked child never repeats
+    its parent's names; the per-object counter separates names made in the same
+    microsecond by one process; 32 random bits (from ``os.urandom``, drawn in batches,
+    and afresh in a forked child) guard against pid reuse after a reboot with a clock
+    set back. Keep one namer per mailbox or queue for the life of the process:
+    construction looks up the host name, a system call.
     """
+
+    __slots__ = ("_host", "_clock", "_counter", "_pool")
 
     def __init__(
         self,
@@ -121,8 +153,11 @@ class UniqueNamer:
     ) -> None:
         self._host = _maildir_hostname(hostname if hostname is not None else socket.gethostname())
         self._clock = clock
-        self._lock = threading.Lock()
-        self._counter = 0
+        # next() on an itertools.count is atomic under the GIL: no lock, so a fork while
+        # another thread is naming cannot leave the child with a lock held forever.
+        self._counter = itertools.count(1)
+        # (pid it was drawn in, counter value of its first name, 8 hex digits per name)
+        self._pool: tuple[int, int, str] = (0, 0, "")
 
     @property
     def host(self) -> str:
@@ -131,14 +166,21 @@ class UniqueNamer:
 
     def new_name(self) -> str:
         """Return a fresh unique name (no ``,S=``/``:2,`` suffix)."""
-        with self._lock:
-            self._counter += 1
-            counter = self._counter
+        counter = next(self._counter)
+        pid = _PID.value
+        drawn_in, first, digits = self._pool
+        slot = 8 * (counter - first)
+        if drawn_in != pid or not 0 <= slot < len(digits):
+            names = min(max(len(digits) // 4, 4), _POOL_NAMES)
+            digits = os.urandom(4 * names).hex()
+            slot = 0
+            # Replaced whole (one reference store): a thread racing this one uses either
+            # pool; at worst two names share random bits, never a counter value.
+            self._pool = (pid, counter, digits)
         now = self._clock()
         seconds = int(now)
         micros = int((now - seconds) * 1_000_000)
-        rand = secrets.token_hex(4)
-        return f"{seconds}.M{micros}P{os.getpid()}Q{counter}R{rand}.{self._host}"
+        return f"{seconds}.M{micros}P{pid}Q{counter}R{digits[slot : slot + 8]}.{self._host}"
 
 
 _CR_BEFORE_LF = re.compile(rb"\r+\n")
@@ -196,7 +238,11 @@ class LineEndingNormaliser:
             chunk = chunk.replace(b"\r\n", b"\n")
             if b"\r\n" in chunk:
                 chunk = _CR_BEFORE_LF.sub(b"\n", chunk)
-        return self._count(chunk)
+        if chunk:
+            self.disk_size += len(chunk)
+            self.newlines += chunk.count(b"\n")
+            self._last = chunk[-1:]
+        return chunk
 
     def finish(self) -> bytes:
         """Return the last disk bytes: the missing final LF, if any."""
@@ -221,8 +267,9 @@ class StagedFile:
     """
 
     _BATCH = 256 * 1024  # fewer, larger writes; bounded memory per message
+    _MAX_PIECES = 256  # well under IOV_MAX (1024 on Linux) for one writev
 
-    __slots__ = ("_norm", "_fd", "_buf")
+    __slots__ = ("_norm", "_fd", "_pending", "_pending_size")
 
     def __init__(self, path: str) -> None:
         self._norm = LineEndingNormaliser()
@@ -230,7 +277,10 @@ class StagedFile:
         self._fd: int | None = os.open(
             path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
         )
-        self._buf = bytearray()
+        # Normalised pieces not yet written: kept as they are and written with one
+        # writev, so a small message is never copied into a staging buffer.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     @property
     def closed(self) -> bool:
@@ -253,8 +303,11 @@ class StagedFile:
             raise RuntimeError("writer is closed")
         out = self._norm.feed(chunk)
         if out:
-            self._buf += out
-            if len(self._buf) >= self._BATCH:
+            if type(out) is not bytes:
+                out = bytes(out)  # held until flushed: the caller may reuse its buffer
+            self._pending.append(out)
+            self._pending_size += len(out)
+            if self._pending_size >= self._BATCH or len(self._pending) >= self._MAX_PIECES:
                 self._flush()
 
     def finish(self, crash_hook: Callable[[str], None] | None = None) -> None:
@@ -262,7 +315,10 @@ class StagedFile:
         crash tests kill the process between the last write and the fsync."""
         if self._fd is None:
             raise RuntimeError("writer is closed")
-        self._buf += self._norm.finish()
+        tail = self._norm.finish()
+        if tail:
+            self._pending.append(tail)
+            self._pending_size += len(tail)
         self._flush()
         if crash_hook:
             crash_hook("before_fsync")
@@ -274,16 +330,26 @@ class StagedFile:
         fd, self._fd = self._fd, None
         if fd is None:
             return False
+        self._pending = []
         os.close(fd)
         return True
 
     def _flush(self) -> None:
-        assert self._fd is not None
-        view = memoryview(self._buf)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        del view
-        self._buf.clear()
+        fd = self._fd
+        assert fd is not None
+        pieces = self._pending
+        if not pieces:
+            return
+        size = self._pending_size
+        written = os.write(fd, pieces[0]) if len(pieces) == 1 else os.writev(fd, pieces)
+        if written < size:
+            # A short write (a signal, a nearly full disk): carry on from where it stopped.
+            view = memoryview(b"".join(pieces))[written:]
+            while view:
+                view = view[os.write(fd, view) :]
+            del view
+        pieces.clear()
+        self._pending_size = 0
 
 
 def crlf_chunks(fileobj: BinaryIO, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
