@@ -11,6 +11,8 @@ can tell ``CRLF`` from a bare ``LF`` when the protocol cares (SMTP smuggling).
 
 from __future__ import annotations
 
+from collections import deque
+
 __all__ = ["ReceiveBuffer", "OVERLONG"]
 
 
@@ -81,6 +83,29 @@ class ReceiveBuffer:
             del data[:end]
             self._scanned = 0
             return line
+
+    def next_line_from(self, chunks: deque[bytes]) -> bytes | _Overlong | None:
+        """``next_line()``, feeding it chunks from the left of ``chunks`` only as needed.
+
+        What stays in ``chunks`` was never copied into the buffer, so a caller that reads a
+        body next can take it raw. A chunk that is exactly one line within the limit,
+        arriving while nothing is buffered, is returned as it is: one command per read is
+        the usual case, and it then costs no copy and no second search.
+        """
+        data = self._data
+        while True:
+            if data:
+                line = self.next_line()
+                if line is not None:
+                    return line
+            if not chunks:
+                return None
+            chunk = chunks.popleft()
+            if not data and not self._discarding:
+                end = chunk.find(b"\n") + 1
+                if end == len(chunk) and 0 < end <= self.max_line:
+                    return chunk
+            data += chunk
 
     def take(self, max_bytes: int) -> bytes:
         """Remove and return up to ``max_bytes`` raw bytes (for counted data like BDAT)."""

@@ -20,6 +20,7 @@ __all__ = [
     "Path",
     "split_command",
     "parse_path",
+    "parse_mailbox",
     "parse_params",
     "mail_params",
     "rcpt_params",
@@ -118,22 +119,28 @@ def parse_path(text: str, *, null_ok: bool, postmaster_ok: bool) -> Path | None:
     ``null_ok`` admits ``<>`` (reverse path, RFC 5321 section 4.1.1.2); ``postmaster_ok``
     admits ``<Postmaster>`` without a domain (section 4.1.1.3, case-insensitive).
     """
+    mailbox = parse_mailbox(text, null_ok=null_ok, postmaster_ok=postmaster_ok)
+    return None if mailbox is None else Path(mailbox)
+
+
+def parse_mailbox(text: str, *, null_ok: bool, postmaster_ok: bool) -> str | None:
+    """:func:`parse_path` without the :class:`Path` wrapper: the mailbox, or ``None``."""
     if text == "<>":
-        return Path("") if null_ok else None
+        return "" if null_ok else None
     if postmaster_ok and text.lower() == "<postmaster>":
-        return Path(text[1:-1])
+        return text[1:-1]
     match = _PATH_RE.fullmatch(text)
     if match is None:
         return None
     mailbox = match.group("mailbox")
-    domain = mailbox[mailbox.rindex("@") + 1 :]
+    at = mailbox.rindex("@")
+    domain = mailbox[at + 1 :]
     if domain.startswith("[") and not _literal_ok(domain):
         return None
     # RFC 5321 section 4.5.3.1.1-2: local part 64 octets, domain 255 octets.
-    local = mailbox[: mailbox.rindex("@")]
-    if len(local.encode()) > 64 or len(domain.encode()) > 255:
+    if len(mailbox[:at].encode()) > 64 or len(domain.encode()) > 255:
         return None
-    return Path(mailbox)
+    return mailbox
 
 
 def split_path_and_params(arg: str) -> tuple[str, str]:
@@ -142,6 +149,12 @@ def split_path_and_params(arg: str) -> tuple[str, str]:
     if not arg.startswith("<"):
         path, _, rest = arg.partition(" ")
         return path, rest
+    if '"' not in arg:
+        # No quoted local part, so no quoted ">" either: the first ">" ends the path.
+        end = arg.find(">")
+        if end < 0:
+            return arg, ""
+        return arg[: end + 1], arg[end + 1 :].lstrip(" ")
     in_quote = False
     escaped = False
     for i, ch in enumerate(arg):

@@ -44,6 +44,7 @@ Rules the application follows:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from nosend_proto._errors import LocalProtocolError
@@ -94,24 +95,40 @@ class Reply:
     enhanced: str | None = None
 
     def __post_init__(self) -> None:
-        # RFC 5321 section 4.2: three digits, first 2-5, second 0-5.
-        if not isinstance(self.code, int) or not 200 <= self.code <= 559:
-            raise LocalProtocolError(f"invalid SMTP reply code {self.code!r}")
-        if self.code % 100 // 10 > 5:
-            raise LocalProtocolError(f"invalid SMTP reply code {self.code!r}")
+        # Every application reply passes here, so the checks are one set lookup, two
+        # substring scans and one regular expression (no Python loop over the parts).
+        code = self.code
+        if not isinstance(code, int) or code not in _REPLY_CODES:
+            raise LocalProtocolError(f"invalid SMTP reply code {code!r}")
         if "\r" in self.text or "\0" in self.text:
             raise LocalProtocolError("reply text must not contain CR or NUL")
-        if self.enhanced is not None:
-            parts = self.enhanced.split(".")
-            if (
-                len(parts) != 3
-                or not all(p.isascii() and p.isdigit() for p in parts)
-                or parts[0] != str(self.code // 100)
-                or len(parts[1]) > 3
-                or len(parts[2]) > 3
-            ):
-                # RFC 3463 section 2: class.subject.detail, class equal to the reply's.
-                raise LocalProtocolError(f"invalid enhanced status code {self.enhanced!r}")
+        enhanced = self.enhanced
+        if enhanced is not None and (
+            not isinstance(enhanced, str)
+            or _ENHANCED_RE.fullmatch(enhanced) is None
+            or enhanced[0] != str(code // 100)
+        ):
+            # RFC 3463 section 2: class.subject.detail, class equal to the reply's.
+            raise LocalProtocolError(f"invalid enhanced status code {enhanced!r}")
+
+
+# RFC 5321 section 4.2: three digits, the first 2-5, the second 0-5.
+_REPLY_CODES = frozenset(code for code in range(200, 560) if code % 100 < 60)
+# RFC 3463 section 2: class "." subject "." detail, subject and detail of 1 to 3 digits.
+_ENHANCED_RE = re.compile(r"[2-5]\.[0-9]{1,3}\.[0-9]{1,3}")
+
+
+def _engine_reply(code: int, text: str, enhanced: str | None = None) -> Reply:
+    """A :class:`Reply` built without ``__post_init__``, for the engine's own replies.
+
+    Only for values the engine has already vouched for (a valid code, text from the
+    validated configuration or constants): applications always go through ``Reply``.
+    """
+    reply = object.__new__(Reply)
+    object.__setattr__(reply, "code", code)
+    object.__setattr__(reply, "text", text)
+    object.__setattr__(reply, "enhanced", enhanced)
+    return reply
 
 
 # ---------------------------------------------------------------------------------------

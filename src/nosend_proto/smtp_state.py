@@ -58,6 +58,7 @@ from __future__ import annotations
 import base64
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nosend_proto import _smtp_grammar as grammar
@@ -94,6 +95,7 @@ from nosend_proto.smtp_events import (
     Noop,
     ProtocolViolation,
     Quit,
+    RcptParams,
     RcptTo,
     Reply,
     Reset,
@@ -101,6 +103,7 @@ from nosend_proto.smtp_events import (
     SMTPEvent,
     StartTLS,
     Verify,
+    _engine_reply,
 )
 
 __all__ = ["SMTPServerConfig", "SMTPState", "ServerConnection", "BARE_NEWLINE_POLICIES"]
@@ -191,63 +194,78 @@ class SMTPState(enum.Enum):
     TLS_PENDING = "tls-pending"  # 220 sent to STARTTLS; waiting for start_tls_done()
     CLOSED = "closed"
 
-
-class _Owed(enum.Enum):
-    """What the reply the application owes answers (decides the transition)."""
-
-    GREETING = "greeting"
-    HELLO = "HELO/EHLO"
-    MAIL = "MAIL"
-    RCPT = "RCPT"
-    DATA = "DATA"
-    END_DATA = "end of data"
-    BDAT_CHUNK = "BDAT chunk"
-    RSET = "RSET"
-    NOOP = "NOOP"
-    VRFY = "VRFY"
-    HELP = "HELP"
-    STARTTLS = "STARTTLS"
-    AUTH_CHALLENGE = "AUTH challenge"
-    AUTH_ATTEMPT = "AUTH"
-    QUIT = "QUIT"
-    VIOLATION = "protocol violation"
-    HELLO_VIOLATION = "HELO/EHLO syntax error"
-    FATAL = "protocol violation that closes"
-    REJECTED = "rejected data"
+    # Enum's own __hash__ is Python code (it hashes the member's name), so every set or
+    # dict lookup keyed by a state cost a Python call. Members are singletons compared by
+    # identity, so identity hashing is equivalent, and it runs in C.
+    __hash__ = object.__hash__
 
 
-# Positive replies each owed reply admits (RFC 5321 section 4.3.2); 4xx and 5xx are
-# always admitted except for QUIT, and a 421 always closes.
-_POSITIVE: dict[_Owed, frozenset[int]] = {
-    _Owed.GREETING: frozenset({220}),
-    _Owed.HELLO: frozenset({250}),
-    _Owed.MAIL: frozenset({250}),
-    _Owed.RCPT: frozenset({250, 251}),
-    _Owed.DATA: frozenset({354}),
-    _Owed.END_DATA: frozenset({250}),
-    _Owed.BDAT_CHUNK: frozenset({250}),
-    _Owed.RSET: frozenset({250}),
-    _Owed.NOOP: frozenset({250}),
-    _Owed.VRFY: frozenset({250, 251, 252}),
-    _Owed.HELP: frozenset({211, 214}),
-    _Owed.STARTTLS: frozenset({220}),
-    _Owed.AUTH_CHALLENGE: frozenset({334}),
-    _Owed.AUTH_ATTEMPT: frozenset({235}),
-    _Owed.QUIT: frozenset({221}),
-    _Owed.VIOLATION: frozenset(),
-    _Owed.HELLO_VIOLATION: frozenset(),
-    _Owed.FATAL: frozenset(),
-    _Owed.REJECTED: frozenset(),
-}
+# Reading an Enum member through its class goes through a descriptor in Python 3.11
+# (about 0.1 us each time); the hot paths compare the state against these instead.
+_GREETING = SMTPState.GREETING
+_REFUSED = SMTPState.REFUSED
+_CONNECTED = SMTPState.CONNECTED
+_READY = SMTPState.READY
+_MAIL = SMTPState.MAIL
+_RCPT = SMTPState.RCPT
+_DATA = SMTPState.DATA
+_BDAT = SMTPState.BDAT
+_AUTH = SMTPState.AUTH
+_TLS_PENDING = SMTPState.TLS_PENDING
+_CLOSED = SMTPState.CLOSED
 
-# RFC 3463 codes the engine adds to positive replies when the application gives none.
-_POSITIVE_ENHANCED: dict[_Owed, str] = {
-    _Owed.MAIL: "2.1.0",  # RFC 3463 section 3.2: X.1.0 other address status
-    _Owed.RCPT: "2.1.5",  # X.1.5 destination address valid
-    _Owed.AUTH_ATTEMPT: "2.7.0",  # RFC 4954 section 6
-}
+_COMMAND_STATES = frozenset({_CONNECTED, _READY, _MAIL, _RCPT})
+# Where further complete commands may already wait in the input (RFC 2920 section 3.1).
+_PIPELINE_STATES = _COMMAND_STATES | {_REFUSED}
+# Where next_event() reads a line: a command, or a SASL response.
+_LINE_STATES = _PIPELINE_STATES | {_AUTH}
 
-_COMMAND_STATES = frozenset({SMTPState.CONNECTED, SMTPState.READY, SMTPState.MAIL, SMTPState.RCPT})
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _OwedReply:
+    """What the reply the application owes answers (decides the transition).
+
+    ``positive``: the positive codes it admits (RFC 5321 section 4.3.2; 4xx and 5xx are
+    always admitted except for QUIT, and a 421 always closes). The RFC 3463 codes the
+    engine adds when the application gives none: ``success`` on a 2xx, ``class.failure``
+    on a 4xx/5xx, none at all when ``enhanced`` is false. Compared and hashed by identity
+    (``eq=False``), since one is looked up on every reply.
+    """
+
+    value: str  # what the reply answers, for error messages
+    positive: frozenset[int]
+    enhanced: bool = True
+    success: str = "2.0.0"
+    failure: str = "0.0"
+
+
+class _Owed:
+    """The owed replies, one per kind of event that asks for one."""
+
+    # RFC 2034 section 3: no enhanced status code on the greeting or a reply to HELO/EHLO.
+    GREETING = _OwedReply("greeting", frozenset({220}), enhanced=False)
+    HELLO = _OwedReply("HELO/EHLO", frozenset({250}), enhanced=False)
+    # RFC 3463 section 3.2: X.1.0 other address status, X.1.5 destination address valid.
+    MAIL = _OwedReply("MAIL", frozenset({250}), success="2.1.0")
+    RCPT = _OwedReply("RCPT", frozenset({250, 251}), success="2.1.5")
+    DATA = _OwedReply("DATA", frozenset({354}))
+    END_DATA = _OwedReply("end of data", frozenset({250}))
+    BDAT_CHUNK = _OwedReply("BDAT chunk", frozenset({250}))
+    RSET = _OwedReply("RSET", frozenset({250}))
+    NOOP = _OwedReply("NOOP", frozenset({250}))
+    VRFY = _OwedReply("VRFY", frozenset({250, 251, 252}))
+    HELP = _OwedReply("HELP", frozenset({211, 214}))
+    # RFC 3207 section 4: 454 4.7.0 TLS not available.
+    STARTTLS = _OwedReply("STARTTLS", frozenset({220}), failure="7.0")
+    AUTH_CHALLENGE = _OwedReply("AUTH challenge", frozenset({334}))
+    # RFC 4954 section 6: 235 2.7.0, failures X.7.0 (and 535 5.7.8, see _enhanced).
+    AUTH_ATTEMPT = _OwedReply("AUTH", frozenset({235}), success="2.7.0", failure="7.0")
+    QUIT = _OwedReply("QUIT", frozenset({221}))
+    VIOLATION = _OwedReply("protocol violation", frozenset())
+    HELLO_VIOLATION = _OwedReply("HELO/EHLO syntax error", frozenset(), enhanced=False)
+    FATAL = _OwedReply("protocol violation that closes", frozenset())
+    REJECTED = _OwedReply("rejected data", frozenset())
+
 
 # The state table for commands (RFC 5321 section 4.1.4, 3.3; RFC 3030; RFC 3207;
 # RFC 4954): verb -> {state it is refused in: the 503 text}. A verb absent from a state's
@@ -293,7 +311,28 @@ _SEQUENCE: dict[str, dict[SMTPState, str]] = {
 # RFC 5321 section 4.2.4: known but not implemented is 502, unknown is 500.
 _NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"})
 
-_QueuedEvent = tuple[SMTPEvent, _Owed | None]
+# Parameters that are absent: shared, since the dataclasses are immutable and building
+# one (frozen: a setattr per field) cost more than parsing the whole command.
+_NO_MAIL_PARAMS = MailParams()
+_NO_RCPT_PARAMS = RcptParams()
+
+# default_reply's answers that depend on nothing but the event's type: built once.
+_OK = Reply(250, "OK")
+_CONSTANT_REPLIES: dict[type, Reply] = {
+    MailFrom: _OK,
+    RcptTo: _OK,
+    EndOfData: _OK,
+    Reset: _OK,
+    Noop: _OK,
+    DataStart: Reply(354, "End data with <CR><LF>.<CR><LF>"),
+    # RFC 5321 section 3.5.3: 252 when the server will not verify.
+    Verify: Reply(252, "Cannot VRFY user, but will accept message and attempt delivery"),
+    Help: Reply(214, "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)"),
+    StartTLS: Reply(220, "Ready to start TLS"),
+    AuthAttempt: Reply(235, "Authentication successful"),
+}
+
+_QueuedEvent = tuple[SMTPEvent, _OwedReply | None]
 
 
 class ServerConnection:
@@ -313,8 +352,8 @@ class ServerConnection:
     def __init__(self, config: SMTPServerConfig, *, nonce: str) -> None:
         self.config = config
         self._nonce = nonce
-        self._state = SMTPState.GREETING
-        self._owed: _Owed | None = None
+        self._state = _GREETING
+        self._owed: _OwedReply | None = None
         self._events: deque[_QueuedEvent] = deque()
         limit = config.max_command_line + _PARAMS_ALLOWANCE
         if config.auth_mechanisms:
@@ -336,6 +375,7 @@ class ServerConnection:
         self._pending_hello: Hello | None = None
         self._pending_mail: MailParams | None = None
         self._pending_auth: Credentials | None = None
+        # The transaction (see _reset_transaction).
         self._mail: MailParams | None = None
         self._rcpt_accepted = 0
         self._rcpt_attempted = False
@@ -344,9 +384,9 @@ class ServerConnection:
         self._bdat_size = 0
         self._bdat_last = False
         self._bdat_error: Reply | None = None
+        # Replaced by fresh ones when a body starts (354, the first accepted BDAT).
         self._checker = self._new_checker()
         self._decoder = DotDecoder()
-        self._reset_transaction()
 
     # -- public state ------------------------------------------------------------------
 
@@ -433,39 +473,35 @@ class ServerConnection:
         """
         if self._owed is not None or self._events:
             return False
-        if self._state not in _COMMAND_STATES and self._state is not SMTPState.REFUSED:
+        if self._state not in _PIPELINE_STATES:
             return True
         if self._lookahead is None:
-            self._lookahead = self._read_line()
+            self._lookahead = self._buf.next_line_from(self._incoming)
         return self._lookahead is None
 
     # -- input -------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes the peer sent; ``b""`` means the peer closed its side."""
-        if self._state is SMTPState.CLOSED:
+        state = self._state
+        if state is _CLOSED:
             return
-        if self._state is SMTPState.TLS_PENDING:
+        if state is _TLS_PENDING:
             raise LocalProtocolError("TLS handshake pending: call start_tls_done() first")
         if self._eof:
             raise LocalProtocolError("data received after the peer closed")
         if not data:
             self._eof = True
             return
-        self._incoming.append(bytes(data) if not isinstance(data, bytes) else data)
+        self._incoming.append(data if isinstance(data, bytes) else bytes(data))
 
     def _read_line(self) -> bytes | object | None:
         """Next buffered line, OVERLONG, or None; moves raw chunks in only as needed."""
-        if self._lookahead is not None:
-            line, self._lookahead = self._lookahead, None
+        line = self._lookahead
+        if line is not None:
+            self._lookahead = None
             return line
-        while True:
-            line = self._buf.next_line()
-            if line is not None:
-                return line
-            if not self._incoming:
-                return None
-            self._buf.feed(self._incoming.popleft())
+        return self._buf.next_line_from(self._incoming)
 
     def _read_raw(self, limit: int) -> bytes | None:
         """Up to ``limit`` raw octets of body (buffered first), or None when none is here."""
@@ -486,26 +522,27 @@ class ServerConnection:
         if self._owed is not None:
             raise LocalProtocolError(f"reply to the {self._owed.value} event first")
         if self._events:
-            event, owed = self._events.popleft()
-            self._owed = owed
+            event, self._owed = self._events.popleft()
             return event
         state = self._state
-        if state is SMTPState.GREETING:
-            raise LocalProtocolError("send the greeting (220 or 554) first")
-        if state is SMTPState.TLS_PENDING:
-            raise LocalProtocolError("TLS handshake pending: call start_tls_done() first")
-        if state is SMTPState.CLOSED:
-            return ConnectionClosed()
-        if state is SMTPState.DATA:
+        if state in _LINE_STATES:
+            line = self._read_line()
+            if line is None:
+                return self._closed() if self._eof else NEED_DATA
+            if state is _AUTH:
+                event, self._owed = self._sasl_line(line)
+            else:
+                event, self._owed = self._command(line)
+            return event
+        if state is _DATA:
             return self._next_data_event()
-        if state is SMTPState.BDAT:
+        if state is _BDAT:
             return self._next_bdat_event()
-        line = self._read_line()
-        if line is None:
-            return self._closed() if self._eof else NEED_DATA
-        if state is SMTPState.AUTH:
-            return self._emit(self._sasl_line(line))
-        return self._emit(self._command(line))
+        if state is _CLOSED:
+            return ConnectionClosed()
+        if state is _GREETING:
+            raise LocalProtocolError("send the greeting (220 or 554) first")
+        raise LocalProtocolError("TLS handshake pending: call start_tls_done() first")
 
     def _emit(self, item: _QueuedEvent) -> SMTPEvent:
         event, owed = item
@@ -513,7 +550,7 @@ class ServerConnection:
         return event
 
     def _closed(self) -> ConnectionClosed:
-        self._state = SMTPState.CLOSED
+        self._state = _CLOSED
         self._sasl = None
         return ConnectionClosed()
 
@@ -544,43 +581,48 @@ class ServerConnection:
             return self._violation(
                 Reply(500, "Control character in command", "5.5.2"), "control character"
             )
-        verb, arg = grammar.split_command(line)
-        limit = self.config.max_command_line
-        if verb in ("MAIL", "RCPT"):
-            limit += _PARAMS_ALLOWANCE
-        elif verb == "AUTH":
-            limit = max(limit, self.config.max_auth_line)
-        if len(raw) > limit:
+        verb, _, arg = line.partition(" ")  # grammar.split_command, inlined
+        verb = verb.upper()
+        # Every verb's limit is at least max_command_line: only a longer line needs its own.
+        if len(raw) > self.config.max_command_line and len(raw) > self._line_limit(verb):
             return self._violation(Reply(500, "Line too long", "5.5.2"), "overlong command")
         state = self._state
-        if state is SMTPState.REFUSED and verb != "QUIT":
+        if state is _REFUSED and verb != "QUIT":
             # RFC 5321 section 3.1: after a 554 greeting, 503 to all but QUIT.
             return self._violation(
                 Reply(503, "No service here, send QUIT", "5.5.1"), "command after 554 greeting"
             )
         refused = _SEQUENCE.get(verb)
         if refused is None:
+            shown = grammar.quote_for_reply(verb)
             if verb in _NOT_IMPLEMENTED:
-                shown = grammar.quote_for_reply(verb)
                 reply = Reply(502, f"Command not implemented: {shown}", "5.5.1")
                 return self._violation(reply, "not implemented")
-            shown = grammar.quote_for_reply(verb)
             return self._violation(
                 Reply(500, f"Command unrecognized: {shown}", "5.5.1"), "unknown command"
             )
         if state in refused:
-            if verb in ("DATA", "BDAT") and state is SMTPState.MAIL and self._rcpt_attempted:
-                # RFC 5321 section 3.3: every RCPT was refused, 554 no valid recipients.
-                reply = Reply(554, "No valid recipients", "5.5.1")
-                if verb == "BDAT":
-                    return self._bdat(arg, refusal=reply)
-                return self._violation(reply, "DATA without recipients")
+            return self._out_of_sequence(verb, arg, refused[state])
+        return _HANDLERS[verb](self, arg)
+
+    def _line_limit(self, verb: str) -> int:
+        limit = self.config.max_command_line
+        if verb in ("MAIL", "RCPT"):
+            return limit + _PARAMS_ALLOWANCE
+        if verb == "AUTH":
+            return max(limit, self.config.max_auth_line)
+        return limit
+
+    def _out_of_sequence(self, verb: str, arg: str, text: str) -> _QueuedEvent:
+        if verb in ("DATA", "BDAT") and self._state is _MAIL and self._rcpt_attempted:
+            # RFC 5321 section 3.3: every RCPT was refused, 554 no valid recipients.
+            reply = Reply(554, "No valid recipients", "5.5.1")
             if verb == "BDAT":
-                return self._bdat(arg, refusal=Reply(503, refused[state], "5.5.1"))
-            return self._violation(Reply(503, refused[state], "5.5.1"), f"{verb} out of sequence")
-        handler = getattr(self, "_cmd_" + verb.lower())
-        result: _QueuedEvent = handler(arg)
-        return result
+                return self._bdat(arg, refusal=reply)
+            return self._violation(reply, "DATA without recipients")
+        if verb == "BDAT":
+            return self._bdat(arg, refusal=Reply(503, text, "5.5.1"))
+        return self._violation(Reply(503, text, "5.5.1"), f"{verb} out of sequence")
 
     def _syntax(self, text: str, enhanced: str = "5.5.4") -> _QueuedEvent:
         return self._violation(Reply(501, text, enhanced), "syntax error")
@@ -612,20 +654,23 @@ class ServerConnection:
         if arg[:5].upper() != "FROM:":
             return self._syntax("Syntax: MAIL FROM:<address>")
         path_text, params_text = grammar.split_path_and_params(arg[5:])
-        path = grammar.parse_path(path_text, null_ok=True, postmaster_ok=False)
-        if path is None:
+        mailbox = grammar.parse_mailbox(path_text, null_ok=True, postmaster_ok=False)
+        if mailbox is None:
             shown = grammar.quote_for_reply(path_text)
             return self._syntax(f"Bad sender address syntax {shown}", "5.1.7")
-        params = self._params(params_text)
-        if isinstance(params, Reply):
-            return self._violation(params, "bad MAIL parameter")
-        mail = grammar.mail_params(params, self._offered, self.config.max_message_size)
-        if isinstance(mail, Reply):
-            return self._violation(mail, "bad MAIL parameter", count=mail.code != 552)
-        if not path.mailbox.isascii() and not mail.smtputf8:
-            return self._need_utf8(path.mailbox, 550)
+        mail = _NO_MAIL_PARAMS
+        if params_text:
+            params = self._params(params_text)
+            if isinstance(params, Reply):
+                return self._violation(params, "bad MAIL parameter")
+            parsed = grammar.mail_params(params, self._offered, self.config.max_message_size)
+            if isinstance(parsed, Reply):
+                return self._violation(parsed, "bad MAIL parameter", count=parsed.code != 552)
+            mail = parsed
+        if not mailbox.isascii() and not mail.smtputf8:
+            return self._need_utf8(mailbox, 550)
         self._pending_mail = mail
-        return MailFrom(path.mailbox, mail), _Owed.MAIL
+        return MailFrom(mailbox, mail), _Owed.MAIL
 
     def _need_utf8(self, mailbox: str, code: int) -> _QueuedEvent:
         # RFC 6531 section 3.4: a non-ASCII address without the SMTPUTF8 parameter.
@@ -647,25 +692,28 @@ class ServerConnection:
         if arg[:3].upper() != "TO:":
             return self._syntax("Syntax: RCPT TO:<address>")
         path_text, params_text = grammar.split_path_and_params(arg[3:])
-        path = grammar.parse_path(path_text, null_ok=False, postmaster_ok=True)
-        if path is None:
+        mailbox = grammar.parse_mailbox(path_text, null_ok=False, postmaster_ok=True)
+        if mailbox is None:
             shown = grammar.quote_for_reply(path_text)
             return self._syntax(f"Bad recipient address syntax {shown}", "5.1.3")
-        params = self._params(params_text)
-        if isinstance(params, Reply):
-            return self._violation(params, "bad RCPT parameter")
-        rcpt = grammar.rcpt_params(params, self._offered)
-        if isinstance(rcpt, Reply):
-            return self._violation(rcpt, "bad RCPT parameter")
+        rcpt = _NO_RCPT_PARAMS
+        if params_text:
+            params = self._params(params_text)
+            if isinstance(params, Reply):
+                return self._violation(params, "bad RCPT parameter")
+            parsed = grammar.rcpt_params(params, self._offered)
+            if isinstance(parsed, Reply):
+                return self._violation(parsed, "bad RCPT parameter")
+            rcpt = parsed
         if self._chunking:
             return self._violation(Reply(503, "RCPT after BDAT", "5.5.1"), "RCPT after BDAT")
-        if not path.mailbox.isascii() and not (self._mail and self._mail.smtputf8):
-            return self._need_utf8(path.mailbox, 553)
+        if not mailbox.isascii() and not (self._mail and self._mail.smtputf8):
+            return self._need_utf8(mailbox, 553)
         if self._rcpt_accepted >= self.config.max_recipients:
             # RFC 5321 section 4.5.3.1.10: 452 too many recipients, not an error.
             reply = Reply(452, "Too many recipients", "4.5.3")
             return self._violation(reply, "too many recipients", count=False)
-        return RcptTo(path.mailbox, rcpt), _Owed.RCPT
+        return RcptTo(mailbox, rcpt), _Owed.RCPT
 
     def _cmd_data(self, arg: str) -> _QueuedEvent:
         if arg:
@@ -705,7 +753,7 @@ class ServerConnection:
             self._chunking = True
             self._checker = self._new_checker()
         # RFC 3030 section 2: the octets are read (and dropped on error) before replying.
-        self._state = SMTPState.BDAT
+        self._state = _BDAT
         return Bdat(size, last, accepted=self._bdat_error is None), None
 
     def _cmd_rset(self, arg: str) -> _QueuedEvent:
@@ -782,7 +830,7 @@ class ServerConnection:
             text = base64.b64encode(step.data).decode("ascii")
             return AuthChallenge(Reply(334, text), self._sasl.mechanism), _Owed.AUTH_CHALLENGE
         self._sasl = None
-        self._state = SMTPState.READY
+        self._state = _READY
         if isinstance(step, SaslSuccess):
             self._pending_auth = step.credentials
             return AuthAttempt(step.credentials), _Owed.AUTH_ATTEMPT
@@ -790,7 +838,7 @@ class ServerConnection:
 
     def _sasl_failed(self, failure: SaslFailure) -> _QueuedEvent:
         self._sasl = None
-        self._state = SMTPState.READY
+        self._state = _READY
         if failure.cancelled:
             # RFC 4954 section 4: a "*" cancels; reply 501.
             reply = Reply(501, "Authentication cancelled", "5.7.0")
@@ -801,7 +849,7 @@ class ServerConnection:
     def _sasl_line(self, raw: bytes | object) -> _QueuedEvent:
         if raw is OVERLONG or (isinstance(raw, bytes) and len(raw) > self.config.max_auth_line):
             self._sasl = None
-            self._state = SMTPState.READY
+            self._state = _READY
             # RFC 4954 section 4 / 6: 500 5.5.6 authentication exchange line too long.
             reply = Reply(500, "Authentication exchange line is too long", "5.5.6")
             return self._violation(reply, "overlong AUTH line")
@@ -867,7 +915,7 @@ class ServerConnection:
             if content:
                 return DataChunk(content)
         # The chunk is complete: the BDAT command gets its reply now.
-        self._state = SMTPState.RCPT
+        self._state = _RCPT
         if self._bdat_error is not None:
             error, self._bdat_error = self._bdat_error, None
             self._state = self._state_after_refused_bdat()
@@ -886,10 +934,10 @@ class ServerConnection:
 
     def _state_after_refused_bdat(self) -> SMTPState:
         if self._helo is None:
-            return SMTPState.CONNECTED
+            return _CONNECTED
         if self._mail is None:
-            return SMTPState.READY
-        return SMTPState.RCPT if self._rcpt_accepted else SMTPState.MAIL
+            return _READY
+        return _RCPT if self._rcpt_accepted else _MAIL
 
     # -- replies -----------------------------------------------------------------------
 
@@ -899,20 +947,22 @@ class ServerConnection:
         The events that carry a ready-made ``reply`` may be passed themselves. A 421 may
         be sent at any time and closes the connection (RFC 5321 section 3.8).
         """
-        if isinstance(reply, ProtocolViolation | DataRejected | AuthChallenge):
-            reply = reply.reply
-        if not isinstance(reply, Reply):
-            raise LocalProtocolError(f"send() takes a Reply, not {type(reply).__name__}")
-        if self._state is SMTPState.CLOSED:
+        if type(reply) is not Reply:  # the usual case skips the isinstance checks
+            if isinstance(reply, ProtocolViolation | DataRejected | AuthChallenge):
+                reply = reply.reply
+            if not isinstance(reply, Reply):
+                raise LocalProtocolError(f"send() takes a Reply, not {type(reply).__name__}")
+        state = self._state
+        if state is _CLOSED:
             raise LocalProtocolError("the connection is closed")
         owed = self._owed
-        if owed is None:
-            if self._state is SMTPState.GREETING:
-                owed = _Owed.GREETING
-            elif reply.code != 421:
-                raise LocalProtocolError("no command is waiting for a reply")
         code = reply.code
-        if owed is not None and code != 421 and code not in _POSITIVE[owed]:
+        if owed is None:
+            if state is _GREETING:
+                owed = _Owed.GREETING
+            elif code != 421:
+                raise LocalProtocolError("no command is waiting for a reply")
+        if owed is not None and code != 421 and code not in owed.positive:
             if code < 400 or owed is _Owed.QUIT or (owed is _Owed.GREETING and code != 554):
                 raise LocalProtocolError(f"{code} is not a valid reply to {owed.value}")
         extra: tuple[str, ...] = ()
@@ -922,96 +972,111 @@ class ServerConnection:
                 self._offered = frozenset(line.split(" ")[0] for line in extra)
             if not reply.text:
                 # RFC 5321 section 4.1.1.1: the reply's first line names the server.
-                reply = Reply(250, self.config.hostname)
+                reply = _engine_reply(250, self.config.hostname)
         data = render_reply(reply, self._enhanced(owed, reply), extra)
         self._owed = None
-        self._transition(owed, code)
+        if code == 421:
+            self._closed()
+        elif owed is not None:
+            after = _AFTER.get(owed)
+            if after is not None:
+                after(self, code in owed.positive)
         return data
 
-    def _enhanced(self, owed: _Owed | None, reply: Reply) -> str | None:
+    def _enhanced(self, owed: _OwedReply | None, reply: Reply) -> str | None:
         # RFC 2034 section 3: on every 2xx/4xx/5xx reply except the greeting and the
         # replies to HELO and EHLO.
-        if not self.config.enhanced_status_codes or reply.code < 400 and reply.code >= 300:
+        code = reply.code
+        if 300 <= code < 400 or not self.config.enhanced_status_codes:
             return None
-        if owed in (_Owed.GREETING, _Owed.HELLO, _Owed.HELLO_VIOLATION):
+        if owed is None:  # an unsolicited 421
+            return f"{code // 100}.0.0" if reply.enhanced is None else reply.enhanced
+        if not owed.enhanced:
             return None
         if reply.enhanced is not None:
             return reply.enhanced
-        cls = reply.code // 100
-        if cls == 2:
-            return _POSITIVE_ENHANCED.get(owed, "2.0.0") if owed else "2.0.0"
-        if owed is _Owed.AUTH_ATTEMPT:
-            return "5.7.8" if reply.code == 535 else f"{cls}.7.0"  # RFC 4954 section 6
-        if owed is _Owed.STARTTLS:
-            return f"{cls}.7.0"  # RFC 3207 section 4: 454 TLS not available
-        return f"{cls}.0.0"
+        if code < 300:
+            return owed.success
+        if code == 535 and owed is _Owed.AUTH_ATTEMPT:
+            return "5.7.8"  # RFC 4954 section 6: authentication credentials invalid
+        return f"{code // 100}.{owed.failure}"
 
-    def _transition(self, owed: _Owed | None, code: int) -> None:
-        positive = owed is not None and code in _POSITIVE[owed]
-        if code == 421:
-            self._closed()
-        elif owed is _Owed.GREETING:
-            # RFC 5321 section 3.1: 554 instead of 220 means only QUIT will be served.
-            self._state = SMTPState.CONNECTED if positive else SMTPState.REFUSED
-        elif owed is _Owed.HELLO:
-            if positive and self._pending_hello is not None:
-                # RFC 5321 section 4.1.4: a successful EHLO/HELO also resets the
-                # transaction; the keywords offered are those of the last EHLO.
-                self._helo = self._pending_hello.name
-                self._extended = self._pending_hello.extended
-                if not self._extended:
-                    self._offered = frozenset()
-                self._reset_transaction()
-                self._state = SMTPState.READY
-            self._pending_hello = None
-        elif owed is _Owed.MAIL:
-            if positive:
-                self._mail = self._pending_mail
-                self._state = SMTPState.MAIL
-            self._pending_mail = None
-        elif owed is _Owed.RCPT:
-            self._rcpt_attempted = True
-            if positive:
-                self._rcpt_accepted += 1
-                self._state = SMTPState.RCPT
-        elif owed is _Owed.DATA:
-            if positive:
-                self._state = SMTPState.DATA
-                self._decoder = DotDecoder()
-                self._checker = self._new_checker()
-        elif owed in (_Owed.END_DATA, _Owed.REJECTED):
+    # The transitions a reply makes (see the diagram in ``smtp_events``), one per owed
+    # reply, dispatched by ``_AFTER``; ``positive`` is whether the code admits the event.
+
+    def _after_greeting(self, positive: bool) -> None:
+        # RFC 5321 section 3.1: 554 instead of 220 means only QUIT will be served.
+        self._state = _CONNECTED if positive else _REFUSED
+
+    def _after_hello(self, positive: bool) -> None:
+        hello = self._pending_hello
+        self._pending_hello = None
+        if positive and hello is not None:
+            # RFC 5321 section 4.1.4: a successful EHLO/HELO also resets the
+            # transaction; the keywords offered are those of the last EHLO.
+            self._helo = hello.name
+            self._extended = hello.extended
+            if not hello.extended:
+                self._offered = frozenset()
             self._reset_transaction()
-            self._state = SMTPState.READY
-        elif owed is _Owed.BDAT_CHUNK:
-            if not positive:
-                # RFC 3030 section 2: a failed chunk fails the transaction.
-                self._reset_transaction()
-                self._state = SMTPState.READY
-        elif owed is _Owed.RSET:
+            self._state = _READY
+
+    def _after_mail(self, positive: bool) -> None:
+        if positive:
+            self._mail = self._pending_mail
+            self._state = _MAIL
+        self._pending_mail = None
+
+    def _after_rcpt(self, positive: bool) -> None:
+        self._rcpt_attempted = True
+        if positive:
+            self._rcpt_accepted += 1
+            self._state = _RCPT
+
+    def _after_data(self, positive: bool) -> None:
+        if positive:
+            self._state = _DATA
+            self._decoder = DotDecoder()
+            self._checker = self._new_checker()
+
+    def _after_body(self, positive: bool) -> None:
+        # Whatever the verdict on a whole body, the transaction is over.
+        self._reset_transaction()
+        self._state = _READY
+
+    def _after_bdat_chunk(self, positive: bool) -> None:
+        if not positive:
+            # RFC 3030 section 2: a failed chunk fails the transaction.
             self._reset_transaction()
-            if self._state is not SMTPState.CONNECTED:
-                self._state = SMTPState.READY
-        elif owed is _Owed.STARTTLS:
-            if positive:
-                # RFC 3207 section 4 / CVE-2011-0411: nothing the client sent in
-                # cleartext after STARTTLS may be read as coming over TLS.
-                self.discarded_after_starttls += self._clear_input()
-                self._state = SMTPState.TLS_PENDING
-        elif owed is _Owed.AUTH_CHALLENGE:
-            if positive:
-                self._state = SMTPState.AUTH
-            else:
-                self._sasl = None
-                self._state = SMTPState.READY
-        elif owed is _Owed.AUTH_ATTEMPT:
-            if positive and self._pending_auth is not None:
-                self._auth_identity = self._pending_auth.username
-            self._pending_auth = None
-            self._state = SMTPState.READY
-        elif owed is _Owed.QUIT:
-            self._closed()
-        elif owed is _Owed.FATAL:
-            self._closed()
+            self._state = _READY
+
+    def _after_rset(self, positive: bool) -> None:
+        self._reset_transaction()
+        if self._state is not _CONNECTED:
+            self._state = _READY
+
+    def _after_starttls(self, positive: bool) -> None:
+        if positive:
+            # RFC 3207 section 4 / CVE-2011-0411: nothing the client sent in
+            # cleartext after STARTTLS may be read as coming over TLS.
+            self.discarded_after_starttls += self._clear_input()
+            self._state = _TLS_PENDING
+
+    def _after_auth_challenge(self, positive: bool) -> None:
+        if positive:
+            self._state = _AUTH
+        else:
+            self._sasl = None
+            self._state = _READY
+
+    def _after_auth_attempt(self, positive: bool) -> None:
+        if positive and self._pending_auth is not None:
+            self._auth_identity = self._pending_auth.username
+        self._pending_auth = None
+        self._state = _READY
+
+    def _after_close(self, positive: bool) -> None:
+        self._closed()
 
     def _clear_input(self) -> int:
         dropped = self._buf.clear() + sum(len(c) for c in self._incoming)
@@ -1022,6 +1087,7 @@ class ServerConnection:
         return dropped
 
     def _reset_transaction(self) -> None:
+        # The body's checker and decoder are replaced when the next body starts.
         self._mail = None
         self._rcpt_accepted = 0
         self._rcpt_attempted = False
@@ -1030,8 +1096,6 @@ class ServerConnection:
         self._bdat_size = 0
         self._bdat_last = False
         self._bdat_error = None
-        self._checker = self._new_checker()
-        self._decoder = DotDecoder()
 
     def start_tls_done(self) -> None:
         """The runner finished the TLS handshake after a 220 to StartTLS.
@@ -1040,7 +1104,7 @@ class ServerConnection:
         forgotten, the client must EHLO again; STARTTLS is no longer offered and AUTH may
         now be.
         """
-        if self._state is not SMTPState.TLS_PENDING:
+        if self._state is not _TLS_PENDING:
             raise LocalProtocolError("start_tls_done() without a 220 reply to STARTTLS")
         self._tls_active = True
         self._helo = None
@@ -1048,7 +1112,7 @@ class ServerConnection:
         self._offered = frozenset()
         self._auth_identity = None
         self._reset_transaction()
-        self._state = SMTPState.CONNECTED
+        self._state = _CONNECTED
 
     def default_reply(self, event: SMTPEvent) -> Reply:
         """A conventional reply to ``event`` for applications with no opinion on it.
@@ -1056,26 +1120,61 @@ class ServerConnection:
         Policy events (MailFrom, RcptTo, EndOfData, AuthAttempt) get a positive reply
         too: use this for them only when the application has really decided to accept.
         """
-        host = self.config.hostname
+        event_type = type(event)
+        reply = _CONSTANT_REPLIES.get(event_type)
+        if reply is not None:
+            return reply
+        host = self.config.hostname  # validated printable ASCII: safe in a reply
+        if event_type is Hello:
+            return _engine_reply(250, host)
+        if event_type is Quit:
+            return _engine_reply(221, f"{host} Service closing transmission channel")
         if isinstance(event, ProtocolViolation | DataRejected | AuthChallenge):
             return event.reply
-        if isinstance(event, Hello):
-            return Reply(250, host)
-        if isinstance(event, DataStart):
-            return Reply(354, "End data with <CR><LF>.<CR><LF>")
         if isinstance(event, BdatChunkEnd):
             return Reply(250, f"{event.size} octets received")
-        if isinstance(event, Verify):
-            # RFC 5321 section 3.5.3: 252 when the server will not verify.
-            return Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
-        if isinstance(event, Help):
-            return Reply(214, "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)")
-        if isinstance(event, StartTLS):
-            return Reply(220, "Ready to start TLS")
-        if isinstance(event, AuthAttempt):
-            return Reply(235, "Authentication successful")
+        # Subclasses of the event classes get their base class's reply.
+        if isinstance(event, Hello):
+            return _engine_reply(250, host)
         if isinstance(event, Quit):
-            return Reply(221, f"{host} Service closing transmission channel")
-        if isinstance(event, MailFrom | RcptTo | EndOfData | Reset | Noop):
-            return Reply(250, "OK")
+            return _engine_reply(221, f"{host} Service closing transmission channel")
+        for base, reply in _CONSTANT_REPLIES.items():
+            if isinstance(event, base):
+                return reply
         raise LocalProtocolError(f"{type(event).__name__} takes no reply")
+
+
+# Command verb -> its handler (the row of _SEQUENCE has already admitted it).
+_HANDLERS: dict[str, Callable[[ServerConnection, str], _QueuedEvent]] = {
+    "HELO": ServerConnection._cmd_helo,
+    "EHLO": ServerConnection._cmd_ehlo,
+    "MAIL": ServerConnection._cmd_mail,
+    "RCPT": ServerConnection._cmd_rcpt,
+    "DATA": ServerConnection._cmd_data,
+    "BDAT": ServerConnection._cmd_bdat,
+    "RSET": ServerConnection._cmd_rset,
+    "NOOP": ServerConnection._cmd_noop,
+    "VRFY": ServerConnection._cmd_vrfy,
+    "HELP": ServerConnection._cmd_help,
+    "QUIT": ServerConnection._cmd_quit,
+    "STARTTLS": ServerConnection._cmd_starttls,
+    "AUTH": ServerConnection._cmd_auth,
+}
+
+# Owed reply -> the transition its reply makes (none for NOOP, VRFY, HELP, violations).
+_AFTER: dict[_OwedReply, Callable[[ServerConnection, bool], None]] = {
+    _Owed.GREETING: ServerConnection._after_greeting,
+    _Owed.HELLO: ServerConnection._after_hello,
+    _Owed.MAIL: ServerConnection._after_mail,
+    _Owed.RCPT: ServerConnection._after_rcpt,
+    _Owed.DATA: ServerConnection._after_data,
+    _Owed.END_DATA: ServerConnection._after_body,
+    _Owed.REJECTED: ServerConnection._after_body,
+    _Owed.BDAT_CHUNK: ServerConnection._after_bdat_chunk,
+    _Owed.RSET: ServerConnection._after_rset,
+    _Owed.STARTTLS: ServerConnection._after_starttls,
+    _Owed.AUTH_CHALLENGE: ServerConnection._after_auth_challenge,
+    _Owed.AUTH_ATTEMPT: ServerConnection._after_auth_attempt,
+    _Owed.QUIT: ServerConnection._after_close,
+    _Owed.FATAL: ServerConnection._after_close,
+}
