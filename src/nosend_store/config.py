@@ -70,9 +70,11 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from nosend_store import passwords
+
+_T = TypeVar("_T")
 
 __all__ = [
     "ConfigError",
@@ -310,6 +312,25 @@ class Config:
     accounts: Mapping[str, Account]
     #: Where postmaster mail goes: a mailbox name or an address (None: no mailboxes).
     postmaster: str | None = None
+    # Objects derived from this configuration and reused while it is in force (see
+    # derived()). Not part of the value: left out of ==, repr and the constructor.
+    _derived: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: str, make: Callable[[], _T]) -> _T:
+        """The object stored under ``key`` for this configuration, made by ``make()`` on
+        first use.
+
+        For per-message work that only depends on the configuration (e.g. delivery's
+        Maildir objects with their checked paths and name generators): a reload builds a
+        new :class:`Config`, so what was derived from the old one is never used with the
+        new one. Safe from several threads: racing first calls may each run ``make``, and
+        all of them get the one object that was stored. ``key`` names the caller (use the
+        module name) and must always be used with the same type of object.
+        """
+        try:
+            return cast(_T, self._derived[key])
+        except KeyError:
+            return cast(_T, self._derived.setdefault(key, make()))
 
     def is_local_domain(self, domain: str) -> bool:
         """Whether ``domain`` (any case, optional trailing dot) is a local domain."""

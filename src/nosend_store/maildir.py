@@ -136,15 +136,17 @@ class MaildirWriter:
     ``"before_dir_fsync"`` so a test can kill the process at each step.
     """
 
+    __slots__ = ("_unique", "_tmp_path", "_new_dir", "_hook", "_file", "key")
+
     def __init__(
         self,
         mailbox: MaildirMailbox,
         unique: str,
         crash_hook: Callable[[str], None] | None = None,
     ) -> None:
-        self._mailbox = mailbox
         self._unique = unique
         self._tmp_path = f"{mailbox.path}/tmp/{unique}"
+        self._new_dir = f"{mailbox.path}/new"
         self._hook = crash_hook
         self._file = StagedFile(self._tmp_path)
         self.key: str | None = None
@@ -173,7 +175,7 @@ class MaildirWriter:
             self.abort()
             raise
         key = f"{self._unique},S={self._file.disk_size},W={self._file.wire_size}"
-        new_dir = f"{self._mailbox.path}/new"
+        new_dir = self._new_dir
         new_path = f"{new_dir}/{key}"
         renamed = False
         try:
@@ -223,6 +225,9 @@ class MaildirMailbox:
     ``MaildirMailbox(path)`` creates ``tmp/ new/ cur/`` when missing (``create=False``
     raises :class:`FileNotFoundError` instead). The object holds no open files and may
     be shared by threads; several processes may deliver into the same folder at once.
+    A long-lived object is cheaper to deliver with than a new one per message (its
+    namer, and no directory checks per delivery); if the folder disappears meanwhile,
+    :meth:`open_writer` makes it again (unless ``create=False``).
     """
 
     def __init__(
@@ -236,6 +241,7 @@ class MaildirMailbox:
         self._path = os.path.abspath(os.fspath(path))
         self._namer = namer if namer is not None else UniqueNamer(clock=clock)
         self._clock = clock
+        self._create_missing = create
         if create:
             self._create()
         elif not all(os.path.isdir(os.path.join(self._path, d)) for d in ("tmp", "new", "cur")):
@@ -268,7 +274,15 @@ class MaildirMailbox:
 
     def open_writer(self, crash_hook: Callable[[str], None] | None = None) -> MaildirWriter:
         """Start an incremental delivery (see :class:`MaildirWriter`)."""
-        return MaildirWriter(self, self._namer.new_name(), crash_hook)
+        try:
+            return MaildirWriter(self, self._namer.new_name(), crash_hook)
+        except FileNotFoundError:
+            # tmp/ (or the whole folder) was removed since this object checked it, e.g.
+            # by an administrator while the server kept this object: make it again.
+            if not self._create_missing:
+                raise
+            self._create()
+            return MaildirWriter(self, self._namer.new_name(), crash_hook)
 
     def deliver(
         self, chunks: Iterable[bytes], crash_hook: Callable[[str], None] | None = None
