@@ -42,8 +42,52 @@ __all__ = [
 #: longer header block is refused (552 5.3.4); elsewhere it is passed through unscanned.
 MAX_HEADER_BLOCK = 256 * 1024
 
-# RFC 5322 section 3.6.8: field-name = 1*ftext, ftext = %d33-57 / %d59-126, then ":".
-_FIELD_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# Complete lines that keep the header block going, from where the scan stopped: a field
+# (RFC 5322 section 2.2; field-name = 1*ftext, ftext = %d33-57 / %d59-126, then ":",
+# section 3.6.8) or a folded continuation (section 2.2.3). The block ends at the first
+# complete line that is neither: the empty line (section 2.1) or the body's first line.
+_HEADER_LINES = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]++[ \t]*+:[^\n]*+\n|[ \t][^\n]*+\n)*+")
+# The fields the sink cares about, at the start of lines of a span _HEADER_LINES took.
+_WANTED_FIELD = re.compile(rb"^(?:(date)|message-id)[ \t]*:([^\n]*)", re.IGNORECASE | re.MULTILINE)
+
+# Keys of what this module keeps per configuration (Config.derived): one Maildir object
+# per mailbox and one queue object per host name, reused by every message, so a delivery
+# does not look up the host, check directories or build paths again.
+_MAILDIRS = "nosend_runners.delivery.maildirs"
+_QUEUES = "nosend_runners.delivery.queues"
+
+
+def _no_maildirs() -> dict[str, MaildirMailbox]:
+    return {}
+
+
+def _no_queues() -> dict[str | None, OutboundQueue]:
+    return {}
+
+
+def _maildir(config: Config, name: str) -> MaildirMailbox:
+    boxes = config.derived(_MAILDIRS, _no_maildirs)
+    box = boxes.get(name)
+    if box is None:
+        # Creates tmp/ new/ cur/ if missing; MaildirMailbox.open_writer makes them again
+        # should they disappear while this object is kept.
+        box = boxes.setdefault(name, MaildirMailbox(config.maildir_path(name)))
+    return box
+
+
+def _open_queue_writer(config: Config, hostname: str | None, envelope: Envelope) -> QueueWriter:
+    queues = config.derived(_QUEUES, _no_queues)
+    queue = queues.get(hostname)
+    if queue is None:
+        queue = queues.setdefault(
+            hostname, OutboundQueue(config.server.queue_dir, hostname=hostname)
+        )
+    try:
+        return queue.open_writer(envelope)
+    except FileNotFoundError:
+        # The queue directory went away since it was checked: a fresh object makes it.
+        queue = queues[hostname] = OutboundQueue(config.server.queue_dir, hostname=hostname)
+        return queue.open_writer(envelope)
 
 
 class HeaderTooLarge(Exception):
@@ -69,7 +113,34 @@ class MessageSink:
     ``date`` and ``message_id`` are the fields to add when the message lacks them
     (``None``: never add, the relay/delivery case). ``return_path`` (the envelope
     sender, ``""`` for ``<>``) is written first into the local copies only.
+
+    A message whose header block and body arrive in one piece (the usual small message,
+    given to :meth:`finish`) is written with one ``write`` per copy.
     """
+
+    __slots__ = (
+        "_config",
+        "_mailboxes",
+        "_envelope",
+        "_trace",
+        "_date",
+        "_message_id",
+        "_hostname",
+        "_return_path",
+        "_must_scan",
+        "_maildir",
+        "_queue_writer",
+        "_lead",
+        "_header",
+        "_scan_from",
+        "_in_header",
+        "_has_date",
+        "_has_message_id",
+        "_size",
+        "_closed",
+        "_opened",
+        "message_id",
+    )
 
     def __init__(
         self,
@@ -96,7 +167,11 @@ class MessageSink:
         self._must_scan = date is not None or message_id is not None
         self._maildir: list[tuple[str, MaildirMailbox, MaildirWriter]] = []
         self._queue_writer: QueueWriter | None = None
-        self._header = bytearray()  # held back until the header block ends
+        # Written in front of the first data of the local copies only (Return-Path:).
+        self._lead = b""
+        # Held back until the header block ends: the first chunk as it came, a copy
+        # once a second one is appended.
+        self._header: bytes | bytearray = b""
         self._scan_from = 0
         self._in_header = True
         self._has_date = False
@@ -121,95 +196,103 @@ class MessageSink:
             raise RuntimeError("sink is closed")
         self._opened = True
         try:
+            config = self._config
             for name in self._mailboxes:
-                box = MaildirMailbox(self._config.maildir_path(name))
-                writer = box.open_writer()
-                self._maildir.append((name, box, writer))
-                if self._return_path is not None:
-                    # RFC 5321 section 4.4: final delivery inserts the return path; the
-                    # queued copy is not final delivery and gets none.
-                    line = f"Return-Path: <{self._return_path}>\r\n"
-                    writer.write(line.encode("utf-8", "surrogateescape"))
+                box = _maildir(config, name)
+                self._maildir.append((name, box, box.open_writer()))
+            if self._mailboxes and self._return_path is not None:
+                # RFC 5321 section 4.4: final delivery inserts the return path; the
+                # queued copy is not final delivery and gets none.
+                line = f"Return-Path: <{self._return_path}>\r\n"
+                self._lead = line.encode("utf-8", "surrogateescape")
             if self._envelope is not None:
-                queue = OutboundQueue(self._config.server.queue_dir, hostname=self._hostname)
-                self._queue_writer = queue.open_writer(self._envelope)
+                self._queue_writer = _open_queue_writer(config, self._hostname, self._envelope)
         except BaseException:
             self.abort()
             raise
 
-    def _emit(self, data: bytes | bytearray) -> None:
-        if not data:
-            return
-        data = bytes(data)
-        for _, _, writer in self._maildir:
-            writer.write(data)
-        if self._queue_writer is not None:
+    def _emit(self, data: bytes) -> None:
+        lead = self._lead
+        if lead:
+            self._lead = b""
+            local = lead + data
+        else:
+            local = data
+        if local:
+            for _, _, writer in self._maildir:
+                writer.write(local)
+        if data and self._queue_writer is not None:
             self._queue_writer.write(data)
 
     def write(self, chunk: bytes) -> None:
         """Append the next piece of the body (CRLF line ends, as the engine gives it)."""
         if self._closed:
             raise RuntimeError("sink is closed")
-        self.open()
+        if not self._opened:
+            self.open()
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)  # kept or passed on: never a buffer the caller reuses
         self._size += len(chunk)
         if not self._in_header:
             self._emit(chunk)
             return
-        self._header += chunk
+        header = self._header
+        if not header:
+            self._header = header = chunk
+        elif type(header) is bytearray:
+            header += chunk
+        else:
+            self._header = header = bytearray(header)
+            header += chunk
         end = self._scan_header()
         if end is not None:
             self._finish_header(end)
-        elif len(self._header) > MAX_HEADER_BLOCK:
+        elif len(header) > MAX_HEADER_BLOCK:
             if self._must_scan:
                 raise HeaderTooLarge(f"header block over {MAX_HEADER_BLOCK} octets")
-            self._finish_header(len(self._header), separator=False)
+            self._finish_header(len(header), separator=False)
 
     def _scan_header(self) -> int | None:
         """Scan complete new header lines; return where the header block ends, if seen."""
         buf = self._header
-        while True:
-            nl = buf.find(b"\n", self._scan_from)
-            if nl < 0:
-                return None
-            start = self._scan_from
-            line = bytes(buf[start : nl + 1])
-            if line in (b"\r\n", b"\n"):
-                return start  # RFC 5322 section 2.1: an empty line ends the header
-            if line[:1] in (b" ", b"\t"):
-                self._scan_from = nl + 1  # folded continuation (section 2.2.3)
-                continue
-            m = _FIELD_RE.match(line)
-            if m is None:
-                return start  # not a header field: the body starts here
-            name = m.group(1).lower()
-            if name == b"date":
-                self._has_date = True
-            elif name == b"message-id":
-                self._has_message_id = True
-                value = line[m.end() :].strip().decode("utf-8", "replace")
-                self.message_id = value[:200] or None
-            self._scan_from = nl + 1
+        start = self._scan_from
+        match = _HEADER_LINES.match(buf, start)
+        end = match.end() if match is not None else start
+        if end > start:
+            for field in _WANTED_FIELD.finditer(buf, start, end):
+                if field.group(1) is not None:
+                    self._has_date = True
+                else:
+                    self._has_message_id = True
+                    value = field.group(2).strip().decode("utf-8", "replace")
+                    self.message_id = value[:200] or None
+            self._scan_from = end
+        # The line at `end` ends the block once it is complete (it is not a field).
+        return end if buf.find(b"\n", end) >= 0 else None
 
     def _finish_header(self, end: int, *, separator: bool = True) -> None:
         header = self._header
-        prefix = bytearray(self._trace)
+        self._header = b""
+        self._in_header = False
+        parts: list[bytes | bytearray] = [self._trace]
         added = False
         if self._date is not None and not self._has_date:
-            prefix += self._date  # RFC 6409 section 8.3
+            parts.append(self._date)  # RFC 6409 section 8.3
             added = True
         if self._message_id is not None and not self._has_message_id:
-            prefix += self._message_id  # RFC 6409 section 8.3
+            parts.append(self._message_id)  # RFC 6409 section 8.3
             added = True
-        self._emit(prefix)
-        self._emit(header[:end])
-        rest = header[end:]
-        if separator and added and rest and rest[:2] != b"\r\n" and rest[:1] != b"\n":
-            # The message had no header/body separator: our fields must not turn its
-            # first body line into a header continuation.
-            self._emit(b"\r\n")
-        self._emit(rest)
-        self._header = bytearray()
-        self._in_header = False
+        if not added:
+            parts.append(header)
+        else:
+            rest = header[end:]
+            parts.append(header[:end])
+            if separator and rest and rest[:2] != b"\r\n" and rest[:1] != b"\n":
+                # The message had no header/body separator: our fields must not turn its
+                # first body line into a header continuation.
+                parts.append(b"\r\n")
+            parts.append(rest)
+        self._emit(b"".join(parts))
 
     # -- the end -----------------------------------------------------------------------
 
@@ -217,11 +300,14 @@ class MessageSink:
         """Make every copy durable; return where they are. On failure nothing stays."""
         if self._closed:
             raise RuntimeError("sink is closed")
-        self.open()
+        if not self._opened:
+            self.open()
         done: list[tuple[MaildirMailbox, str]] = []
         try:
             if self._in_header:
                 self._finish_header(len(self._header))
+            if self._lead:
+                self._emit(b"")  # an empty message still gets its Return-Path:
             keys: dict[str, str] = {}
             for name, box, writer in self._maildir:
                 key = writer.commit()
@@ -257,7 +343,7 @@ class MessageSink:
             writer.abort()
         if self._queue_writer is not None:
             self._queue_writer.abort()
-        self._header = bytearray()
+        self._header = b""
 
     @property
     def size(self) -> int:
