@@ -66,6 +66,11 @@ def _on_asyncio() -> bool:
     return True
 
 
+#: Connections taken per wake-up of a listening socket (a burst is not taken whole at
+#: the expense of sessions already running).
+_ACCEPT_BATCH = 16
+
+
 class ServerSetupError(Exception):
     """The server cannot start: a port is taken, TLS is missing for SMTPS/POP3S, ..."""
 
@@ -259,33 +264,57 @@ class MailServer:
             return
         # asyncio: accept on the listening socket itself, so each connection becomes a
         # SocketByteStream with no asyncio transport and protocol behind it (see
-        # streams), and a burst of connections is taken in one wake-up.
+        # streams). The socket stays registered with the loop while the server accepts:
+        # a connection costs one callback, not a task wake-up and a new registration.
         raw.setblocking(False)
-        while True:
-            try:
-                sock, address = raw.accept()
-            except BlockingIOError:
+        loop = asyncio.get_running_loop()
+        fd = raw.fileno()
+        registered = stopped = False
+
+        def resume() -> None:
+            nonlocal registered
+            # A retry after EMFILE may come due after this loop ended: then it must not.
+            if not registered and not stopped and raw.fileno() >= 0:
+                loop.add_reader(fd, acceptable)
+                registered = True
+
+        def acceptable() -> None:
+            nonlocal registered
+            for _ in range(_ACCEPT_BATCH):
                 try:
-                    await anyio.wait_readable(raw)
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    sock, address = raw.accept()
+                except BlockingIOError:
                     return
-                continue
-            except OSError as exc:
-                if raw.fileno() < 0:
+                except OSError as exc:
+                    if raw.fileno() < 0:
+                        return
+                    # EMFILE/ENFILE/ECONNABORTED: keep serving those already connected,
+                    # and try again shortly rather than spin on a socket still readable.
+                    _log.error("accept on %s failed: %s", service, exc)
+                    loop.remove_reader(fd)
+                    registered = False
+                    loop.call_later(0.1, resume)
                     return
-                # EMFILE/ENFILE/ECONNABORTED: keep serving those already connected.
-                _log.error("accept on %s failed: %s", service, exc)
-                await anyio.sleep(0.1)
-                continue
-            try:
-                if sock.family in (socket.AF_INET, socket.AF_INET6):
-                    # Replies are written whole; Nagle would only delay the last segment.
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                stream = SocketByteStream(sock, address)
-            except OSError:
-                sock.close()
-                continue
-            sessions.start_soon(self._handle, stream, service)
+                try:
+                    if sock.family in (socket.AF_INET, socket.AF_INET6):
+                        # Replies are written whole; Nagle would only delay the last
+                        # segment.
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    stream = SocketByteStream(sock, address)
+                except OSError:
+                    sock.close()
+                    continue
+                sessions.start_soon(self._handle, stream, service)
+
+        resume()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            # Before the listener is closed: its number may be reused at once.
+            stopped = True
+            if registered:
+                registered = False
+                loop.remove_reader(fd)
 
     async def _accept_streams(
         self,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 
 import anyio
 import pytest
@@ -208,3 +210,35 @@ def test_the_command_line_offers_exactly_the_session_factories() -> None:
     from nosend_runners.services import FACTORIES
 
     assert set(serve._SESSIONS) == set(FACTORIES)
+
+
+async def test_an_accept_failure_is_logged_and_accepting_resumes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, anyio_backend: str
+) -> None:
+    # Out of file descriptors (EMFILE): log it, keep serving, and try again shortly
+    # rather than spin on a listening socket that stays readable.
+    real_accept = socket.socket.accept
+    failures = [OSError(errno.EMFILE, "Too many open files")]
+
+    def flaky_accept(self: socket.socket) -> tuple[socket.socket, object]:
+        if failures and self.getsockname()[1] == failing_port:
+            raise failures.pop()
+        return real_accept(self)
+
+    failing_port = -1
+    caplog.set_level(logging.ERROR, logger="nosend.server")
+    async with running_server(echo_settings("smtp")) as server:
+        failing_port = port_of(server, "smtp")
+        if anyio_backend == "asyncio":  # trio's listener does not call socket.accept
+            monkeypatch.setattr(socket.socket, "accept", flaky_accept)
+        client = await LineClient.connect(failing_port)
+        with anyio.fail_after(5):
+            assert (await client.line()).startswith(b"220 ")
+        assert await client.command(b"QUIT") == b"221 bye"
+        await client.aclose()
+        again = await LineClient.connect(failing_port)
+        assert (await again.line()).startswith(b"220 ")
+        await again.aclose()
+    if anyio_backend == "asyncio":
+        assert not failures
+        assert any("accept on smtp failed" in r.getMessage() for r in caplog.records)
