@@ -65,7 +65,13 @@ class DotDecoder:
         """
         pieces: list[bytes | memoryview] = []
         start = 0
-        if self._hold:
+        if chunk and chunk[0] != 0x2E and self._strip == 2 and self._hold == b"\r\n":
+            # The body's first chunk, not starting with a dot: the DATA command's CRLF
+            # can neither end the body nor unstuff a dot, and it is no content: drop it
+            # here rather than carry it through the scan and strip it from the result.
+            self._hold = b""
+            self._strip = 0
+        elif self._hold:
             head = self._hold + chunk[:_HEAD]
             held = len(self._hold)
             end, hold = _scan(head, 0, pieces)
@@ -121,6 +127,8 @@ def _scan(buf: bytes, start: int, pieces: list[bytes | memoryview]) -> tuple[int
             # last line of the content.
             if view is None and pos == 0 and found + 2 == n:
                 pieces.append(buf)
+            elif view is None and found + 2 > pos:
+                pieces.append(buf[pos : found + 2])  # one copy, no view and no join
             elif found + 2 > pos:
                 view = view or memoryview(buf)
                 pieces.append(view[pos : found + 2])

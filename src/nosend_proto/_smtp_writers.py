@@ -21,7 +21,19 @@ MAX_REPLY_LINE = 512
 
 def render_reply(reply: Reply, enhanced: str | None, extra_lines: tuple[str, ...] = ()) -> bytes:
     """Render ``reply`` with ``enhanced`` (or none) and ``extra_lines`` appended (EHLO)."""
-    lines = reply.text.split("\n") + list(extra_lines)
+    text = reply.text
+    if not extra_lines and "\n" not in text:
+        # Nearly every reply is one line: one format, no list and no loop.
+        if enhanced:
+            data = f"{reply.code} {enhanced} {text}\r\n".encode()
+        else:
+            data = f"{reply.code} {text}\r\n".encode()
+        if len(data) > MAX_REPLY_LINE:
+            raise LocalProtocolError(
+                f"reply line longer than {MAX_REPLY_LINE} octets (RFC 5321 section 4.5.3.1.5)"
+            )
+        return data
+    lines = text.split("\n") + list(extra_lines)
     code = str(reply.code)
     prefix = f"{enhanced} " if enhanced else ""
     out = []
