@@ -33,17 +33,21 @@ def render_reply(reply: Reply, enhanced: str | None, extra_lines: tuple[str, ...
                 f"reply line longer than {MAX_REPLY_LINE} octets (RFC 5321 section 4.5.3.1.5)"
             )
         return data
-    lines = text.split("\n") + list(extra_lines)
-    code = str(reply.code)
-    prefix = f"{enhanced} " if enhanced else ""
-    out = []
-    last = len(lines) - 1
-    for i, line in enumerate(lines):
-        sep = " " if i == last else "-"
-        rendered = f"{code}{sep}{prefix}{line}\r\n".encode()
-        if len(rendered) > MAX_REPLY_LINE:
-            raise LocalProtocolError(
-                f"reply line longer than {MAX_REPLY_LINE} octets (RFC 5321 section 4.5.3.1.5)"
-            )
-        out.append(rendered)
-    return b"".join(out)
+    # Several lines (RFC 5321 section 4.2.1): "code-" on all but the last, "code SP" on
+    # the last, built with joins rather than formatted and encoded one by one.
+    lines = text.split("\n")
+    lines += extra_lines
+    code = reply.code
+    lead = f"{code}-{enhanced} " if enhanced else f"{code}-"
+    tail = f"{code} {enhanced} " if enhanced else f"{code} "
+    body = lead + f"\r\n{lead}".join(lines[:-1]) + f"\r\n{tail}{lines[-1]}\r\n"
+    data = body.encode()
+    # Text holds no CR (Reply refuses it), so the rendered lines are exactly the CRLF
+    # separated parts; only a long reply can hold a long line.
+    if len(data) > MAX_REPLY_LINE and any(
+        len(line) + 2 > MAX_REPLY_LINE for line in data.split(b"\r\n")
+    ):
+        raise LocalProtocolError(
+            f"reply line longer than {MAX_REPLY_LINE} octets (RFC 5321 section 4.5.3.1.5)"
+        )
+    return data

@@ -495,14 +495,6 @@ class ServerConnection:
             return
         self._incoming.append(data if isinstance(data, bytes) else bytes(data))
 
-    def _read_line(self) -> bytes | object | None:
-        """Next buffered line, OVERLONG, or None; moves raw chunks in only as needed."""
-        line = self._lookahead
-        if line is not None:
-            self._lookahead = None
-            return line
-        return self._buf.next_line_from(self._incoming)
-
     def _read_raw(self, limit: int) -> bytes | None:
         """Up to ``limit`` raw octets of body (buffered first), or None when none is here."""
         if self._buf:
@@ -526,7 +518,13 @@ class ServerConnection:
             return event
         state = self._state
         if state in _LINE_STATES:
-            line = self._read_line()
+            # The line should_flush looked ahead at comes first; chunks move into the
+            # buffer only as far as one line needs (see ReceiveBuffer.next_line_from).
+            line = self._lookahead
+            if line is not None:
+                self._lookahead = None
+            else:
+                line = self._buf.next_line_from(self._incoming)
             if line is None:
                 return self._closed() if self._eof else NEED_DATA
             if state is _AUTH:
@@ -969,7 +967,7 @@ class ServerConnection:
         if owed is _Owed.HELLO and code == 250 and self._pending_hello is not None:
             if self._pending_hello.extended:
                 extra = self.extensions()
-                self._offered = frozenset(line.split(" ")[0] for line in extra)
+                self._offered = frozenset([line.partition(" ")[0] for line in extra])
             if not reply.text:
                 # RFC 5321 section 4.1.1.1: the reply's first line names the server.
                 reply = _engine_reply(250, self.config.hostname)
