@@ -32,6 +32,7 @@ import anyio.to_thread
 from anyio.abc import SocketAttribute
 
 from nosend_runners.activation import InheritedSocket
+from nosend_runners.blocking import ThreadPool
 from nosend_runners.connection import run_connection
 from nosend_runners.housekeeping import DEFAULT_INTERVAL, run_housekeeping
 from nosend_runners.limits import AuthFailureTracker, ConnectionLimiter
@@ -144,7 +145,10 @@ class MailServer:
         self, *, task_status: anyio.abc.TaskStatus[MailServer] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen, serve until ``shutdown()`` (or a signal), then shut down gracefully."""
-        self.state.blocking_limiter = anyio.CapacityLimiter(self.settings.limits.blocking_threads)
+        threads = self.settings.limits.blocking_threads
+        self.state.blocking_limiter = anyio.CapacityLimiter(threads)
+        if _on_asyncio():
+            self.state.thread_pool = ThreadPool(threads)
         self._drained = anyio.Event()
         listeners = await self._open_listeners()
         try:
@@ -182,6 +186,8 @@ class MailServer:
                     sessions.cancel_scope.cancel()
         finally:
             await self._close_listeners(listeners)
+            if self.state.thread_pool is not None:
+                self.state.thread_pool.close()
             _log.info("stopped")
 
     def shutdown(self) -> None:

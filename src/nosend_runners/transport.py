@@ -42,6 +42,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import anyio
 import anyio.to_thread
 
+from nosend_runners.blocking import ThreadPool
 from nosend_runners.limits import AuthFailureTracker
 from nosend_runners.log import SessionLog
 
@@ -256,6 +257,9 @@ class ServerState:
     blocking_limiter: anyio.CapacityLimiter | None = None
     hostname: str = "localhost"
     timeouts: Timeouts = field(default_factory=Timeouts)
+    #: Worker threads for blocking work on asyncio (``nosend serve`` sets it); without
+    #: one, ``run_blocking`` uses ``anyio.to_thread`` under ``blocking_limiter``.
+    thread_pool: ThreadPool | None = None
 
     def limiter(self) -> anyio.CapacityLimiter:
         """The limiter for blocking work, created on first use inside the event loop."""
@@ -361,6 +365,9 @@ class SessionContext:
         The thread is never abandoned: cancellation waits for it to return, so an
         fsync or rename in flight always completes (DESIGN invariant 1).
         """
+        pool = self.state.thread_pool
+        if pool is not None:
+            return await pool.run(fn, *args)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.state.limiter())
 
 

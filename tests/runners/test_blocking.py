@@ -1,0 +1,78 @@
+"""The asyncio worker-thread pool for blocking work (``nosend_runners.blocking``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import anyio
+import pytest
+
+from nosend_runners.blocking import ThreadPool
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the pool serves asyncio loops; trio uses anyio.to_thread
+
+
+async def test_calls_run_in_another_thread_and_return_or_raise() -> None:
+    pool = ThreadPool(2)
+    assert await pool.run(threading.get_ident) != threading.get_ident()
+    assert await pool.run(sum, [1, 2, 3]) == 6
+    with pytest.raises(ZeroDivisionError):
+        await pool.run(divmod, 1, 0)
+    pool.close()
+
+
+async def test_no_more_than_size_calls_run_at_once_and_the_rest_queue() -> None:
+    pool = ThreadPool(3)
+    running = peak = 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(pool.run, work)
+    assert peak == 3 and pool.threads == 3
+    pool.close()
+
+
+async def test_a_cancelled_caller_waits_for_its_call_to_finish() -> None:
+    # An fsync in flight must never be torn off (DESIGN invariant 1): the cancellation
+    # reaches the caller only once the call has returned.
+    pool = ThreadPool(1)
+    finished = threading.Event()
+
+    def slow() -> None:
+        time.sleep(0.3)
+        finished.set()
+
+    with anyio.move_on_after(0.05) as scope:
+        await pool.run(slow)
+    assert scope.cancelled_caught
+    assert finished.is_set()
+    assert await pool.run(int, "7") == 7  # the pool still works
+    pool.close()
+
+
+async def test_close_ends_the_threads_and_refuses_new_calls() -> None:
+    pool = ThreadPool(2)
+    await pool.run(time.sleep, 0)
+    threads = [t for t in threading.enumerate() if t.name.startswith("nosend-blocking")]
+    pool.close()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert not any(t.is_alive() for t in threads)
+    with pytest.raises(RuntimeError):
+        await pool.run(time.sleep, 0)
