@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -58,10 +59,7 @@ class _Job:
             self.result = self.fn(*self.args)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             self.error = exc
-        try:
-            self.loop.call_soon_threadsafe(self.complete)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
+        self.pool._finished(self)
 
     def complete(self) -> None:
         self.done = True
@@ -92,6 +90,10 @@ class ThreadPool:
         self._threads: list[threading.Thread] = []
         self._pending = 0  # calls submitted and not yet completed (loop thread only)
         self._closed = False
+        # Calls that returned, waiting for the loop's thread; one wake-up of the loop
+        # (a write to its self-pipe) takes all that returned meanwhile.
+        self._returned: deque[_Job] = deque()
+        self._wake_pending = False
 
     @property
     def threads(self) -> int:
@@ -127,6 +129,23 @@ class ThreadPool:
         )
         thread.start()
         self._threads.append(thread)
+
+    def _finished(self, job: _Job) -> None:
+        # In a worker thread. Append first, then look at the flag: the loop clears the
+        # flag before it empties the deque, so a job is never left behind.
+        self._returned.append(job)
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                job.loop.call_soon_threadsafe(self._complete_returned)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
+
+    def _complete_returned(self) -> None:
+        self._wake_pending = False
+        returned = self._returned
+        while returned:
+            returned.popleft().complete()
 
     def _work(self) -> None:
         get = self._queue.get

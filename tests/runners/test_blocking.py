@@ -76,3 +76,20 @@ async def test_close_ends_the_threads_and_refuses_new_calls() -> None:
     assert not any(t.is_alive() for t in threads)
     with pytest.raises(RuntimeError):
         await pool.run(time.sleep, 0)
+
+
+async def test_many_calls_returning_together_all_complete() -> None:
+    # Completions are handed to the loop in batches: none may be left behind.
+    pool = ThreadPool(4)
+    results: list[int] = []
+
+    async def one(i: int) -> None:
+        results.append(await pool.run(lambda: i * i))
+
+    for _ in range(20):
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for i in range(50):
+                    tg.start_soon(one, i)
+    assert sorted(results) == sorted([i * i for i in range(50)] * 20)
+    pool.close()
