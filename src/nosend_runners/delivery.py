@@ -75,6 +75,16 @@ def _maildir(config: Config, name: str) -> MaildirMailbox:
     return box
 
 
+def _forget(config: Config, mailboxes: Sequence[str], hostname: str | None) -> None:
+    """Drop the kept objects a failed message used, after a FileNotFoundError: part of a
+    folder went away (new/, the queue's active/), and a fresh object makes it again for
+    the next message, as building one per message used to."""
+    boxes = config.derived(_MAILDIRS, _no_maildirs)
+    for name in mailboxes:
+        boxes.pop(name, None)
+    config.derived(_QUEUES, _no_queues).pop(hostname, None)
+
+
 def _open_queue_writer(config: Config, hostname: str | None, envelope: Envelope) -> QueueWriter:
     queues = config.derived(_QUEUES, _no_queues)
     queue = queues.get(hostname)
@@ -207,8 +217,10 @@ class MessageSink:
                 self._lead = line.encode("utf-8", "surrogateescape")
             if self._envelope is not None:
                 self._queue_writer = _open_queue_writer(config, self._hostname, self._envelope)
-        except BaseException:
+        except BaseException as exc:
             self.abort()
+            if isinstance(exc, FileNotFoundError):
+                _forget(self._config, self._mailboxes, self._hostname)
             raise
 
     def _emit(self, data: bytes) -> None:
@@ -314,7 +326,7 @@ class MessageSink:
                 done.append((box, key))
                 keys[name] = key
             queue_id = self._queue_writer.commit() if self._queue_writer is not None else None
-        except BaseException:
+        except BaseException as exc:
             # Take back what was already visible: the client will be told 451 and retry.
             for box, key in done:
                 try:
@@ -322,6 +334,8 @@ class MessageSink:
                 except OSError:
                     pass
             self.abort()
+            if isinstance(exc, FileNotFoundError):
+                _forget(self._config, self._mailboxes, self._hostname)
             raise
         self._closed = True
         return Delivered(keys, queue_id, self._size, self.message_id)

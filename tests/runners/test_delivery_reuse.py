@@ -76,6 +76,25 @@ def test_a_removed_queue_is_made_again(config: Config) -> None:
     assert len(queued(config)) == 1
 
 
+def test_after_new_or_active_disappears_the_next_message_gets_through(config: Config) -> None:
+    envelope = Envelope.simple("s@x.example", ["r@remote.example"])
+
+    def one() -> None:
+        sink = MessageSink(config, mailboxes=("alice",), envelope=envelope, trace=TRACE)
+        sink.finish(b"Subject: s\r\n\r\nb\r\n")
+
+    one()
+    for gone in (config.maildir_path("alice") / "new", config.server.queue_dir / "active"):
+        shutil.rmtree(gone)
+        with pytest.raises(FileNotFoundError):  # this one is refused (451), nothing kept
+            one()
+        one()  # the kept objects were dropped: fresh ones made the folder again
+    assert len(messages(config, "alice")) == 2
+    assert len(queued(config)) == 1  # active/ went away with the first two entries
+    assert os.listdir(config.maildir_path("alice") / "tmp") == []
+    assert os.listdir(config.server.queue_dir / "tmp") == []
+
+
 def test_no_directory_checks_or_lookups_per_message(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
