@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -97,6 +98,29 @@ class _Transaction:
     txid: str = ""
 
 
+@lru_cache(maxsize=64)
+def _engine_config(
+    hostname: str,
+    max_recipients: int,
+    max_message_size: int,
+    tls_available: bool,
+    tls_active: bool,
+    auth_mechanisms: tuple[str, ...],
+    auth_requires_tls: bool,
+) -> SMTPServerConfig:
+    """The engine's settings for a connection. A server sees a handful of combinations;
+    building and validating one per connection cost more than the lookup."""
+    return SMTPServerConfig(
+        hostname=hostname,
+        max_recipients=max_recipients,
+        max_message_size=max_message_size,
+        tls_available=tls_available,
+        tls_active=tls_active,
+        auth_mechanisms=auth_mechanisms,
+        auth_requires_tls=auth_requires_tls,
+    )
+
+
 class SMTPSession:
     """One SMTP conversation; use :func:`run`."""
 
@@ -107,16 +131,16 @@ class SMTPSession:
         peer = ctx.peer
         server = config.server
         self.conn = ServerConnection(
-            SMTPServerConfig(
-                hostname=ctx.hostname,
-                max_recipients=server.max_recipients,
-                max_message_size=server.max_message_size,
-                tls_available=stream.can_start_tls,
-                tls_active=peer.tls,
-                auth_mechanisms=policy.sasl_mechanisms(config),
+            _engine_config(
+                ctx.hostname,
+                server.max_recipients,
+                server.max_message_size,
+                stream.can_start_tls,
+                peer.tls,
+                policy.sasl_mechanisms(config),
                 # RFC 4954 section 4: no AUTH (not even advertised) before TLS unless the
                 # site allows cleartext for this peer; AUTH then gets 538 5.7.11.
-                auth_requires_tls=not policy.cleartext_auth_allowed(config, peer),
+                not policy.cleartext_auth_allowed(config, peer),
             ),
             nonce=ctx.nonce(),
         )

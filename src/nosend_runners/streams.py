@@ -54,8 +54,12 @@ def _host_port(address: object) -> tuple[str, int | None]:
 
 def peer_from_socket_stream(stream: anyio.TypedAttributeProvider) -> PeerInfo:
     """Build a ``PeerInfo`` from an anyio socket stream's typed attributes."""
-    remote = stream.extra(SocketAttribute.remote_address, None)
-    local = stream.extra(SocketAttribute.local_address, None)
+    if isinstance(stream, SocketByteStream):
+        # Once per connection: skip building the attribute table twice.
+        remote, local = stream._remote, stream._local
+    else:
+        remote = stream.extra(SocketAttribute.remote_address, None)
+        local = stream.extra(SocketAttribute.local_address, None)
     address, port = _host_port(remote)
     local_address, local_port = _host_port(local) if local is not None else (None, None)
     # An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d; log and limit by a.b.c.d.
