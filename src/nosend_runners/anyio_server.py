@@ -275,6 +275,7 @@ class MailServer:
         raw.setblocking(False)
         loop = asyncio.get_running_loop()
         fd = raw.fileno()
+        tcp = raw.family in (socket.AF_INET, socket.AF_INET6)  # asked once: an enum lookup
         registered = stopped = False
 
         def resume() -> None:
@@ -302,7 +303,7 @@ class MailServer:
                     loop.call_later(0.1, resume)
                     return
                 try:
-                    if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    if tcp:
                         # Replies are written whole; Nagle would only delay the last
                         # segment.
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -557,6 +557,13 @@ class SMTPSession:
             )
             deliver_notification(self.config, tx.sender, chunks, hostname=self.ctx.hostname)
 
+    def end_transaction_now(self) -> None:
+        """``end_transaction`` for a transaction with no body files (nothing to wait
+        for)."""
+        assert self.tx is None or self.tx.sink is None
+        self.tx = None
+        self._leave_busy()
+
     async def end_transaction(self) -> None:
         """Drop the open transaction: discard an uncommitted body, leave ``busy()``."""
         tx, self.tx = self.tx, None
@@ -666,5 +673,8 @@ async def run(stream: Stream, ctx: SessionContext) -> None:
     except _Abort:
         pass
     finally:
-        with anyio.CancelScope(shield=True):
-            await session.end_transaction()
+        if session.tx is not None and session.tx.sink is not None:
+            with anyio.CancelScope(shield=True):
+                await session.end_transaction()
+        else:
+            session.end_transaction_now()
