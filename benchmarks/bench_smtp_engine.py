@@ -4,7 +4,8 @@
    64 KB chunks; prints MB/s of wire octets per second of this process's CPU time (one
    core; best of 7 runs), the same by the wall clock, and the engine's extra memory
    (tracemalloc peak while feeding, the pre-cut input chunks excluded).
-2. A pipelined session of 1000 small messages; prints transactions per second.
+2. A pipelined session of 1000 small messages; prints transactions per second of CPU
+   time (best of 5 runs: one wall-clock run swung by 3x on the shared machine).
 3. A hostile body of nothing but dot-stuffed lines; prints MB/s (the worst case).
 4. Small sessions: one whole connection as a non-pipelining client drives it (greeting,
    EHLO, MAIL, RCPT, DATA, a 2 KB body of 26 lines in one read, QUIT; one read per
@@ -99,13 +100,24 @@ def bench_dense_dots() -> float:
 
 
 def bench_transactions(n: int = 1000) -> float:
+    """Transactions per CPU second of one pipelined session of ``n`` (best of 5 runs)."""
     one = (
         b"MAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
         b"Subject: hello\r\n\r\nA small message.\r\n.\r\n"
     )
     session = b"EHLO c.example\r\n" + one * n + b"QUIT\r\n"
     chunks = [session[i : i + CHUNK] for i in range(0, len(session), CHUNK)]
-    start = time.perf_counter()
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        done, flushes = run_pipelined(chunks)
+        best = min(best, time.process_time() - start)
+        assert done == n and flushes >= n, (done, flushes)  # 354 is a flush point
+    return n / best
+
+
+def run_pipelined(chunks: list[bytes]) -> tuple[int, int]:
+    """Drive one pipelined session; returns (messages accepted, flush points seen)."""
     conn = ServerConnection(CONFIG, nonce="bench")
     conn.send(Reply(220, "mx.example.org ESMTP"))
     done = flushes = 0
@@ -121,9 +133,7 @@ def bench_transactions(n: int = 1000) -> float:
                 done += 1
             conn.send(conn.default_reply(event))  # type: ignore[arg-type]
             flushes += conn.should_flush  # a runner asks this after every reply
-    elapsed = time.perf_counter() - start
-    assert done == n and flushes >= n, (done, flushes)  # 354 is a flush point
-    return n / elapsed
+    return done, flushes
 
 
 def small_session_wire(size: int = 2048, lines: int = 26) -> list[bytes]:
