@@ -1,8 +1,9 @@
 """Durable file primitives shared by the Maildir and the outbound queue.
 
-Owns: directory fsync, atomic small-file replacement, Maildir unique names, and the
-line-ending normaliser that turns received bytes (CRLF or LF) into the LF-only form
-kept on disk while counting the POP3 wire size.
+Owns: directory fsync, writing a new file durably, atomic small-file replacement,
+Maildir unique names, and the line-ending normaliser that turns received bytes (CRLF or
+LF) into the LF-only form kept on disk while counting the POP3 wire size (streamed, or
+for a whole message at once).
 
 Must not: know about mailboxes, queues or protocols; hold process-global state (the
 runner calls these from many threads at once, so every stateful helper is an object the
@@ -31,6 +32,8 @@ from typing import BinaryIO
 __all__ = [
     "fsync_dir",
     "atomic_write",
+    "write_new_file",
+    "disk_form",
     "UniqueNamer",
     "LineEndingNormaliser",
     "StagedFile",
@@ -53,6 +56,37 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def write_new_file(path: str, data: bytes, crash_hook: Callable[[str], None] | None = None) -> None:
+    """Create ``path`` (it must not exist yet), write ``data``, fsync and close it; on
+    any failure remove it again.
+
+    It never makes anything visible: the caller renames the file into place and fsyncs
+    that directory afterwards. ``crash_hook("before_fsync")`` lets the crash tests kill
+    the process between the write and the fsync.
+    """
+    # O_EXCL: unique names never collide, and an existing file is never reused.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        written = os.write(fd, data)
+        if written < len(data):
+            # A short write (a signal, a nearly full disk): carry on from where it stopped.
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
+        if crash_hook:
+            crash_hook("before_fsync")
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    try:
+        os.close(fd)
+    except BaseException:
+        _unlink_quietly(path)
+        raise
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, tmp_suffix: str) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never
     a mix, and the new one survives a crash once this returns.
@@ -64,18 +98,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, tmp_suffix: str) 
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     tmp = f"{path}.tmp.{tmp_suffix}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink_quietly(tmp)
-        raise
-    os.close(fd)
+    write_new_file(tmp, data)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -259,6 +282,25 @@ class LineEndingNormaliser:
             self.newlines += out.count(b"\n")
             self._last = out[-1:]
         return out
+
+
+def disk_form(data: bytes) -> tuple[bytes, int]:
+    """A whole message (CRLF or LF line ends) in the on-disk form, with its wire size:
+    what a fresh :class:`LineEndingNormaliser` fed ``data`` and finished gives, in fewer
+    steps for the usual message, whose CRs all belong to CRLFs."""
+    if type(data) is not bytes:
+        data = bytes(data)  # never extend or hand back the caller's buffer
+    out = data
+    if b"\r" in out:
+        out = b"\n".join(out.split(b"\r\n"))
+        if b"\r" in out:
+            # A CR outside a CRLF: the normaliser's rules decide what it becomes.
+            norm = LineEndingNormaliser()
+            out = norm.feed(data) + norm.finish()
+            return out, norm.wire_size
+    if out and out[-1] != 0x0A:
+        out += b"\n"
+    return out, len(out) + out.count(b"\n")
 
 
 class StagedFile:

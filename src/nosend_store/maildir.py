@@ -52,8 +52,10 @@ from ._durable import (
     UniqueNamer,
     atomic_write,
     crlf_chunks,
+    disk_form,
     fsync_dir,
     measure_wire_size,
+    write_new_file,
 )
 from .drop import DropMessage, DropSession, MessageGone
 from .locks import FileLock, LockBusy
@@ -75,6 +77,8 @@ VALID_FLAGS = frozenset("DFPRST")
 _LOCK_NAME = "nosend-pop3.lock"
 _SIZE_CACHE_NAME = "nosend-wiresizes"
 _TMP_MAX_AGE = 36 * 3600  # Maildir specification: tmp files older than 36 hours are junk.
+# deliver() of a list or tuple up to this size writes it at once (deliver_bytes).
+_WHOLE_MAX = 256 * 1024
 _TIME_RE = re.compile(r"^(\d+)\.(?:M(\d+))?")
 _WIRE_RE = re.compile(r",W=(\d+)")
 _UIDL_RE = re.compile(r"^[\x21-\x7e]{1,70}$")
@@ -174,23 +178,9 @@ class MaildirWriter:
         except BaseException:
             self.abort()
             raise
-        key = f"{self._unique},S={self._file.disk_size},W={self._file.wire_size}"
-        new_dir = self._new_dir
-        new_path = f"{new_dir}/{key}"
-        renamed = False
-        try:
-            if hook:
-                hook("before_rename")
-            os.rename(self._tmp_path, new_path)
-            renamed = True
-            if hook:
-                hook("before_dir_fsync")
-            fsync_dir(new_dir)
-        except BaseException:
-            # The caller will answer "not accepted" (451): take back what the rename
-            # made visible, or a retry by the client would deliver a duplicate.
-            _unlink_quietly(new_path if renamed else self._tmp_path)
-            raise
+        file = self._file
+        key = f"{self._unique},S={file.disk_size},W={file.wire_size}"
+        _publish(self._tmp_path, self._new_dir, key, hook)
         self.key = key
         return key
 
@@ -210,6 +200,30 @@ class MaildirWriter:
     ) -> None:
         if exc_type is not None or self.key is None:
             self.abort()
+
+
+def _publish(tmp_path: str, new_dir: str, key: str, hook: Callable[[str], None] | None) -> None:
+    """Rename a durable ``tmp/`` file into ``new/`` under ``key`` and fsync ``new/``.
+
+    Order (DESIGN invariant 1): the file was fsynced; rename it, then fsync the
+    directory; only then may the caller acknowledge the message. On failure nothing
+    stays, neither the temporary file nor the renamed one.
+    """
+    new_path = f"{new_dir}/{key}"
+    renamed = False
+    try:
+        if hook:
+            hook("before_rename")
+        os.rename(tmp_path, new_path)
+        renamed = True
+        if hook:
+            hook("before_dir_fsync")
+        fsync_dir(new_dir)
+    except BaseException:
+        # The caller will answer "not accepted" (451): take back what the rename made
+        # visible, or a retry by the client would deliver a duplicate.
+        _unlink_quietly(new_path if renamed else tmp_path)
+        raise
 
 
 def _unlink_quietly(path: str) -> None:
@@ -284,12 +298,36 @@ class MaildirMailbox:
             self._create()
             return MaildirWriter(self, self._namer.new_name(), crash_hook)
 
+    def deliver_bytes(self, data: bytes, crash_hook: Callable[[str], None] | None = None) -> str:
+        """Deliver a whole message held in memory (CRLF or LF line ends) with one
+        ``write``; return its key once it is durable, exactly as :meth:`deliver` does.
+
+        For small messages: a writer's streaming machinery costs more than the message.
+        """
+        out, wire_size = disk_form(data)
+        unique = self._namer.new_name()
+        tmp_path = f"{self._path}/tmp/{unique}"
+        try:
+            write_new_file(tmp_path, out, crash_hook)
+        except FileNotFoundError:
+            if not self._create_missing:
+                raise
+            self._create()  # see open_writer
+            unique = self._namer.new_name()
+            tmp_path = f"{self._path}/tmp/{unique}"
+            write_new_file(tmp_path, out, crash_hook)
+        key = f"{unique},S={len(out)},W={wire_size}"
+        _publish(tmp_path, f"{self._path}/new", key, crash_hook)
+        return key
+
     def deliver(
         self, chunks: Iterable[bytes], crash_hook: Callable[[str], None] | None = None
     ) -> str:
         """Deliver a message from a (sync) iterable of byte chunks; return its key once
         it is durable (file and directory fsynced). An exception from ``chunks`` aborts
         the delivery and leaves nothing behind."""
+        if isinstance(chunks, (list, tuple)) and sum(map(len, chunks)) <= _WHOLE_MAX:
+            return self.deliver_bytes(b"".join(chunks), crash_hook)  # already in memory
         with self.open_writer(crash_hook) as writer:
             for chunk in chunks:
                 writer.write(chunk)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nosend_store._durable as durable
-from nosend_store._durable import LineEndingNormaliser, UniqueNamer
+from nosend_store._durable import LineEndingNormaliser, UniqueNamer, disk_form
 from nosend_store.maildir import MaildirMailbox
 
 NAME_RE = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)R([0-9a-f]{8})\.(.+)$")
@@ -123,6 +126,71 @@ def test_normaliser_matches_the_reference(pieces: list[bytes], cut: int) -> None
     disk += norm.finish()
     assert disk == reference_disk_form(data)
     assert norm.wire_size == len(disk) + disk.count(b"\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"\r\r\n", b"xy" * 40, b"\n\r"]),
+        max_size=40,
+    )
+)
+def test_whole_message_disk_form_equals_the_streamed_one(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    norm = LineEndingNormaliser()
+    streamed = norm.feed(data) + norm.finish()
+    assert disk_form(data) == (streamed, norm.wire_size)
+    buf = bytearray(data)
+    assert disk_form(buf) == (streamed, norm.wire_size)  # type: ignore[arg-type]
+    assert buf == data  # the caller's buffer is left alone
+
+
+def test_deliver_of_a_list_equals_streamed_delivery(tmp_path: Path) -> None:
+    box = MaildirMailbox(tmp_path / "box")
+    chunks = [b"Subject: s\r", b"\n\r\nline\r\r\n", b"bare\rCR\r\nend"]
+    whole = box.deliver(chunks)  # a list: written at once
+    streamed = box.deliver(iter(chunks))  # an iterator: streamed
+    assert whole.split(",", 1)[1] == streamed.split(",", 1)[1]  # same ,S= and ,W=
+    with box.open_message(whole) as a, box.open_message(streamed) as b:
+        assert a.read() == b.read() == b"Subject: s\n\nline\nbare\rCR\nend\n"
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from nosend_store.maildir import MaildirMailbox
+
+    def die(step):
+        if step == sys.argv[2]:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    body = b"Subject: crash\\r\\n\\r\\n" + b"x" * 70 + b"\\r\\n"
+    key = MaildirMailbox(sys.argv[1]).deliver_bytes(body, crash_hook=die)
+    print("ACK", key, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "visible_after"),
+    [("before_fsync", False), ("before_rename", False), ("before_dir_fsync", True)],
+)
+def test_kill_during_a_whole_message_delivery(
+    tmp_path: Path, kill_at: str, visible_after: bool
+) -> None:
+    path = tmp_path / "box"
+    MaildirMailbox(path)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), kill_at], capture_output=True, timeout=20
+    )
+    assert result.returncode == -9, result.stderr
+    assert b"ACK" not in result.stdout  # never acknowledged before durable
+    box = MaildirMailbox(path)
+    found = []
+    for m in box.list_messages():
+        with box.open_message(m.key) as f:
+            found.append(f.read())
+    assert found == ([b"Subject: crash\n\n" + b"x" * 70 + b"\n"] if visible_after else [])
 
 
 def test_a_reused_caller_buffer_does_not_change_what_was_written(tmp_path: Path) -> None:
