@@ -210,11 +210,8 @@ class MessageSink:
             for name in self._mailboxes:
                 box = _maildir(config, name)
                 self._maildir.append((name, box, box.open_writer()))
-            if self._mailboxes and self._return_path is not None:
-                # RFC 5321 section 4.4: final delivery inserts the return path; the
-                # queued copy is not final delivery and gets none.
-                line = f"Return-Path: <{self._return_path}>\r\n"
-                self._lead = line.encode("utf-8", "surrogateescape")
+            if self._mailboxes:
+                self._lead = self._return_path_field()
             if self._envelope is not None:
                 self._queue_writer = _open_queue_writer(config, self._hostname, self._envelope)
         except BaseException as exc:
@@ -222,6 +219,14 @@ class MessageSink:
             if isinstance(exc, FileNotFoundError):
                 _forget(self._config, self._mailboxes, self._hostname)
             raise
+
+    def _return_path_field(self) -> bytes:
+        # RFC 5321 section 4.4: final delivery inserts the return path; the queued copy
+        # is not final delivery and gets none.
+        if self._return_path is None:
+            return b""
+        line = f"Return-Path: <{self._return_path}>\r\n"
+        return line.encode("utf-8", "surrogateescape")
 
     def _emit(self, data: bytes) -> None:
         lead = self._lead
@@ -283,6 +288,11 @@ class MessageSink:
         return end if buf.find(b"\n", end) >= 0 else None
 
     def _finish_header(self, end: int, *, separator: bool = True) -> None:
+        self._emit(self._take_header(end, separator))
+
+    def _take_header(self, end: int, separator: bool = True) -> bytes:
+        """What goes out for the held-back header (it ends at ``end``): our fields in
+        front, the header, and the body that followed it in the same chunks."""
         header = self._header
         self._header = b""
         self._in_header = False
@@ -304,7 +314,7 @@ class MessageSink:
                 # first body line into a header continuation.
                 parts.append(b"\r\n")
             parts.append(rest)
-        self._emit(b"".join(parts))
+        return b"".join(parts)
 
     # -- the end -----------------------------------------------------------------------
 
@@ -327,21 +337,15 @@ class MessageSink:
                 keys[name] = key
             queue_id = self._queue_writer.commit() if self._queue_writer is not None else None
         except BaseException as exc:
-            # Take back what was already visible: the client will be told 451 and retry.
-            for box, key in done:
-                try:
-                    box.delete([key])
-                except OSError:
-                    pass
-            self.abort()
-            if isinstance(exc, FileNotFoundError):
-                _forget(self._config, self._mailboxes, self._hostname)
+            self._take_back(done, exc)
             raise
         self._closed = True
         return Delivered(keys, queue_id, self._size, self.message_id)
 
     def finish(self, chunk: bytes = b"") -> Delivered:
         """:meth:`write` the last ``chunk``, then :meth:`commit`: one blocking call."""
+        if not self._opened and not self._closed:
+            return self._deliver_whole(chunk)
         try:
             if chunk:
                 self.write(chunk)
@@ -349,6 +353,57 @@ class MessageSink:
             self.abort()
             raise
         return self.commit()
+
+    def _deliver_whole(self, chunk: bytes) -> Delivered:
+        """:meth:`finish` for a message given in one piece (the usual small message):
+        each local copy is written with one ``write`` and made durable in turn
+        (:meth:`MaildirMailbox.deliver_bytes`), then the queue entry; the same steps,
+        order and all-or-nothing outcome as :meth:`commit`, without temporary files
+        to stream into."""
+        self._opened = True
+        done: list[tuple[MaildirMailbox, str]] = []
+        try:
+            if type(chunk) is not bytes:
+                chunk = bytes(chunk)
+            self._size = len(chunk)
+            self._header = chunk
+            end = self._scan_header()
+            if end is None:
+                if self._must_scan and len(chunk) > MAX_HEADER_BLOCK:
+                    raise HeaderTooLarge(f"header block over {MAX_HEADER_BLOCK} octets")
+                end = len(chunk)  # the header never ended: all of it is header
+            data = self._take_header(end)
+            keys: dict[str, str] = {}
+            if self._mailboxes:
+                local = self._return_path_field() + data
+                config = self._config
+                for name in self._mailboxes:
+                    box = _maildir(config, name)
+                    key = box.deliver_bytes(local)
+                    done.append((box, key))
+                    keys[name] = key
+            queue_id = None
+            if self._envelope is not None:
+                writer = _open_queue_writer(self._config, self._hostname, self._envelope)
+                self._queue_writer = writer
+                writer.write(data)
+                queue_id = writer.commit()
+        except BaseException as exc:
+            self._take_back(done, exc)
+            raise
+        self._closed = True
+        return Delivered(keys, queue_id, self._size, self.message_id)
+
+    def _take_back(self, done: list[tuple[MaildirMailbox, str]], exc: BaseException) -> None:
+        # The client will be told 451 and retry: what was already visible must go.
+        for box, key in done:
+            try:
+                box.delete([key])
+            except OSError:
+                pass
+        self.abort()
+        if isinstance(exc, FileNotFoundError):
+            _forget(self._config, self._mailboxes, self._hostname)
 
     def abort(self) -> None:
         """Discard every uncommitted copy (idempotent)."""

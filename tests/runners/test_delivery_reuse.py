@@ -19,7 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nosend_runners.delivery import MessageSink, deliver_notification
+from nosend_runners.delivery import (
+    MAX_HEADER_BLOCK,
+    HeaderTooLarge,
+    MessageSink,
+    deliver_notification,
+)
 from nosend_store._durable import LineEndingNormaliser
 from nosend_store.config import Config
 from nosend_store.queue import Envelope
@@ -93,6 +98,31 @@ def test_after_new_or_active_disappears_the_next_message_gets_through(config: Co
     assert len(queued(config)) == 1  # active/ went away with the first two entries
     assert os.listdir(config.maildir_path("alice") / "tmp") == []
     assert os.listdir(config.server.queue_dir / "tmp") == []
+
+
+def test_whole_message_path_takes_back_a_copy_when_another_fails(config: Config) -> None:
+    bob = config.maildir_path("bob")
+    bob.mkdir(parents=True)
+    (bob / "tmp").write_text("not a directory")
+    sink = MessageSink(config, mailboxes=("alice", "bob"), envelope=None, trace=TRACE)
+    with pytest.raises(NotADirectoryError):
+        sink.finish(b"Subject: s\r\n\r\nb\r\n")  # alice's copy was durable first
+    assert messages(config, "alice") == []
+    assert os.listdir(config.maildir_path("alice") / "tmp") == []
+
+
+def test_whole_message_path_refuses_an_oversized_header_on_submission(config: Config) -> None:
+    header = b"X-Filler: " + b"f" * 990 + b"\r\n"
+    chunk = header * (MAX_HEADER_BLOCK // len(header) + 2)  # no end of header in sight
+    sink = MessageSink(
+        config, mailboxes=("alice",), envelope=None, trace=TRACE, date=DATE, message_id=MID
+    )
+    with pytest.raises(HeaderTooLarge):
+        sink.finish(chunk)
+    assert messages(config, "alice") == []
+    relay = MessageSink(config, mailboxes=("alice",), envelope=None, trace=TRACE)
+    assert relay.finish(chunk).size == len(chunk)  # relayed mail: stored unscanned
+    assert messages(config, "alice") == [(TRACE + chunk).replace(b"\r\n", b"\n")]
 
 
 def test_no_directory_checks_or_lookups_per_message(
