@@ -384,8 +384,9 @@ class ServerConnection:
         self._bdat_size = 0
         self._bdat_last = False
         self._bdat_error: Reply | None = None
-        # Replaced by fresh ones when a body starts (354, the first accepted BDAT).
-        self._checker = self._new_checker()
+        # A body's decoder and checker are made when it starts (354, or the first BDAT
+        # accepted in a transaction); nothing reads the checker before that.
+        self._checker: ContentChecker
         self._decoder = DotDecoder()
 
     # -- public state ------------------------------------------------------------------
