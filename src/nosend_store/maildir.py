@@ -1,6 +1,7 @@
 """Maildir mailboxes that Dovecot and mutt read as they are.
 
-Owns: :class:`MaildirMailbox` — durable delivery from a stream of chunks, the POP3 view
+Owns: :class:`MaildirMailbox` — durable delivery from a stream of chunks (or, for a
+small message, from the whole message in memory), the POP3 view
 (listing with stable UIDLs and exact wire sizes, streamed reads, deletion at QUIT, the
 session lock), flags, deletion, tmp/ cleanup.
 
