@@ -951,19 +951,12 @@ class ServerConnection:
                 reply = reply.reply
             if not isinstance(reply, Reply):
                 raise LocalProtocolError(f"send() takes a Reply, not {type(reply).__name__}")
-        state = self._state
-        if state is _CLOSED:
-            raise LocalProtocolError("the connection is closed")
         owed = self._owed
         code = reply.code
-        if owed is None:
-            if state is _GREETING:
-                owed = _Owed.GREETING
-            elif code != 421:
-                raise LocalProtocolError("no command is waiting for a reply")
-        if owed is not None and code != 421 and code not in owed.positive:
-            if code < 400 or owed is _Owed.QUIT or (owed is _Owed.GREETING and code != 554):
-                raise LocalProtocolError(f"{code} is not a valid reply to {owed.value}")
+        if owed is None or code not in owed.positive or self._state is _CLOSED:
+            # Anything but a positive answer to the owed event: the greeting, a 421, a
+            # refusal, or the application's mistake.
+            owed = self._admit(owed, code)
         extra: tuple[str, ...] = ()
         if owed is _Owed.HELLO and code == 250 and self._pending_hello is not None:
             if self._pending_hello.extended:
@@ -981,6 +974,21 @@ class ServerConnection:
             if after is not None:
                 after(self, code in owed.positive)
         return data
+
+    def _admit(self, owed: _OwedReply | None, code: int) -> _OwedReply | None:
+        """The owed reply ``code`` answers (None: an unsolicited 421), or raise."""
+        state = self._state
+        if state is _CLOSED:
+            raise LocalProtocolError("the connection is closed")
+        if owed is None:
+            if state is _GREETING:
+                owed = _Owed.GREETING
+            elif code != 421:
+                raise LocalProtocolError("no command is waiting for a reply")
+        if owed is not None and code != 421 and code not in owed.positive:
+            if code < 400 or owed is _Owed.QUIT or (owed is _Owed.GREETING and code != 554):
+                raise LocalProtocolError(f"{code} is not a valid reply to {owed.value}")
+        return owed
 
     def _enhanced(self, owed: _OwedReply | None, reply: Reply) -> str | None:
         # RFC 2034 section 3: on every 2xx/4xx/5xx reply except the greeting and the
