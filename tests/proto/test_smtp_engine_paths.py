@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 
@@ -18,6 +20,7 @@ from nosend_proto._receivebuffer import OVERLONG, ReceiveBuffer
 from nosend_proto._smtp_data import DotDecoder
 from nosend_proto._smtp_grammar import parse_mailbox, parse_path, split_path_and_params
 from nosend_proto._smtp_writers import render_reply
+from nosend_proto.received import received_header
 from nosend_proto.smtp_events import (
     NEED_DATA,
     DataChunk,
@@ -349,3 +352,37 @@ def test_states_work_as_keys_and_survive_pickling() -> None:
     assert SMTPState.READY in frozenset({SMTPState.READY})
     assert SMTPState("ready") is SMTPState.READY
     assert pickle.loads(pickle.dumps(SMTPState.DATA)) is SMTPState.DATA
+
+
+# -- the Received: date -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        UTC,
+        timezone(timedelta(hours=-5)),
+        timezone(timedelta(hours=5, minutes=30)),
+        timezone(timedelta(hours=-9, minutes=-30)),
+        timezone(timedelta(minutes=-1)),
+        timezone(timedelta(seconds=3725)),  # an offset in seconds
+        timezone(timedelta(seconds=-61, microseconds=-5)),
+    ],
+)
+@pytest.mark.parametrize(
+    "moment",
+    [
+        (2026, 11, 26, 13, 5, 9),
+        (1, 1, 1, 0, 0, 0),
+        (999, 12, 31, 23, 59, 59),
+        (2024, 2, 29, 7, 0, 1),
+    ],
+)
+def test_received_date_is_what_email_utils_writes(
+    zone: timezone, moment: tuple[int, int, int, int, int, int]
+) -> None:
+    when = datetime(*moment, tzinfo=zone)
+    header = received_header(
+        from_helo="c.example", peer_address="192.0.2.1", by_host=HOST, protocol="ESMTP", when=when
+    )
+    assert header.endswith(f"; {format_datetime(when)}\r\n".encode())
