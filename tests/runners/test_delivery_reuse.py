@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from nosend_store._durable import LineEndingNormaliser
 from nosend_store.config import Config
 from nosend_store.queue import Envelope
 from nosend_store.reload import ConfigHolder
-from tests.runners.session_support import config_text, make_config, messages, queued
+from tests.runners.session_support import config_text, mailbox, make_config, messages, queued
 
 TRACE = b"Received: from c\r\n\tby mx.test; now\r\n"
 DATE = b"Date: Fri, 02 Jan 2026 03:04:05 +0000\r\n"
@@ -164,6 +165,47 @@ def test_no_directory_checks_or_lookups_per_message(
     assert calls["urandom"] <= 6, calls
     assert len(messages(config, "alice")) == len(messages(config, "bob")) == 21
     assert len(queued(config)) == 21
+
+
+def test_kept_objects_in_a_forked_child_name_files_with_its_pid(config: Config) -> None:
+    deliver(config, b"Subject: parent\r\n\r\nx\r\n")  # the parent fills the cache
+    pid = os.fork()
+    if pid == 0:  # the child delivers with the inherited Config and its kept objects
+        code = 1
+        try:
+            deliver(config, b"Subject: child\r\n\r\nx\r\n")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    deliver(config, b"Subject: parent again\r\n\r\nx\r\n")
+    pids = [
+        int(m.key.split("P", 1)[1].split("Q", 1)[0])
+        for m in mailbox(config, "alice").list_messages()
+    ]
+    assert sorted(pids) == sorted([os.getpid(), pid, os.getpid()])
+
+
+def test_many_threads_deliver_through_one_config(config: Config) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(25):
+                deliver(config, b"Subject: %d.%d\r\n\r\nx\r\n" % (n, i), ("alice", "bob"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for name in ("alice", "bob"):
+        subjects = sorted(m.split(b"\n")[2] for m in messages(config, name))
+        assert subjects == sorted(b"Subject: %d.%d" % (n, i) for n in range(8) for i in range(25))
 
 
 def test_a_reused_caller_buffer_does_not_change_the_message(config: Config) -> None:
