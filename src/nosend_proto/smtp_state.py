@@ -567,10 +567,9 @@ class ServerConnection:
     # -- commands ----------------------------------------------------------------------
 
     def _command(self, raw: bytes | object) -> _QueuedEvent:
-        if raw is OVERLONG:
+        if not isinstance(raw, bytes):  # OVERLONG, the only other thing a line can be
             # RFC 5321 section 4.5.3.1.4 / 4.2.4: 500 line too long.
             return self._violation(Reply(500, "Line too long", "5.5.2"), "overlong command")
-        assert isinstance(raw, bytes)
         body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
         try:
             line = body.decode("utf-8")
