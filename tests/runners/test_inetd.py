@@ -182,7 +182,7 @@ def test_under_openbsd_inetd(tmp_path: Path) -> None:
     log = (tmp_path / "session.log").read_text()
     # wait_for_port's own connection may not have logged yet (its process starts slowly
     # under load); the two checked sessions have.
-    assert log.count("event=connect") >= 2 and "service=pop3" in log and "peer=127.0.0.1:" in log
+    assert log.count("event=disconnect") >= 2 and "service=pop3" in log and "peer=127.0.0.1:" in log
 
 
 def test_a_transcript_file_on_stdin_and_a_pipe_on_stdout(tmp_path: Path) -> None:
@@ -204,4 +204,4 @@ def test_a_transcript_file_on_stdin_and_a_pipe_on_stdout(tmp_path: Path) -> None
         b"221 bye",
         b"",
     ]
-    assert b"event=connect" in result.stderr  # stderr is not the connection here: log there
+    assert b"event=disconnect" in result.stderr  # stderr is not the connection here: log there

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -461,6 +462,30 @@ async def test_cram_md5_without_shared_secret_is_no_counted_failure(config: Conf
         mac = hmac.new(CAROL_SECRET.encode(), challenge, hashlib.md5).hexdigest()
         await h.send_line(base64.b64encode(f"carol {mac}".encode()).decode())
         assert (await h.read_reply()).code == 235
+
+
+async def test_at_info_a_session_logs_one_line_per_message_and_one_at_the_end(
+    config: Config,
+) -> None:
+    # The connect line is debug-level: the disconnect line names the same peer and
+    # session. A plain session with one message: "accepted", then "disconnect".
+    with captured_log() as lines:
+        logger = logging.getLogger("nosend")
+        logger.setLevel(logging.INFO)
+        async with Harness(smtp_session, "smtp", config=config, peer=LOOPBACK) as h:
+            await ehlo(h)
+            assert await transaction(h, "x@remote.example", ["alice@example.test"], BODY) == [
+                250,
+                250,
+                354,
+                250,
+            ]
+            await h.send_line("QUIT")
+            await h.read_reply()
+            await h.wait_closed()
+    events = [line.split("event=")[1].split(" ")[0] for line in lines if "event=" in line]
+    assert events == ["accepted", "disconnect"]
+    assert all("peer=127.0.0.1:40001" in line for line in lines if "event=" in line)
 
 
 async def test_log_lines_per_event_and_never_a_secret(config: Config) -> None:
