@@ -150,6 +150,11 @@ class MailServer:
         if _on_asyncio():
             self.state.thread_pool = ThreadPool(threads)
         self._drained = anyio.Event()
+        if self._handle_signals and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+            # A SIGHUP (say, systemctl reload) between the listeners opening and the
+            # signal receiver starting would end the process by default; the
+            # configuration was just read, so there is nothing to reload yet.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         listeners = await self._open_listeners()
         try:
             with anyio.CancelScope() as force:

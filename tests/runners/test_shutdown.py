@@ -145,6 +145,7 @@ def test_sighup_reloads_mail_cfg_and_keeps_it_when_broken(tmp_path: Path) -> Non
         assert proc.stderr is not None
         while not any(b"reload failed" in line for line in stderr_lines):
             stderr_lines.append(proc.stderr.readline())
+            assert stderr_lines[-1], f"the server ended: {b''.join(stderr_lines)!r}"
         bad_line = len(good.splitlines()) + 1
         assert f"{config}:{bad_line}:".encode() in stderr_lines[-1]
         client = SyncClient.connect(port)
@@ -152,8 +153,8 @@ def test_sighup_reloads_mail_cfg_and_keeps_it_when_broken(tmp_path: Path) -> Non
         client.close()
         config.write_text(good.replace("before.invalid", "after.invalid"))
         proc.send_signal(signal.SIGHUP)
-        while b"configuration reloaded" not in proc.stderr.readline():
-            pass
+        while b"configuration reloaded" not in (line := proc.stderr.readline()):
+            assert line, "the server ended"
         client = SyncClient.connect(port)
         assert client.line() == b"220 after.invalid nosend echo smtp ready"
         client.close()
@@ -240,8 +241,8 @@ def test_a_second_sigterm_during_the_grace_period_stops_at_once(tmp_path: Path) 
         time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
-        while b"shutting down: 1 session(s) open" not in proc.stderr.readline():
-            pass
+        while b"shutting down: 1 session(s) open" not in (line := proc.stderr.readline()):
+            assert line, "the server ended"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
         assert busy.line() == b""  # cut off: no 250, so nothing was acknowledged
