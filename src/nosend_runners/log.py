@@ -29,7 +29,9 @@ _NOT_KEY = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def _quote(value: object) -> str:
-    text = str(value)
+    if type(value) is int:
+        return str(value)  # digits and a sign: always bare, never long
+    text = value if type(value) is str else str(value)
     if len(text) > _MAX_VALUE:
         text = text[:_MAX_VALUE] + "..."
     if text and _BARE.fullmatch(text):
@@ -95,9 +97,10 @@ class SessionLog:
             prefix = self._prefix
             if prefix is None:
                 prefix = self._prefix = format_fields(self._fields)
-            parts = [prefix, format_fields({"event": name, **fields})]
-            line = " ".join(p for p in parts if p)
-        self._logger.log(level, "%s", line)
+            rest = format_fields({"event": name, **fields})
+            line = f"{prefix} {rest}" if prefix else rest
+        # No arguments: the line is the message as it stands, never %-formatted.
+        self._logger.log(level, line)
 
     def warning(self, name: str, **fields: object) -> None:
         """Log a session event at WARNING level."""

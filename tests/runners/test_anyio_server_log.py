@@ -83,3 +83,14 @@ def test_line_formatter_keeps_tracebacks() -> None:
     text = LineFormatter().format(record)
     assert text.splitlines()[0].endswith("n ERROR failed")
     assert "ValueError: boom" in text
+
+
+def test_percent_signs_in_values_are_written_as_they_are(caplog: pytest.LogCaptureFixture) -> None:
+    # The line goes to the logger as the message itself: a peer's "%s" must not be
+    # taken for a format directive.
+    caplog.set_level(logging.INFO, logger="nosend.session")
+    SessionLog(service="smtp").event("helo", helo="%s%d%(x)s", size=12, ok=True)
+    assert (
+        caplog.records[-1].getMessage()
+        == 'service=smtp event=helo helo="%s%d%(x)s" size=12 ok=True'
+    )
