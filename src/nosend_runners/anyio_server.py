@@ -67,6 +67,9 @@ def _on_asyncio() -> bool:
     return True
 
 
+#: Session tasks kept waiting for the next connection once their session ended.
+_MAX_IDLE_TASKS = 32
+
 #: Connections taken per wake-up of a listening socket (a burst is not taken whole at
 #: the expense of sessions already running).
 _ACCEPT_BATCH = 16
@@ -135,6 +138,8 @@ class MailServer:
         self._handle_signals = handle_signals
         self._live = 0
         self._drained: anyio.Event | None = None
+        #: Session tasks waiting for a connection (asyncio accept path).
+        self._idle_tasks: list[asyncio.Future[tuple[anyio.abc.ByteStream, str] | None]] = []
         self._force: anyio.CancelScope | None = None
         #: Where the server listens, once started: (service, host, port).
         self.addresses: list[BoundAddress] = []
@@ -180,6 +185,7 @@ class MailServer:
                         task_status.started(self)
                         await self.state.shutdown.wait()
                         accepting.cancel_scope.cancel()
+                    self._end_idle_tasks()
                     await self._close_listeners(listeners)
                     grace = self.settings.timeouts.shutdown_grace
                     _log.info("shutting down: %d session(s) open, grace %ss", self._live, grace)
@@ -316,7 +322,14 @@ class MailServer:
                 except OSError:
                     sock.close()
                     continue
-                sessions.start_soon(self._handle, stream, service)
+                idle = self._idle_tasks
+                while idle:
+                    waiting = idle.pop()
+                    if not waiting.done():  # done: cancelled, its task is ending
+                        waiting.set_result((stream, service))
+                        break
+                else:
+                    sessions.start_soon(self._session_task, stream, service)
 
         resume()
         try:
@@ -345,6 +358,37 @@ class MailServer:
                 await anyio.sleep(0.1)
                 continue
             sessions.start_soon(self._handle, conn, service)
+
+    async def _session_task(self, stream: anyio.abc.ByteStream, service: str) -> None:
+        """Run sessions one after another in one task (asyncio accept path).
+
+        Starting a task in an anyio task group costs several times what handing a
+        connection to a waiting task does, so a task that finished its session waits for
+        the next connection, up to ``_MAX_IDLE_TASKS`` of them; more (after a burst) end.
+        A graceful shutdown ends the waiting ones; cancellation reaches them all through
+        the sessions' task group, as for any session.
+        """
+        loop = asyncio.get_running_loop()
+        idle = self._idle_tasks
+        next_one: tuple[anyio.abc.ByteStream, str] | None = (stream, service)
+        while next_one is not None:
+            await self._handle(*next_one)
+            if self.state.shutdown.requested or len(idle) >= _MAX_IDLE_TASKS:
+                return
+            waiting: asyncio.Future[tuple[anyio.abc.ByteStream, str] | None]
+            waiting = loop.create_future()
+            idle.append(waiting)
+            try:
+                next_one = await waiting
+            finally:
+                if waiting in idle:
+                    idle.remove(waiting)  # cancelled while idle
+
+    def _end_idle_tasks(self) -> None:
+        idle, self._idle_tasks = self._idle_tasks, []
+        for waiting in idle:
+            if not waiting.done():
+                waiting.set_result(None)
 
     # -- one connection ------------------------------------------------------------------
 

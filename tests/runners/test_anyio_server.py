@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from nosend_runners.anyio_server import MailServer, ServerSetupError
+from nosend_runners.limits import LimitSettings
 from nosend_runners.services import SessionsUnavailable, echo_session_factory
 from nosend_runners.settings import Listen, ServerSettings
 from nosend_runners.transport import SessionContext, Stream
@@ -242,3 +243,31 @@ async def test_an_accept_failure_is_logged_and_accepting_resumes(
     if anyio_backend == "asyncio":
         assert not failures
         assert any("accept on smtp failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_session_tasks_are_reused_bounded_and_end_at_shutdown(anyio_backend: str) -> None:
+    # On asyncio a task whose session ended waits for the next connection (cheaper than
+    # starting one); after a burst at most 32 stay, and a shutdown ends them at once.
+    started = anyio.current_time()
+    limits = LimitSettings(max_connections=100, max_per_address=100)
+    async with running_server(echo_settings("smtp", limits=limits)) as server:
+        port = port_of(server, "smtp")
+
+        async def one_session() -> None:
+            client = await LineClient.connect(port)
+            assert (await client.line()).startswith(b"220 ")
+            assert await client.command(b"QUIT") == b"221 bye"
+            assert await client.closed()
+            await client.aclose()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(one_session)
+        for _ in range(10):  # one at a time: served by the waiting tasks
+            await one_session()
+        await anyio.sleep(0.1)
+        if anyio_backend == "asyncio":
+            assert 1 <= len(server._idle_tasks) <= 32
+    # running_server's exit waited for serve() to return: the idle tasks ended.
+    assert anyio.current_time() - started < 10
+    assert server.live_sessions == 0
