@@ -76,9 +76,12 @@ def _parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     return ip
 
 
+_RECIPIENT_OK = Reply(250, "Recipient ok", "2.1.5")
+
 #: Refused recipients one connection may collect before it is closed with 421: enough
 #: for typos, too few to harvest a directory (Postfix's smtpd_hard_error_limit is 20).
 MAX_REJECTED_RECIPIENTS = 20
+
 
 def _trusted(config: Config, address: str) -> bool:
     ip = _parse_ip(address)
@@ -151,9 +154,7 @@ def check_recipient(config: Config, address: str, *, may_relay: bool) -> Recipie
         return RecipientDecision(Reply(550, "No such user here", "5.1.1"))
     if not resolution.mailboxes and not resolution.remote:
         return RecipientDecision(Reply(550, "No such user here", "5.1.1"))
-    return RecipientDecision(
-        Reply(250, "Recipient ok", "2.1.5"), resolution.mailboxes, resolution.remote
-    )
+    return RecipientDecision(_RECIPIENT_OK, resolution.mailboxes, resolution.remote)
 
 
 def sasl_mechanisms(config: Config) -> tuple[str, ...]:

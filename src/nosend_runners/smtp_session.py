@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -74,6 +73,18 @@ __all__ = ["run", "SMTPSession", "WRITE_BATCH"]
 WRITE_BATCH = 256 * 1024
 
 _LOCAL_ERROR = Reply(451, "Local error in processing, try again later", "4.3.0")
+# Replies that never change, made (and validated) once rather than per command.
+_GO_AHEAD = Reply(354, "End data with <CR><LF>.<CR><LF>")
+_RESET_OK = Reply(250, "Reset OK")
+_CANNOT_VRFY = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
+_OK = Reply(250, "OK")
+_HELP = Reply(214, "See RFC 5321")
+_NO_TLS = Reply(454, "TLS not available", "4.7.0")
+_TLS_READY = Reply(220, "Ready to start TLS")
+_SENDER_OK = Reply(250, "Sender OK")
+_HEADER_TOO_LARGE = Reply(552, "Message header too large", "5.3.4")
+_AUTH_INVALID = Reply(535, "Authentication credentials invalid", "5.7.8")
+_AUTH_OK = Reply(235, "Authentication successful")
 
 
 class _Abort(Exception):
@@ -148,7 +159,7 @@ class SMTPSession:
         self.user: str | None = None
         self.tx: _Transaction | None = None
         self.close_after: Reply | None = None
-        self._busy: AbstractContextManager[None] | None = None
+        self._busy = False  # inside the guard's busy stretch (body and commit)
         self.messages = 0
         self.rejected_recipients = 0  # over the whole connection: a harvest spans many
         # When we began waiting for the command now arriving (None: none under way).
@@ -266,7 +277,7 @@ class SMTPSession:
 
     async def on_data_start(self, event: DataStart) -> Reply:
         await self.begin_body()
-        return Reply(354, "End data with <CR><LF>.<CR><LF>")
+        return _GO_AHEAD
 
     async def on_bdat_chunk_end(self, event: BdatChunkEnd) -> Reply:
         tx = self.tx
@@ -290,22 +301,22 @@ class SMTPSession:
 
     async def on_reset(self, event: Reset) -> Reply:
         await self.end_transaction()
-        return Reply(250, "Reset OK")
+        return _RESET_OK
 
     def on_verify(self, event: Verify) -> Reply:
         # RFC 5321 section 3.5.3: no address harvesting; 252 promises nothing.
-        return Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
+        return _CANNOT_VRFY
 
     def on_noop(self, event: Noop) -> Reply:
-        return Reply(250, "OK")
+        return _OK
 
     def on_help(self, event: Help) -> Reply:
-        return Reply(214, "See RFC 5321")
+        return _HELP
 
     def on_starttls(self, event: StartTLS) -> Reply:
         if not self.stream.can_start_tls:
-            return Reply(454, "TLS not available", "4.7.0")
-        return Reply(220, "Ready to start TLS")
+            return _NO_TLS
+        return _TLS_READY
 
     def on_auth_challenge(self, event: AuthChallenge) -> Reply:
         return event.reply
@@ -335,7 +346,7 @@ class SMTPSession:
             ctx.log.warning("mail_rejected", sender=event.reverse_path, result=refusal.code)
             return refusal
         self.tx = _Transaction(event.reverse_path, event.params)
-        return Reply(250, "Sender OK")
+        return _SENDER_OK
 
     def rcpt_to(self, event: RcptTo) -> Reply:
         ctx, tx = self.ctx, self.tx
@@ -422,10 +433,10 @@ class SMTPSession:
             stale, tx.sink = tx.sink, None
             tx.pending.clear()
             await ctx.run_blocking(stale.abort)
-        if self._busy is None:
+        if not self._busy:
             # A graceful shutdown lets this message and its commit finish.
-            self._busy = ctx.busy()
-            self._busy.__enter__()
+            ctx.guard.enter_busy()
+            self._busy = True
         now = datetime.fromtimestamp(ctx.clock()).astimezone()
         tx.txid = f"{int(now.timestamp()):x}.{ctx.nonce()[:16]}"
         date = message_id = None
@@ -487,7 +498,7 @@ class SMTPSession:
         try:
             if tx.too_large_header:
                 ctx.log.warning("message_rejected", reason="header-size", id=tx.txid)
-                return Reply(552, "Message header too large", "5.3.4")
+                return _HEADER_TOO_LARGE
             if tx.sink is None or tx.failed:
                 return _LOCAL_ERROR
             last = bytes(tx.pending)
@@ -496,7 +507,7 @@ class SMTPSession:
                 delivered: Delivered = await ctx.run_blocking(tx.sink.finish, last)
             except HeaderTooLarge:
                 ctx.log.warning("message_rejected", reason="header-size", id=tx.txid)
-                return Reply(552, "Message header too large", "5.3.4")
+                return _HEADER_TOO_LARGE
             except OSError as exc:
                 ctx.log.error("store_failed", step="commit", error=type(exc).__name__, id=tx.txid)
                 return _LOCAL_ERROR
@@ -575,9 +586,9 @@ class SMTPSession:
         self._leave_busy()
 
     def _leave_busy(self) -> None:
-        if self._busy is not None:
-            busy, self._busy = self._busy, None
-            busy.__exit__(None, None, None)
+        if self._busy:
+            self._busy = False
+            self.ctx.guard.leave_busy()
 
     # -- TLS and AUTH --------------------------------------------------------------------
 
@@ -607,7 +618,7 @@ class SMTPSession:
                 mechanism=credentials.mechanism,
                 reason="no shared secret for this mechanism",
             )
-            return Reply(535, "Authentication credentials invalid", "5.7.8")
+            return _AUTH_INVALID
         name = await ctx.run_blocking(policy.authenticate, self.config, credentials)
         if name is None:
             tracker.record_failure(address)
@@ -624,12 +635,12 @@ class SMTPSession:
                 self.close_after = Reply(
                     421, "Too many authentication failures, try again later", "4.7.0"
                 )
-            return Reply(535, "Authentication credentials invalid", "5.7.8")
+            return _AUTH_INVALID
         tracker.record_success(address)
         self.user = name
         ctx.log.bind(user=name)
         ctx.log.event("auth", mechanism=credentials.mechanism, result=235)
-        return Reply(235, "Authentication successful")
+        return _AUTH_OK
 
 
 # A tuple: membership tests identity first, where an enum set would hash in Python.

@@ -235,11 +235,20 @@ class SessionGuard:
     @contextmanager
     def busy(self) -> Iterator[None]:
         """Mark a stretch (message body and commit) that a shutdown must let finish."""
-        self._busy += 1
+        self.enter_busy()
         try:
             yield
         finally:
-            self._busy -= 1
+            self.leave_busy()
+
+    def enter_busy(self) -> None:
+        """``busy()`` without the context manager, for a stretch that spans several
+        events (a session's message body); pair it with ``leave_busy()``."""
+        self._busy += 1
+
+    def leave_busy(self) -> None:
+        """End what ``enter_busy()`` began."""
+        self._busy -= 1
 
 
 @dataclass(slots=True)
