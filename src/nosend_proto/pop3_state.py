@@ -249,6 +249,10 @@ class ServerConnection:
         """
         return self._state is S.CLOSED or b"\n" not in self._buf.peek()
 
+    def is_deleted(self, msgno: int) -> bool:
+        """True when message ``msgno`` (1-based) is marked deleted in this session."""
+        return msgno - 1 in self._deleted
+
     def deleted_msgnos(self) -> tuple[int, ...]:
         """Message numbers currently marked deleted (ascending)."""
         return tuple(sorted(i + 1 for i in self._deleted))
