@@ -4,12 +4,15 @@ Owns: one POP3 or POP3S connection from greeting to close: credentials checked w
 :mod:`nosend_runners.policy` (with a delay after each failure and the server-wide
 per-address lockout), the mailbox's session lock (a second login gets
 ``-ERR [IN-USE]``, RFC 2449 section 8), the listing handed to the engine (UIDLs and
-wire sizes from the store), RETR/TOP streamed from the store in chunks, deletions
-applied durably at QUIT (RFC 1939 section 6) and never on a dropped connection, STLS,
-timeouts and graceful shutdown, and one log line per session event.
+wire sizes from the store), RETR/TOP read from the store (a message up to
+``WHOLE_MAX`` in one piece, a larger one streamed in ``READ_CHUNK`` pieces, the next
+messages read ahead up to ``READ_AHEAD``), deletions applied durably at QUIT (RFC 1939
+section 6) and never on a dropped connection, STLS, timeouts and graceful shutdown, and
+one log line per session event.
 
-Must not: parse POP3 (the engine does), hold a whole message in memory, block the event
-loop (disk work goes through ``ctx.run_blocking``), or log a secret.
+Must not: parse POP3 (the engine does), hold more than ``WHOLE_MAX`` + ``READ_AHEAD``
+of stored content (a large message is never held whole), block the event loop (disk
+work goes through ``ctx.run_blocking``), or log a secret.
 """
 
 from __future__ import annotations
