@@ -150,10 +150,10 @@ class MailServer:
         self, *, task_status: anyio.abc.TaskStatus[MailServer] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen, serve until ``shutdown()`` (or a signal), then shut down gracefully."""
-        threads = self.settings.limits.blocking_threads
-        self.state.blocking_limiter = anyio.CapacityLimiter(threads)
+        limits = self.settings.limits
+        self.state.blocking_limiter = anyio.CapacityLimiter(limits.blocking_threads)
         if _on_asyncio():
-            self.state.thread_pool = ThreadPool(threads)
+            self.state.thread_pool = ThreadPool(limits.disk_threads)
         self._drained = anyio.Event()
         if self._handle_signals and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
             # A SIGHUP (say, systemctl reload) between the listeners opening and the

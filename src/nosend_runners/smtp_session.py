@@ -619,7 +619,7 @@ class SMTPSession:
                 reason="no shared secret for this mechanism",
             )
             return _AUTH_INVALID
-        name = await ctx.run_blocking(policy.authenticate, self.config, credentials)
+        name = await ctx.run_cpu_bound(policy.authenticate, self.config, credentials)
         if name is None:
             tracker.record_failure(address)
             # RFC 4954 section 4 leaves rate limiting to the server: make guessing slow.

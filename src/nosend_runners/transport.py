@@ -379,6 +379,14 @@ class SessionContext:
             return await pool.run(fn, *args)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.state.limiter())
 
+    async def run_cpu_bound(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` that is slow on purpose (password hashing) in a worker
+        thread apart from the disk pool, so that logins never hold up deliveries.
+
+        Like ``run_blocking``, the thread is never abandoned.
+        """
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.state.limiter())
+
 
 #: The type of a session coroutine function.
 SessionFunc = Callable[[Stream, SessionContext], Awaitable[None]]

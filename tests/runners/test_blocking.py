@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from nosend_runners.blocking import ThreadPool
+from nosend_runners.transport import PeerInfo, ServerState, SessionContext
 
 pytestmark = pytest.mark.anyio
 
@@ -93,3 +94,25 @@ async def test_many_calls_returning_together_all_complete() -> None:
                     tg.start_soon(one, i)
     assert sorted(results) == sorted([i * i for i in range(50)] * 20)
     pool.close()
+
+
+async def test_slow_hashing_does_not_hold_up_disk_work() -> None:
+    # Password hashing (slow on purpose) runs in anyio's threads, the disk calls in the
+    # server's small pool: a login in progress never delays a delivery.
+    state = ServerState(thread_pool=ThreadPool(1))
+    ctx = SessionContext("smtp", state=state, peer=lambda: PeerInfo("127.0.0.1"))
+    hashing_done = threading.Event()
+
+    def slow_hash() -> None:
+        time.sleep(0.6)
+        hashing_done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ctx.run_cpu_bound, slow_hash)
+        await anyio.sleep(0.05)
+        started = time.monotonic()
+        assert await ctx.run_blocking(int, "5") == 5
+        assert time.monotonic() - started < 0.4
+        assert not hashing_done.is_set()
+    assert hashing_done.is_set()
+    state.thread_pool.close()  # type: ignore[union-attr]
