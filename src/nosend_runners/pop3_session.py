@@ -198,7 +198,7 @@ class POP3Session:
             )
             await self.write(conn.send(LoginRejected("authentication failed", "AUTH")))
             return
-        name = await ctx.run_blocking(policy.authenticate, self.config, credentials)
+        name = await ctx.run_cpu_bound(policy.authenticate, self.config, credentials)
         if name is None:
             tracker.record_failure(address)
             # RFC 1939 section 4 / RFC 4954 section 4: make guessing slow.
