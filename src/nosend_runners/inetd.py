@@ -36,8 +36,9 @@ Examples (``--log-file`` or syslog: never stderr, which is the socket)::
     socat TCP-LISTEN:2525,reuseaddr,fork EXEC:"nosend inetd smtp"
 
 Connection limits under inetd are the super-server's job (xinetd ``instances`` and
-``per_source``, openbsd-inetd ``nowait.N``), and the auth-failure tracker lives only as
-long as the one connection.
+``per_source``, openbsd-inetd ``nowait.N``). The per-address lockout after repeated
+authentication failures holds across connections: each process reads and updates the
+table in ``data_dir/state/auth-failures.json`` (see ``shared_limits``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from nosend_runners.fdstream import FdByteStream
 from nosend_runners.limits import AuthFailureTracker, LimitSettings
 from nosend_runners.services import refusal
 from nosend_runners.settings import ServerSettings
+from nosend_runners.shared_limits import FileAuthFailureTracker, auth_failures_path
 from nosend_runners.streams import AnyioStream, peer_from_socket_stream
 from nosend_runners.tls import server_context
 from nosend_runners.transport import (
@@ -67,6 +69,7 @@ from nosend_runners.transport import (
     SessionGuard,
     StreamClosed,
 )
+from nosend_store.config import Config
 
 __all__ = ["run_inetd", "refuse_inetd", "stderr_is_connection", "peer_from_environment"]
 
@@ -145,11 +148,22 @@ async def run_inetd(
     ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     inner, peer = await _open_connection(env, read_fd, write_fd)
     limits: LimitSettings = settings.limits
+    auth_failures: AuthFailureTracker
+    if isinstance(config, Config):
+        # A process per connection: the lockout must outlive this one (shared_limits).
+        auth_failures = FileAuthFailureTracker(
+            auth_failures_path(config.server.data_dir),
+            limits.auth_max_failures,
+            limits.auth_window,
+            limits.auth_max_delay,
+        )
+    else:
+        auth_failures = AuthFailureTracker(
+            limits.auth_max_failures, limits.auth_window, limits.auth_max_delay
+        )
     state = ServerState(
         config=config,
-        auth_failures=AuthFailureTracker(
-            limits.auth_max_failures, limits.auth_window, limits.auth_max_delay
-        ),
+        auth_failures=auth_failures,
         blocking_limiter=anyio.CapacityLimiter(2),
         hostname=settings.hostname,
         timeouts=settings.timeouts,
