@@ -138,15 +138,17 @@ class AuthFailureTracker:
         """Whether ``address`` has used up its failures for the current window."""
         return len(self._recent(address)) >= self.max_failures
 
-    def record_failure(self, address: str) -> None:
-        """Note one failed authentication from ``address``."""
+    def record_failure(self, address: str) -> int:
+        """Note one failed authentication from ``address``; return its failures within
+        the window, this one included (``blocked`` once it reaches ``max_failures``)."""
         recent = self._recent(address)
         recent.append(self._clock())
         self._failures.pop(address, None)  # re-inserted last: newest failure
         # Bound memory per address: only the newest max_failures stamps matter.
-        self._failures[address] = recent[-self.max_failures :]
+        kept = self._failures[address] = recent[-self.max_failures :]
         if len(self._failures) > self.max_addresses:
             self._prune()
+        return len(kept)
 
     def record_success(self, address: str) -> None:
         """Forget the failures of ``address`` after a successful authentication."""
@@ -154,10 +156,14 @@ class AuthFailureTracker:
 
     def failure_delay(self, address: str) -> float:
         """Seconds to wait before answering a failure: doubles per recent failure."""
-        count = len(self._recent(address))
-        if count == 0:
+        return self.delay_for(len(self._recent(address)))
+
+    def delay_for(self, failures: int) -> float:
+        """The delay for an address with ``failures`` recent failures (0.5 s, doubling,
+        at most ``max_delay``)."""
+        if failures == 0:
             return 0.0
-        return float(min(self.max_delay, 0.5 * 2 ** (count - 1)))
+        return float(min(self.max_delay, 0.5 * 2 ** (failures - 1)))
 
     def _prune(self) -> None:
         # One full pass, then room for a tenth more: the pass costs O(n) once per

@@ -50,6 +50,7 @@ from nosend_proto.pop3_events import (
 )
 from nosend_proto.pop3_state import ServerConnection
 from nosend_runners import policy
+from nosend_runners.login import check_login
 from nosend_runners.transport import SessionContext, ShutdownRequested, Stream
 from nosend_store.config import Config
 from nosend_store.drop import DropSession, MessageGone
@@ -179,42 +180,18 @@ class POP3Session:
     async def login(self, event: AuthAttempt) -> None:
         ctx, conn = self.ctx, self.conn
         credentials = event.credentials
-        address = ctx.peer.address
-        tracker = ctx.auth_failures
-        if tracker.blocked(address):
-            ctx.log.warning(
-                "auth_locked_out", user=credentials.username, mechanism=credentials.mechanism
-            )
+        check = await check_login(ctx, self.config, credentials)
+        if check.locked_out:
             await self.write(
                 conn.send(LoginRejected("too many failed logins, try again later", "AUTH"))
             )
             raise _Abort
-        if not policy.verifiable(self.config, credentials):
-            ctx.log.event(
-                "auth_failed",
-                user=credentials.username,
-                mechanism=credentials.mechanism,
-                reason="no shared secret for this mechanism",
-            )
-            await self.write(conn.send(LoginRejected("authentication failed", "AUTH")))
-            return
-        name = await ctx.run_cpu_bound(policy.authenticate, self.config, credentials)
+        name = check.name
         if name is None:
-            tracker.record_failure(address)
-            # RFC 1939 section 4 / RFC 4954 section 4: make guessing slow.
-            await anyio.sleep(tracker.failure_delay(address))
-            ctx.log.warning(
-                "auth_failed",
-                user=credentials.username,
-                mechanism=credentials.mechanism,
-                failures=tracker.failures(address),
-            )
             await self.write(conn.send(LoginRejected("authentication failed", "AUTH")))
-            if tracker.blocked(address):
-                ctx.log.warning("auth_locked_out", user=credentials.username)
+            if check.now_locked:
                 raise _Abort
             return
-        tracker.record_success(address)
         try:
             await ctx.run_blocking(self._open_drop, name)
         except LockBusy:

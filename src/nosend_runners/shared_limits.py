@@ -77,10 +77,11 @@ class FileAuthFailureTracker(AuthFailureTracker):
         with self._shared(write=False):
             return super().failure_delay(address)
 
-    def record_failure(self, address: str) -> None:
-        """Note one failed authentication from ``address`` in the shared table."""
+    def record_failure(self, address: str) -> int:
+        """Note one failed authentication from ``address`` in the shared table; return
+        its failures within the window."""
         with self._shared(write=True):
-            super().record_failure(address)
+            return super().record_failure(address)
 
     def record_success(self, address: str) -> None:
         """Forget the failures of ``address`` in the shared table."""

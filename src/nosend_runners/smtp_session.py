@@ -61,6 +61,7 @@ from nosend_runners.delivery import (
     MessageSink,
     deliver_notification,
 )
+from nosend_runners.login import check_login
 from nosend_runners.transport import SessionContext, ShutdownRequested, Stream
 from nosend_store.config import Config
 from nosend_store.dsn import DsnRecipient, build_dsn
@@ -85,6 +86,7 @@ _SENDER_OK = Reply(250, "Sender OK")
 _HEADER_TOO_LARGE = Reply(552, "Message header too large", "5.3.4")
 _AUTH_INVALID = Reply(535, "Authentication credentials invalid", "5.7.8")
 _AUTH_OK = Reply(235, "Authentication successful")
+_AUTH_LOCKED_OUT = Reply(421, "Too many authentication failures, try again later", "4.7.0")
 
 
 class _Abort(Exception):
@@ -604,39 +606,14 @@ class SMTPSession:
     async def authenticate(self, event: AuthAttempt) -> Reply:
         ctx = self.ctx
         credentials = event.credentials
-        address = ctx.peer.address
-        tracker = ctx.auth_failures
-        if tracker.blocked(address):
-            ctx.log.warning(
-                "auth_locked_out", user=credentials.username, mechanism=credentials.mechanism
-            )
-            return Reply(421, "Too many authentication failures, try again later", "4.7.0")
-        if not policy.verifiable(self.config, credentials):
-            ctx.log.event(
-                "auth_failed",
-                user=credentials.username,
-                mechanism=credentials.mechanism,
-                reason="no shared secret for this mechanism",
-            )
-            return _AUTH_INVALID
-        name = await ctx.run_cpu_bound(policy.authenticate, self.config, credentials)
+        check = await check_login(ctx, self.config, credentials)
+        if check.locked_out:
+            return _AUTH_LOCKED_OUT
+        name = check.name
         if name is None:
-            tracker.record_failure(address)
-            # RFC 4954 section 4 leaves rate limiting to the server: make guessing slow.
-            await anyio.sleep(tracker.failure_delay(address))
-            ctx.log.warning(
-                "auth_failed",
-                user=credentials.username,
-                mechanism=credentials.mechanism,
-                failures=tracker.failures(address),
-            )
-            if tracker.blocked(address):
-                ctx.log.warning("auth_locked_out", user=credentials.username)
-                self.close_after = Reply(
-                    421, "Too many authentication failures, try again later", "4.7.0"
-                )
+            if check.now_locked:
+                self.close_after = _AUTH_LOCKED_OUT
             return _AUTH_INVALID
-        tracker.record_success(address)
         self.user = name
         ctx.log.bind(user=name)
         ctx.log.event("auth", mechanism=credentials.mechanism, result=235)

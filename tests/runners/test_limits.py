@@ -162,3 +162,14 @@ def test_auth_tracker_keeps_a_locked_out_address_while_the_table_has_room() -> N
         if i < 40:
             assert tracker.blocked("192.0.2.7")
     assert tracker.tracked <= 50
+
+
+def test_record_failure_returns_the_count_that_blocked_and_the_delay_follow() -> None:
+    # Sessions take the count from record_failure rather than asking again (under inetd
+    # each question re-reads the shared table).
+    tracker = AuthFailureTracker(max_failures=3, window=60, max_delay=8)
+    counts = [tracker.record_failure("192.0.2.9") for _ in range(5)]
+    assert counts == [1, 2, 3, 3, 3]  # only the newest max_failures stamps are kept
+    assert tracker.blocked("192.0.2.9")
+    assert tracker.delay_for(counts[1]) == 1.0 and tracker.delay_for(0) == 0.0
+    assert tracker.failure_delay("192.0.2.9") == tracker.delay_for(tracker.failures("192.0.2.9"))

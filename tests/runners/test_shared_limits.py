@@ -120,3 +120,11 @@ async def test_inetd_lockout_holds_across_connections(tmp_path: Path) -> None:
     locked = await one_connection(PASSWORDS["alice"])
     assert locked[2].startswith(b"-ERR [AUTH]"), locked
     assert auth_failures_path(config.server.data_dir).exists()
+
+
+def test_record_failure_returns_the_shared_count(tmp_path: Path) -> None:
+    path = auth_failures_path(tmp_path)
+    first = FileAuthFailureTracker(path, max_failures=3)
+    second = FileAuthFailureTracker(path, max_failures=3)
+    assert first.record_failure("192.0.2.7") == 1
+    assert second.record_failure("192.0.2.7") == 2  # counts the other process's failure

@@ -1,0 +1,67 @@
+"""Checking one set of credentials, for every session that takes a login.
+
+Owns: the sequence SMTP AUTH and POP3 USER/PASS, APOP and AUTH share: refuse an address
+that used up its attempts without checking, refuse a digest that no stored secret can
+verify (not a guess: clients such as smtplib try CRAM-MD5 first), check the password in
+a hashing thread, and on a failure count it, wait (RFC 4954 section 4 and RFC 1939 leave
+rate limiting to the server: make guessing slow) and log it. Must not: speak either
+protocol; each session turns a :class:`LoginCheck` into its own reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+
+from nosend_proto._sasl import Credentials
+from nosend_runners import policy
+from nosend_runners.transport import SessionContext
+from nosend_store.config import Config
+
+__all__ = ["LoginCheck", "check_login"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoginCheck:
+    """The outcome of one credential check.
+
+    ``name`` is the mailbox proved, or ``None``. When ``None``: ``locked_out`` says the
+    address had no attempts left and nothing was checked; ``unverifiable`` that no secret
+    could check the digest (not counted); ``now_locked`` that this failure used up the
+    address's attempts.
+    """
+
+    name: str | None
+    locked_out: bool = False
+    unverifiable: bool = False
+    now_locked: bool = False
+
+
+async def check_login(ctx: SessionContext, config: Config, credentials: Credentials) -> LoginCheck:
+    """Check ``credentials`` for the session's peer, with the delay and the log lines."""
+    tracker = ctx.auth_failures
+    address = ctx.peer.address
+    user, mechanism = credentials.username, credentials.mechanism
+    if tracker.blocked(address):
+        ctx.log.warning("auth_locked_out", user=user, mechanism=mechanism)
+        return LoginCheck(None, locked_out=True)
+    if not policy.verifiable(config, credentials):
+        ctx.log.event(
+            "auth_failed",
+            user=user,
+            mechanism=mechanism,
+            reason="no shared secret for this mechanism",
+        )
+        return LoginCheck(None, unverifiable=True)
+    name = await ctx.run_cpu_bound(policy.authenticate, config, credentials)
+    if name is None:
+        failures = tracker.record_failure(address)
+        await anyio.sleep(tracker.delay_for(failures))
+        ctx.log.warning("auth_failed", user=user, mechanism=mechanism, failures=failures)
+        now_locked = failures >= tracker.max_failures
+        if now_locked:
+            ctx.log.warning("auth_locked_out", user=user)
+        return LoginCheck(None, now_locked=now_locked)
+    tracker.record_success(address)
+    return LoginCheck(name)
