@@ -369,10 +369,11 @@ class MailServer:
         the sessions' task group, as for any session.
         """
         loop = asyncio.get_running_loop()
-        idle = self._idle_tasks
         next_one: tuple[anyio.abc.ByteStream, str] | None = (stream, service)
         while next_one is not None:
             await self._handle(*next_one)
+            # Looked up afresh: _end_idle_tasks replaces the list at shutdown.
+            idle = self._idle_tasks
             if self.state.shutdown.requested or len(idle) >= _MAX_IDLE_TASKS:
                 return
             waiting: asyncio.Future[tuple[anyio.abc.ByteStream, str] | None]
