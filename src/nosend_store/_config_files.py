@@ -156,6 +156,16 @@ password = {password_hash}
 # host = smtp.example.net
 # user = yacht
 # secret_file = /etc/nosend/smarthost.secret
+
+# A remote POP3 mailbox, fetched when a link is up:
+# [account isp-pop]
+# type = pop3
+# host = pop.example.net
+# user = yacht
+# secret_command = pass show isp/yacht   # prints the password (or an OAuth2 token)
+# deliver_to = {mailbox}                  # or: multidrop = {mailbox} (the fallback)
+# keep = no
+# max_size = 5M                           # larger ones wait on the server; you get a notice
 """
 
 

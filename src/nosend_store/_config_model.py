@@ -194,13 +194,43 @@ class Link:
 class Account:
     """An ``[account NAME]`` section: an upstream smarthost or a remote POP3 mailbox.
 
-    Keys: ``type`` (``smtp`` or ``pop3``, required), ``host`` (required), ``port``
-    (default 587/465 for smtp, 110/995 for pop3, by ``tls``), ``tls`` (``starttls``,
-    ``implicit`` or ``none``; default ``starttls``), ``tls_verify`` (default yes),
-    ``user``, and its secret as ``secret = {PLAIN.B64}...`` or ``secret_file = PATH``
-    (a file holding the secret; read when used). pop3 only: ``deliver_to`` (required;
-    a mailbox or address that fetched mail is delivered to) and ``keep`` (leave mail
-    on the server, default no). ``links`` limits the account to those links (empty: any).
+    Keys for both types:
+
+    ``type`` (``smtp`` or ``pop3``, required), ``host`` (required), ``port`` (default
+    587/465 for smtp, 110/995 for pop3, by ``tls``), ``links`` (use the account only
+    over these links; empty: any).
+
+    ``tls``: ``starttls`` (the default), ``implicit`` (RFC 8314) or ``none``. With
+    ``none`` the login and the mail cross the link in clear: allowed (some ISP servers
+    offer nothing else) but ``nosend config check`` warns when the account has a
+    ``user``. ``tls_verify`` (default yes) checks the server's certificate chain and
+    name against the system's trust store, or against ``ca_file`` (a PEM file of trusted
+    certificates) when given. ``fingerprint`` pins the server's certificate instead: the
+    SHA-256 of its DER form, written as 64 hex digits with or without colons between
+    pairs and kept here in lower case without colons; a connection whose certificate does
+    not match is refused whatever the chain says (the same choice as mpop's
+    ``tls_fingerprint``). ``ca_file`` and ``fingerprint`` make no sense with
+    ``tls = none`` and are errors there.
+
+    ``user`` and exactly one source of its secret: ``secret = {PLAIN.B64}...``,
+    ``secret_file = PATH`` (a file holding the secret, read when used) or
+    ``secret_command = COMMAND`` (split like a shell with :func:`shlex.split` and run
+    without one when the secret is needed; what it prints on stdout, less the final line
+    end, is the password or the OAuth2 access token, like mpop's ``passwordeval``). The
+    secret is passed to nothing on a command line and never logged. ``auth`` picks the
+    SASL mechanism: ``auto`` (the default: the transport chooses among those the server
+    offers), ``plain``, ``login``, ``cram-md5``, ``xoauth2`` or ``oauthbearer``
+    (RFC 7628; the secret is then an access token); a mechanism other than ``auto``
+    needs a ``user``.
+
+    pop3 only (``user`` is required): where fetched mail goes, exactly one of
+    ``deliver_to = TARGET`` (single-drop: every message to one mailbox or local address)
+    or ``multidrop = FALLBACK`` (multi-drop: each message to the local recipients its
+    envelope names, and to ``FALLBACK`` when it names none); ``keep`` (leave fetched mail
+    on the server, default no; needs a server with UIDL, see
+    :mod:`nosend_store.fetch_state`); ``max_size`` (a size such as ``5M``: a larger
+    message is held on the server and a notice is delivered instead, until the
+    administrator asks to fetch or delete it; default: no limit).
     """
 
     name: str
@@ -215,7 +245,20 @@ class Account:
     deliver_to: str | None = None
     keep: bool = False
     links: tuple[str, ...] = ()
+    #: The command that prints the secret; out of ``repr`` in case one holds it inline.
+    secret_command: tuple[str, ...] = field(default=(), repr=False)
+    ca_file: Path | None = None
+    #: Lower-case hex SHA-256 of the server certificate (DER), no colons.
+    fingerprint: str | None = None
+    auth: Literal["auto", "plain", "login", "cram-md5", "xoauth2", "oauthbearer"] = "auto"
+    multidrop: str | None = None
+    max_size: int | None = None
     line: int = 0
+
+    @property
+    def has_secret(self) -> bool:
+        """Whether one of ``secret``, ``secret_file`` or ``secret_command`` is set."""
+        return bool(self.secret is not None or self.secret_file or self.secret_command)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +280,9 @@ class Config:
     aliases: Mapping[str, Alias]
     links: Mapping[str, Link]
     accounts: Mapping[str, Account]
+    #: Things that are allowed but probably unwise (``tls = none`` with a login...), as
+    #: ``(line, message)`` in file order; ``nosend config check`` prints them.
+    warnings: tuple[tuple[int, str], ...] = ()
     #: Where postmaster mail goes: a mailbox name or an address (None: no mailboxes).
     postmaster: str | None = None
     # Objects derived from this configuration and reused while it is in force (see

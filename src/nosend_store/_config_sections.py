@@ -44,16 +44,19 @@ from nosend_store._config_values import (
     _decimal,
     _domain,
     _duration,
+    _fingerprint,
     _hostname,
     _int_in,
     _list,
     _listen,
     _mailbox_name,
+    _mailbox_or_address,
     _name,
     _networks,
     _password_hash,
     _path_in,
     _plus_separator,
+    _secret_command,
     _shared_secret,
     _size,
     _text,
@@ -66,9 +69,15 @@ class _Collector:
     def __init__(self, path: str) -> None:
         self.path = path
         self.errors: list[ConfigError] = []
+        #: ``(line, message)``: allowed but probably unwise. Added while the sections are
+        #: built, before the :class:`Config` that carries them exists.
+        self.warnings: list[tuple[int, str]] = []
 
     def add(self, line: int, message: str) -> None:
         self.errors.append(ConfigError(self.path, line, message))
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append((line, message))
 
     def raise_if_any(self) -> None:
         if self.errors:
@@ -172,9 +181,15 @@ def _account_spec(base: Path) -> dict[str, _Parser]:
         "user": _text,
         "secret": _shared_secret,
         "secret_file": _path_in(base),
-        "deliver_to": _text,
+        "deliver_to": _mailbox_or_address,
         "keep": _bool,
         "links": lambda v: tuple(_list(v)),
+        "secret_command": _secret_command,
+        "ca_file": _path_in(base),
+        "fingerprint": _fingerprint,
+        "auth": _choice("auto", "plain", "login", "cram-md5", "xoauth2", "oauthbearer"),
+        "multidrop": _mailbox_or_address,
+        "max_size": _size,
     }
 
 
@@ -284,6 +299,7 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
         links=MappingProxyType({k: v for k, v in links.items() if v is not None}),
         accounts=MappingProxyType({k: v for k, v in accounts.items() if v is not None}),
         postmaster=postmaster,
+        warnings=tuple(sorted(errors.warnings, key=lambda w: w[0])),
     )
     _cross_check(config, server_section, domain_section, errors)
     errors.raise_if_any()
@@ -436,24 +452,62 @@ def _build_account(section: _Section, base: Path, errors: _Collector) -> Account
         return None
     kind = values["type"]
     if kind == "smtp":
-        for key in ("deliver_to", "keep"):
+        for key in ("deliver_to", "multidrop", "keep", "max_size"):
             if key in where:
                 errors.add(where[key], f"{key!r} is only valid with type = pop3")
     else:
         if "user" not in where:
             errors.add(section.number, f"missing required key 'user' in {title} (type = pop3)")
-        if "deliver_to" not in where:
+        drops = sorted(where[k] for k in ("deliver_to", "multidrop") if k in where)
+        if not drops:
             errors.add(
-                section.number, f"missing required key 'deliver_to' in {title} (type = pop3)"
+                section.number,
+                f"missing required key 'deliver_to' or 'multidrop' in {title} (type = pop3)",
             )
-    if "secret" in where and "secret_file" in where:
-        errors.add(where["secret_file"], "give either secret or secret_file, not both")
-    if "user" in where and "secret" not in where and "secret_file" not in where:
-        errors.add(where["user"], "user needs a secret or a secret_file")
-    if ("secret" in where or "secret_file" in where) and "user" not in where:
-        errors.add(where.get("secret", where.get("secret_file", 0)), "a secret needs a user")
+        elif len(drops) == 2:
+            errors.add(drops[1], "give either deliver_to (single-drop) or multidrop, not both")
+    _check_account_login(values, where, errors)
+    _check_account_tls(title, values, where, errors)
     values.setdefault("port", _DEFAULT_PORTS[(kind, values.get("tls", "starttls"))])
     return Account(section.name, line=section.number, **values)
+
+
+def _check_account_login(
+    values: Mapping[str, Any], where: Mapping[str, int], errors: _Collector
+) -> None:
+    """One source of the secret, and a user to go with it."""
+    sources = sorted(where[k] for k in ("secret", "secret_file", "secret_command") if k in where)
+    for line in sources[1:]:
+        errors.add(line, "give only one of secret, secret_file and secret_command")
+    if "user" in where and not sources:
+        errors.add(where["user"], "user needs a secret, a secret_file or a secret_command")
+    if sources and "user" not in where:
+        errors.add(sources[0], "a secret needs a user")
+    if values.get("auth", "auto") != "auto" and "user" not in where:
+        errors.add(where["auth"], f"auth = {values['auth']} needs a user")
+
+
+def _check_account_tls(
+    title: str, values: Mapping[str, Any], where: Mapping[str, int], errors: _Collector
+) -> None:
+    """What TLS settings go together; ``tls = none`` with a login is only a warning."""
+    if values.get("tls") == "none":
+        for key in ("ca_file", "fingerprint"):
+            if key in where:
+                errors.add(where[key], f"{key} needs TLS (this account has tls = none)")
+        if "user" in where:
+            errors.warn(
+                where["tls"],
+                f"{title} has tls = none: its login (AUTH or USER/PASS) and the secret "
+                "cross the link in clear",
+            )
+    ca_file = values.get("ca_file")
+    if ca_file is not None and not ca_file.is_file():
+        errors.add(where["ca_file"], f"ca_file: no such file {os.fspath(ca_file)!r}")
+    if "ca_file" in where and "fingerprint" in where:
+        errors.warn(where["ca_file"], f"{title}: ca_file is not used when fingerprint is set")
+    elif "ca_file" in where and values.get("tls_verify") is False:
+        errors.warn(where["ca_file"], f"{title}: ca_file is not used with tls_verify = no")
 
 
 def _key_line(section: _Section | None, key: str) -> int:
@@ -464,6 +518,13 @@ def _key_line(section: _Section | None, key: str) -> int:
         if line.kind == "entry" and line.key == key:
             return line.number
     return section.number
+
+
+def _can_receive(config: Config, target: str) -> bool:
+    """Whether ``target`` (a mailbox name or an address) names somewhere mail can go."""
+    if "@" not in target:
+        return target in config.mailboxes
+    return config.resolve(target) is not None
 
 
 def _cross_check(
@@ -511,9 +572,10 @@ def _cross_check(
         for name in account.links:
             if name not in config.links:
                 errors.add(account.line, f"[account {account.name}]: no [link {name}]")
-        if account.deliver_to is not None and config.resolve(account.deliver_to) is None:
-            errors.add(
-                account.line,
-                f"[account {account.name}]: deliver_to {account.deliver_to!r} "
-                "is not a mailbox or a resolvable address",
-            )
+        for key, drop_to in (("deliver_to", account.deliver_to), ("multidrop", account.multidrop)):
+            if drop_to is not None and not _can_receive(config, drop_to):
+                errors.add(
+                    account.line,
+                    f"[account {account.name}]: {key} {drop_to!r} "
+                    "is not a mailbox or a resolvable address",
+                )

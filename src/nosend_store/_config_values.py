@@ -194,6 +194,28 @@ def _command(value: str) -> tuple[str, ...]:
         raise _Bad(f"bad command: {e}") from None
 
 
+def _mailbox_or_address(value: str) -> str:
+    return _address(value) if "@" in value else _mailbox_name(value)
+
+
+def _secret_command(value: str) -> tuple[str, ...]:
+    command = _command(value)
+    if not command or not command[0]:
+        raise _Bad("no command to run")
+    return command
+
+
+# A SHA-256 digest as 64 hex digits, or as 32 hex pairs joined by colons (how openssl
+# x509 -fingerprint and mpop --serverinfo print it).
+_FINGERPRINT_RE = re.compile(r"[0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31}")
+
+
+def _fingerprint(value: str) -> str:
+    if _FINGERPRINT_RE.fullmatch(value) is None:
+        raise _Bad("not a SHA-256 fingerprint (64 hex digits, colons allowed between pairs)")
+    return value.replace(":", "").lower()
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value.lower() not in choices:
