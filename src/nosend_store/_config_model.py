@@ -207,8 +207,9 @@ class Account:
     name against the system's trust store, or against ``ca_file`` (a PEM file of trusted
     certificates) when given. ``fingerprint`` pins the server's certificate instead: the
     SHA-256 of its DER form, written as 64 hex digits with or without colons between
-    pairs and kept here in lower case without colons; a connection whose certificate does
-    not match is refused whatever the chain says (the same choice as mpop's
+    pairs and kept here in lower case without colons. The certificate that matches is
+    trusted whatever its chain, name or dates say, and any other is refused; ``ca_file``
+    and ``tls_verify`` are then not used (the choice msmtp and mpop made for their
     ``tls_fingerprint``). ``ca_file`` and ``fingerprint`` make no sense with
     ``tls = none`` and are errors there.
 
