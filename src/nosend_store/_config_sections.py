@@ -4,6 +4,8 @@ Owns: :func:`parse_config`, the keys each section takes and their parsers, requi
 and keys that exclude each other, and the cross-checks between sections (alias targets
 and loops, postmaster, links and accounts). Every problem is collected, so that
 ``nosend config check`` can list them all at once in file order; the first is raised.
+What is allowed but unwise (``tls = none`` with a login) is collected as a warning and
+carried by the :class:`Config` (``Config.warnings``), never raised.
 Must not: read or write files (:mod:`nosend_store._config_files`), or put a password or
 secret into an error message.
 """
