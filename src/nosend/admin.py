@@ -409,6 +409,8 @@ def _config_check(args: argparse.Namespace) -> int:
     warning = file_mode_warning(path)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    for line, message in config.warnings:
+        print(f"warning: {path}:{line}: {message}", file=sys.stderr)
     for account in config.accounts.values():
         secret_file = account.secret_file
         if secret_file is not None and _open_to_others(secret_file):

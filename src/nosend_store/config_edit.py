@@ -20,13 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from nosend_store._config_lexer import _TRAILING_COMMENT_RE, _Line, _split_lines, _tokenize
 from nosend_store.config import (
-    _TRAILING_COMMENT_RE,
     Config,
     ConfigError,
-    _Line,
-    _split_lines,
-    _tokenize,
     parse_config,
     read_config_text,
     write_atomically,

@@ -152,7 +152,7 @@ ERROR_CASES = [
         "tail",
         "[account up]\ntype = pop3\nhost = pop.example.net\nuser = u\nsecret = {PLAIN.B64}cA==",
         0,
-        "missing required key 'deliver_to' in [account up] (type = pop3)",
+        "missing required key 'deliver_to' or 'multidrop' in [account up] (type = pop3)",
     ),
     (
         "tail",
@@ -178,7 +178,7 @@ ERROR_CASES = [
         "[account up]\ntype = smtp\nhost = x.org\nuser = me\nsecret = {PLAIN.B64}cA==\n"
         "secret_file = s.txt",
         5,
-        "either secret or secret_file, not both",
+        "give only one of secret, secret_file and secret_command",
     ),
     (
         "tail",
