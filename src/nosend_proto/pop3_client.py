@@ -279,6 +279,11 @@ class ClientConnection:
         """Commands sent (the greeting counts, before it arrives) not fully answered."""
         return len(self._pending)
 
+    @property
+    def buffered(self) -> int:
+        """Octets received and not yet turned into events (bounded: see the config)."""
+        return len(self._buf)
+
     # -- input ---------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
