@@ -19,8 +19,8 @@ so with pipelining the state may run ahead of the answers::
 the current state is the application's error (``LocalProtocolError``).
 
 Owns: the POP3 client role of RFC 1939, RFC 2449 (CAPA, response codes, pipelining),
-RFC 2595 (STLS), RFC 5034 (AUTH through ``_sasl.SaslClient``, any mechanism it knows)
-and RFC 1734's APOP-era logins (USER/PASS, APOP).
+RFC 2595 (STLS), RFC 5034 (AUTH, which obsoletes RFC 1734, through ``_sasl.SaslClient``:
+any mechanism name it accepts works here) and RFC 1939's USER/PASS and APOP.
 
 Must not: open sockets, read clocks, draw random numbers, log, or keep a secret past
 the exchange that needs it.
@@ -115,6 +115,7 @@ from nosend_proto.pop3_client_events import (
     Stls,
     StlsAccepted,
     Top,
+    UidEntry,
     Uidl,
     UidlReply,
     UserPass,
@@ -193,7 +194,9 @@ class _Pending:
     transition: Transition
     updating: bool = False  # QUIT sent in TRANSACTION: its answer is the UPDATE result
     phase: _Phase = _Phase.STATUS
-    lines: list[bytes] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)  # CAPA lines
+    scan: list[ScanEntry] = field(default_factory=list)  # LIST entries
+    uids: list[UidEntry] = field(default_factory=list)  # UIDL entries
     truncated: bool = False
     decoder: BodyDecoder | None = None
     password: str | None = None  # USER/PASS: kept until PASS is written
@@ -212,6 +215,19 @@ def _method(command: POP3Command | None) -> str:
         return command.mechanism.upper()
     return ""
 
+
+# The keyword of each command without special arguments (RFC 1939 sections 5 and 7,
+# RFC 2449 section 5, RFC 2595 section 4).
+_KEYWORDS: dict[type, str] = {
+    Capa: "CAPA",
+    Stls: "STLS",
+    Stat: "STAT",
+    Retr: "RETR",
+    Dele: "DELE",
+    Rset: "RSET",
+    Noop: "NOOP",
+    Quit: "QUIT",
+}
 
 # RFC 2449 section 4: a command line is at most 255 octets including CRLF.
 _MAX_COMMAND = 255
@@ -399,8 +415,8 @@ class ClientConnection:
         if isinstance(command, Top):
             return _line(f"TOP {command.msgno} {command.lines}")
         if isinstance(command, Retr | Dele):
-            return _line(f"{type(command).__name__.upper()} {command.msgno}")
-        return _line(type(command).__name__.upper())  # CAPA STLS STAT RSET NOOP QUIT
+            return _line(f"{_KEYWORDS[type(command)]} {command.msgno}")
+        return _line(_KEYWORDS[type(command)])
 
     def _auth_bytes(self, command: Auth, pending: _Pending) -> bytes:
         try:
@@ -442,7 +458,7 @@ class ClientConnection:
             if head.phase is _Phase.BODY:
                 event = self._body(head)
             else:
-                limit = self.config.max_sasl_line if head.sasl else self.config.max_line
+                limit = self.config.max_line if head.sasl is None else self.config.max_sasl_line
                 line = self._buf.next_line(limit)
                 if line is None:
                     if self._eof:
@@ -573,24 +589,29 @@ class ClientConnection:
                 self._capabilities = parse_capabilities(head.lines)
                 return CapabilitiesReceived(self._capabilities)
             if isinstance(command, List):
-                entries: tuple[ScanEntry, ...] = tuple(parse_scan(x) for x in head.lines)
-                return ListReply(command, entries, head.truncated)
+                return ListReply(command, tuple(head.scan), head.truncated)
             assert isinstance(command, Uidl)
-            return UidlReply(command, tuple(parse_uid(x) for x in head.lines), head.truncated)
+            return UidlReply(command, tuple(head.uids), head.truncated)
         if raw.startswith(b"."):
             raw = raw[1:]  # RFC 1939 section 3: byte-stuffed
-        cap = (
-            self.config.max_capabilities
-            if isinstance(command, Capa)
-            else self.config.max_listing_entries
-        )
-        if len(head.lines) >= cap:
-            head.truncated = True  # read and dropped: memory stays bounded
+        # Each line is checked as it arrives, even past the cap: a bad one fails at once.
+        if isinstance(command, Capa):
+            if len(head.lines) < self.config.max_capabilities:
+                head.lines.append(raw)
+            else:
+                head.truncated = True
+        elif isinstance(command, List):
+            entry = parse_scan(raw)
+            if len(head.scan) < self.config.max_listing_entries:
+                head.scan.append(entry)
+            else:
+                head.truncated = True  # read and dropped: memory stays bounded
         else:
-            if not isinstance(command, Capa):
-                # Check now, not at the end: a bad line fails as soon as it arrives.
-                (parse_scan if isinstance(command, List) else parse_uid)(raw)
-            head.lines.append(raw)
+            uid = parse_uid(raw)
+            if len(head.uids) < self.config.max_listing_entries:
+                head.uids.append(uid)
+            else:
+                head.truncated = True
         return None
 
     def _body(self, head: _Pending) -> POP3ClientEvent | Sentinel | None:

@@ -779,3 +779,41 @@ def test_quit_in_transaction_reports_the_update() -> None:
     assert feed(conn, b"-ERR [SYS/TEMP] some deleted messages not removed\r\n")[0] == SignedOff(
         ok=False, updated=True, text="some deleted messages not removed", code="SYS/TEMP"
     )
+
+
+# --- the application's values -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"max_line": 511},
+        {"max_sasl_line": 600, "max_line": 700},
+        {"max_listing_entries": 0},
+        {"max_capabilities": 0},
+        {"max_sasl_steps": 0},
+    ],
+)
+def test_bad_configuration_is_refused(overrides: dict[str, int]) -> None:
+    with pytest.raises(LocalProtocolError):
+        POP3ClientConfig(**overrides)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Retr(0),
+        lambda: Dele(-1),
+        lambda: List(0),
+        lambda: Uidl(0),
+        lambda: Top(1, -1),
+        lambda: Auth("BAD MECH", "u", "p"),
+        lambda: Auth("PLAIN", "", "p"),
+        lambda: Auth("PLAIN", "u", "p", authzid="a\r\nb"),
+        lambda: UserPass("", "p"),
+        lambda: Apop("u", ""),
+    ],
+)
+def test_malformed_commands_are_refused(make: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        make()  # type: ignore[operator]
