@@ -36,6 +36,7 @@ Decisions:
 * USER/PASS and AUTH are each one command; the engine writes PASS and the SASL
   responses itself, collected with :meth:`ClientConnection.data_to_send` whenever
   ``next_event()`` returns ``NEED_DATA`` (as the server engine does).
+* STLS is refused (``LocalProtocolError``) once TLS is active (RFC 2595 section 4).
 * ``require_tls`` refuses a login in clear with a local :class:`LoginFailed`; nothing
   is written. Bytes that follow the ``+OK`` to STLS before the handshake are an
   injection (RFC 2595 section 4 and CVE-2011-0411's lesson): ``RemoteProtocolError``.
@@ -354,6 +355,8 @@ class ClientConnection:
             raise LocalProtocolError(
                 f"{type(command).__name__} is not valid in state {self._state.value}"
             )
+        if isinstance(command, Stls) and self._tls_active:
+            raise LocalProtocolError("TLS is already active")  # RFC 2595 section 4
         if self._pending and not self.pipelining:
             raise LocalProtocolError(
                 "the server did not advertise PIPELINING: wait for the answer first"
@@ -546,7 +549,8 @@ class ClientConnection:
         if isinstance(command, UserPass | Apop | Auth):
             return LoginFailed(_method(command), status.text, status.code)
         if isinstance(command, Capa):
-            return CapabilitiesReceived(Capabilities())  # an RFC 1939-only server
+            self._capabilities = Capabilities()  # an RFC 1939-only server: nothing known
+            return CapabilitiesReceived(self._capabilities)
         if isinstance(command, Quit):
             return self._signed_off(head, status)
         return CommandFailed(command, status.text, status.code)

@@ -410,9 +410,9 @@ def test_stls_then_capabilities_are_asked_again() -> None:
     assert not conn.pipelining
     with pytest.raises(LocalProtocolError):
         conn.start_tls_done()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match="already"):
         conn.send(Stls())
-        conn.send(Stls())
+    assert conn.outstanding == 0
 
 
 def test_stls_refused() -> None:
