@@ -39,6 +39,7 @@ _TIMESTAMP = re.compile(rb"<[\x21-\x3b\x3d\x3f-\x7e]+>")
 _UID = re.compile(rb"[\x21-\x7e]{1,70}")
 _NUMBER = re.compile(rb"[0-9]{1,18}")  # a message number or size; no huge integers
 _TERMINATOR = b".\r\n"
+_CRLF_TERMINATOR = b"\r\n.\r\n"
 
 
 class LineReader:
@@ -103,56 +104,45 @@ class BodyDecoder:
     :meth:`feed` returns the decoded bytes (CRLF line ends kept) and how many input bytes
     it consumed; once the terminating ``CRLF.CRLF`` is seen, :attr:`done` is true and
     the bytes after it were not consumed. Only ``CRLF`` ends a line here: a server that
-    sends bare LF never ends its body, and the application sees it close. At most two
-    bytes (``"."``, ``".\\r"`` at a line start or a ``"\\r"`` at a chunk's end) are held
-    between chunks; lines are found with one bulk search for CRLF "." per chunk.
+    sends bare LF never ends its body, and the application sees it close.
+
+    Bulk operations only, whatever the content: one search for the terminator and one
+    ``replace`` of CRLF "." by CRLF per chunk (every line starting with "." loses that
+    dot: ``..`` becomes ``.``, and a lone dot followed by other octets is stripped as
+    the RFC says). The body is treated as if preceded by CRLF, so its first line is no
+    special case; at most four bytes that may begin the terminator wait for the next
+    chunk.
     """
 
-    __slots__ = ("_at_line_start", "_held", "done")
+    __slots__ = ("_held", "_skip", "done")
 
     def __init__(self) -> None:
-        self._at_line_start = True  # the body starts right after the +OK line
-        self._held = b""
+        self._held = b"\r\n"  # the body starts a line: as if a CRLF came before it
+        self._skip = 2  # output octets still to drop: that CRLF
         #: True once the terminator was read.
         self.done = False
 
     def feed(self, data: bytes) -> tuple[bytes, int]:
         """Decode ``data``; return (decoded bytes, octets of ``data`` consumed)."""
         held = self._held
-        buf = held + data if held else data
-        self._held = b""
-        out: list[bytes] = []
-        pos = 0
-        line_start = self._at_line_start
-        while True:
-            if line_start:
-                if pos == len(buf):
-                    self._at_line_start = True
-                    return b"".join(out), len(data)
-                if buf[pos] == 0x2E:  # "." starts the line
-                    head = buf[pos : pos + 3]
-                    if head == _TERMINATOR:
-                        self.done = True
-                        return b"".join(out), pos + 3 - len(held)
-                    if len(head) < 3 and _TERMINATOR.startswith(head):
-                        self._held = head  # the terminator, or a stuffed ".\r..."
-                        self._at_line_start = True
-                        return b"".join(out), len(data)
-                    pos += 1  # RFC 1939 section 3: the stuffed dot is removed
-            idx = buf.find(b"\r\n.", pos)
-            if idx < 0:
-                tail = buf[pos:]
-                if tail.endswith(b"\r"):
-                    out.append(tail[:-1])
-                    self._held = b"\r"  # may be the CR of a CRLF "." to come
-                    self._at_line_start = False
-                else:
-                    out.append(tail)
-                    self._at_line_start = tail.endswith(b"\r\n") or (not tail and line_start)
-                return b"".join(out), len(data)
-            out.append(buf[pos : idx + 2])
-            pos = idx + 2
-            line_start = True
+        buf = held + data
+        end = buf.find(b"\r\n" + _TERMINATOR)
+        if end >= 0:
+            self.done = True
+            self._held = b""
+            consumed = end + 5 - len(held)
+            body = buf[: end + 2]
+        else:
+            consumed = len(data)
+            keep = next((k for k in (4, 3, 2, 1) if buf.endswith(_CRLF_TERMINATOR[:k])), 0)
+            self._held = buf[len(buf) - keep :]
+            body = buf[: len(buf) - keep]
+        out = body.replace(b"\r\n.", b"\r\n")
+        if self._skip:
+            cut = min(self._skip, len(out))
+            out = out[cut:]
+            self._skip -= cut
+        return out, consumed
 
 
 @dataclass(frozen=True, slots=True)

@@ -725,8 +725,9 @@ def test_a_big_body_never_sits_in_memory() -> None:
                 total += len(event.data)
         assert conn.buffered == 0
     events = feed(conn, b".\r\n")
-    assert events == [MessageComplete(Retr(1))]
-    assert total == len(line) * 8 * 2000
+    # The last CRLF was held back: it might have begun the terminator.
+    assert events == [MessageData(b"\r\n"), MessageComplete(Retr(1))]
+    assert total + 2 == len(line) * 8 * 2000
 
 
 def test_retr_refused_and_dele_rset_noop() -> None:
