@@ -13,7 +13,8 @@ import itertools
 
 import pytest
 
-from nosend_proto import LocalProtocolError, RemoteProtocolError
+import nosend_proto
+from nosend_proto import LocalProtocolError, RemoteProtocolError, pop3_client, pop3_client_events
 from nosend_proto.pop3_client import (
     GREETING_TRANSITION,
     TRANSITIONS,
@@ -818,3 +819,13 @@ def test_bad_configuration_is_refused(overrides: dict[str, int]) -> None:
 def test_malformed_commands_are_refused(make: object) -> None:
     with pytest.raises(LocalProtocolError):
         make()  # type: ignore[operator]
+
+
+def test_public_names_are_documented_and_share_the_markers() -> None:
+    assert pop3_client_events.NEED_DATA is nosend_proto.NEED_DATA
+    for module in (pop3_client, pop3_client_events):
+        assert module.__doc__
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, type):
+                assert obj.__doc__, f"{module.__name__}.{name} has no docstring"
