@@ -44,21 +44,25 @@ Decisions:
   overlong line, unsolicited bytes) raises ``RemoteProtocolError`` from
   ``next_event()``; the connection is then dead and every later call raises it again.
 
-Typical client loop::
+Typical client loop (``plan`` is the application's: what to send next, given events)::
 
     conn = ClientConnection(POP3ClientConfig(require_tls=True))
-    commands = iter([Capa(), Stls(), ...])
     while True:
         event = conn.next_event()
         if event is NEED_DATA:
-            write(conn.data_to_send()); conn.receive_data(read())
+            write(conn.data_to_send())
+            if conn.outstanding:
+                conn.receive_data(read())  # b"" once the server closed
+            else:
+                write(conn.send(plan.next_command()))
         elif isinstance(event, StlsAccepted):
             wrap_socket(); conn.start_tls_done()
         elif isinstance(event, MessageData):
-            spool.write(event.data)
+            spool.write(event.data)  # make it durable at MessageComplete, before any DELE
         elif isinstance(event, ConnectionClosed):
             close(); break
-        ...  # and write(conn.send(next_command)) when the answer calls for it
+        else:
+            plan.record(event)
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ The conversation as the client sees it (RFC 1939 section 3); the full table is
 * ``-ERR`` answers: :class:`GreetingRefused`, :class:`LoginFailed`,
   :class:`CapabilitiesReceived` with ``advertised=False`` (a server without CAPA),
   :class:`SignedOff` with ``ok=False``, and :class:`CommandFailed` for everything else.
-  The RFC 2449 section 8 response code (``AUTH``, ``IN-USE``, ``SYS/TEMP``,
-  ``LOGIN-DELAY`` ...) is parsed into ``code``.
+  The RFC 2449 section 8 response code (``IN-USE``, ``LOGIN-DELAY``; RFC 3206's
+  ``SYS/TEMP``, ``SYS/PERM``, ``AUTH`` ...) is parsed into ``code``.
 * :class:`ConnectionClosed` is final: the session is over (after :class:`SignedOff`, or
   the server went away, ``expected=False``).
 """
