@@ -3,6 +3,8 @@
 * any server bytes, split anywhere, in any state: the engine raises nothing but
   ``RemoteProtocolError``, holds less than a line limit between reads, and reports the
   same events whatever the split;
+* any batches of pipelined TRANSACTION commands against our server engine: exactly one
+  answer per command, in order, agreeing with a model of the maildrop;
 * any message body, streamed by our server engine in any chunk size and delivered to
   the client split anywhere, comes back byte for byte (pipelined with the next answers).
 """
@@ -19,11 +21,15 @@ from nosend_proto.pop3_client_events import (
     Apop,
     Auth,
     Capa,
+    CapabilitiesReceived,
+    CommandFailed,
     CommandOK,
     ConnectionClosed,
     Dele,
     List,
     ListReply,
+    MessageBegins,
+    MessageComplete,
     MessageData,
     Noop,
     POP3ClientConfig,
@@ -31,7 +37,9 @@ from nosend_proto.pop3_client_events import (
     POP3Command,
     Quit,
     Retr,
+    Rset,
     Stat,
+    StatReply,
     Stls,
     Top,
     Uidl,
@@ -39,7 +47,7 @@ from nosend_proto.pop3_client_events import (
     UserPass,
 )
 from tests.proto.pop3_client_driver import Link, bodies
-from tests.proto.test_pop3_support import PASSWORD, USER, normalise
+from tests.proto.test_pop3_support import PASSWORD, USER, config, normalise
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONFIG = POP3ClientConfig(max_listing_entries=5, max_capabilities=5, max_sasl_steps=3)
@@ -174,3 +182,72 @@ def test_bodies_round_trip_through_both_engines(
     assert bodies(events) == [normalise(m) for m in messages]
     assert isinstance(events[-1], CommandOK) and events[-1].command == Noop()
     assert client.outstanding == 0 and client.buffered == 0
+
+
+transaction_commands = st.lists(
+    st.one_of(
+        st.builds(Retr, st.integers(1, 4)),
+        st.builds(Dele, st.integers(1, 4)),
+        st.builds(Top, st.integers(1, 4), st.integers(0, 3)),
+        st.builds(List, st.one_of(st.none(), st.integers(1, 4))),
+        st.builds(Uidl, st.one_of(st.none(), st.integers(1, 4))),
+        st.sampled_from([Stat(), Rset(), Noop(), Capa()]),
+    ),
+    max_size=25,
+)
+
+
+@FUZZ
+@given(st.data(), transaction_commands, st.integers(1, 9))
+def test_pipelined_answers_match_their_commands(
+    data: st.DataObject, commands: list[POP3Command], chunk_size: int
+) -> None:
+    """Any batch of pipelined commands: one answer each, in order, true to a model."""
+    messages = [b"Subject: %d\n\nbody %d\n.\n" % (i, i) for i in range(3)]
+    # Failing commands are part of the game: lift the server's limit on them.
+    server = config(max_errors=1000)
+    link = Link.open(server_config=server, messages=messages, chunk_size=chunk_size)
+    link.exchange(Capa())
+    link.exchange(UserPass(USER, PASSWORD))
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(commands)), max_size=4))))
+    bounds = [0, *cuts, len(commands)]
+    batches = [commands[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    deleted: set[int] = set()
+    for batch in batches:
+        events = [e for e in link.exchange(*batch) if not isinstance(e, MessageData)]
+        for command in batch:
+            exists = lambda n: 1 <= n <= 3 and n not in deleted  # noqa: E731
+            event = events.pop(0)
+            if isinstance(command, Retr | Top):
+                if not exists(command.msgno):
+                    assert event == CommandFailed(command, event.text, None)  # type: ignore[union-attr]
+                    continue
+                assert event == MessageBegins(command, event.text)  # type: ignore[union-attr]
+                assert events.pop(0) == MessageComplete(command)
+            elif isinstance(command, Dele):
+                assert getattr(event, "command", None) == command
+                assert isinstance(event, CommandOK) == exists(command.msgno)
+                if exists(command.msgno):
+                    deleted.add(command.msgno)
+            elif isinstance(command, Rset):
+                assert event == CommandOK(command, event.text)  # type: ignore[union-attr]
+                deleted.clear()
+            elif isinstance(command, List | Uidl):
+                if command.msgno is not None and not exists(command.msgno):
+                    assert event == CommandFailed(command, event.text, None)  # type: ignore[union-attr]
+                    continue
+                assert isinstance(event, ListReply | UidlReply) and event.command == command
+                expected = [n for n in (1, 2, 3) if exists(n)]
+                if command.msgno is not None:
+                    expected = [command.msgno]
+                assert [e.msgno for e in event.entries] == expected
+            elif isinstance(command, Stat):
+                assert isinstance(event, StatReply) and event.count == 3 - len(deleted)
+            elif isinstance(command, Capa):
+                assert isinstance(event, CapabilitiesReceived)
+            else:
+                assert event == CommandOK(command, event.text)  # type: ignore[union-attr]
+        assert events == []
+    assert link.client.outstanding == 0
+    # One round trip per batch (after CAPA, USER and PASS).
+    assert link.round_trips == 3 + len(batches)
