@@ -6,7 +6,7 @@ through anyio; implicit TLS (RFC 8314) before a session starts; refusing connect
 over the overall and per-address limits; running one session task per connection;
 SIGHUP reload of ``mail.cfg`` (a bad file is logged with file:line and the old one
 kept); SIGTERM/SIGINT graceful shutdown; the periodic queue and mailbox housekeeping
-(:mod:`nosend_runners.housekeeping`) alongside the sessions. Must not: speak SMTP or
+(:mod:`nosend_runners.mail.housekeeping`) alongside the sessions. Must not: speak SMTP or
 POP3 beyond the one-line refusals in ``services.refusal``; sessions own every other byte.
 
 Graceful shutdown, in order: idle sessions are woken (their ``receive`` raises
@@ -31,22 +31,22 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
-from nosend_runners.activation import InheritedSocket
-from nosend_runners.blocking import ThreadPool
-from nosend_runners.connection import run_connection
-from nosend_runners.housekeeping import DEFAULT_INTERVAL, run_housekeeping
-from nosend_runners.limits import AuthFailureTracker, ConnectionLimiter
-from nosend_runners.services import refusal
-from nosend_runners.settings import ServerSettings
-from nosend_runners.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
-from nosend_runners.tls import TLSConfigError, server_context
-from nosend_runners.transport import (
+from nosend_runners.mail.housekeeping import DEFAULT_INTERVAL, run_housekeeping
+from nosend_runners.serve.activation import InheritedSocket
+from nosend_runners.serve.blocking import ThreadPool
+from nosend_runners.serve.connection import run_connection
+from nosend_runners.serve.limits import AuthFailureTracker, ConnectionLimiter
+from nosend_runners.serve.settings import ServerSettings
+from nosend_runners.serve.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
+from nosend_runners.serve.tls import TLSConfigError, server_context
+from nosend_runners.session.boundary import (
     ServerState,
     SessionContext,
     SessionFunc,
     SessionGuard,
     StreamClosed,
 )
+from nosend_runners.session.services import refusal
 
 __all__ = ["MailServer", "ServerSetupError", "BoundAddress", "Reloader"]
 

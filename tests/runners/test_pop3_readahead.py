@@ -1,4 +1,4 @@
-"""POP3 RETR read-ahead and whole-message reads (``nosend_runners.pop3_session``).
+"""POP3 RETR read-ahead and whole-message reads (``nosend_runners.session.pop3``).
 
 A RETR's worker-thread call also reads the next messages whole (``READ_AHEAD``), and a
 message up to ``WHOLE_MAX`` is read in one piece. Neither may change a byte on the wire,
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from nosend_proto._pop3_stuffing import MessageEncoder
-from nosend_runners import pop3_session as session_module
-from nosend_runners.harness import Harness
-from nosend_runners.pop3_session import run as pop3_session
+from nosend_runners.session import pop3 as session_module
+from nosend_runners.session.pop3 import run as pop3_session
+from nosend_runners.testing.harness import Harness
 from nosend_store.config import Config
 from tests.runners.session_support import (
     LOOPBACK,

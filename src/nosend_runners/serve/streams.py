@@ -24,7 +24,7 @@ import anyio.lowlevel
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
-from nosend_runners.transport import PeerInfo, SessionGuard, ShutdownRequested, StreamClosed
+from nosend_runners.session.boundary import PeerInfo, SessionGuard, ShutdownRequested, StreamClosed
 
 __all__ = ["AnyioStream", "SocketByteStream", "peer_from_socket_stream"]
 

@@ -16,9 +16,15 @@ import time
 import anyio
 
 from nosend_proto._receivebuffer import OVERLONG, ReceiveBuffer
-from nosend_runners.transport import SessionContext, ShutdownRequested, Stream, StreamClosed
+from nosend_runners.session.boundary import (
+    SessionContext,
+    SessionFunc,
+    ShutdownRequested,
+    Stream,
+    StreamClosed,
+)
 
-__all__ = ["run"]
+__all__ = ["run", "echo_session_factory"]
 
 
 async def _lines(stream: Stream, ctx: SessionContext, buffer: ReceiveBuffer) -> bytes | None:
@@ -90,3 +96,8 @@ async def run(stream: Stream, ctx: SessionContext) -> None:
                 await stream.send(b"250 " + line + b"\r\n")
     except StreamClosed as exc:
         ctx.log.event("stream_closed", reason=str(exc))
+
+
+def echo_session_factory(service: str) -> SessionFunc:
+    """Return the line-echo session for every ``service`` (a session factory)."""
+    return run

@@ -1,7 +1,7 @@
 """The POP3 server session: the POP3 engine bound to policy, the Maildir store and a stream.
 
 Owns: one POP3 or POP3S connection from greeting to close: credentials checked with
-:mod:`nosend_runners.policy` (with a delay after each failure and the server-wide
+:mod:`nosend_runners.mail.policy` (with a delay after each failure and the server-wide
 per-address lockout), the mailbox's session lock (a second login gets
 ``-ERR [IN-USE]``, RFC 2449 section 8), the listing handed to the engine (UIDLs and
 wire sizes from the store), RETR/TOP read from the store (a message up to
@@ -49,9 +49,9 @@ from nosend_proto.pop3_events import (
     UpdateFailed,
 )
 from nosend_proto.pop3_state import ServerConnection
-from nosend_runners import policy
-from nosend_runners.login import check_login
-from nosend_runners.transport import SessionContext, ShutdownRequested, Stream
+from nosend_runners.mail import policy
+from nosend_runners.session.boundary import SessionContext, ShutdownRequested, Stream
+from nosend_runners.session.login import check_login
 from nosend_store.config import Config
 from nosend_store.drop import DropSession, MessageGone
 from nosend_store.maildir import LockBusy, MaildirMailbox
@@ -406,7 +406,7 @@ def open_maildrop(config: Config, name: str, hostname: str | None = None) -> Dro
     """Lock and snapshot the maildrop of mailbox ``name`` (blocking).
 
     Its Maildir, or the outbound queue seen as a multidrop mail drop when ``name`` is
-    the configured queue-drop mailbox (:func:`nosend_runners.policy.queue_drop_mailbox`).
+    the configured queue-drop mailbox (:func:`nosend_runners.mail.policy.queue_drop_mailbox`).
     Raises ``LockBusy`` when another session holds it.
     """
     if name == policy.queue_drop_mailbox(config):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import anyio
 
 from nosend_proto._sasl import Credentials
-from nosend_runners import policy
-from nosend_runners.transport import SessionContext
+from nosend_runners.mail import policy
+from nosend_runners.session.boundary import SessionContext
 from nosend_store.config import Config
 
 __all__ = ["LoginCheck", "check_login"]

@@ -2,10 +2,10 @@
 
 Owns: one SMTP, submission or SMTPS connection from greeting to close. The engine
 (:mod:`nosend_proto.smtp_state`) parses and sequences; this module answers its events:
-the sender and each recipient through :mod:`nosend_runners.policy` (unknown local users
+the sender and each recipient through :mod:`nosend_runners.mail.policy` (unknown local users
 refused at RCPT time, no open relay, AUTH before MAIL on submission), credentials with
 a delay after each failure and the server-wide per-address lockout, STARTTLS, the body
-streamed through :class:`nosend_runners.delivery.MessageSink` into Maildirs and the
+streamed through :class:`nosend_runners.mail.delivery.MessageSink` into Maildirs and the
 outbound queue with a ``Received:`` field (and ``Date:``/``Message-ID:`` on submission),
 250 only once every copy is durable, timeouts, graceful shutdown, and one log line per
 session event.
@@ -54,15 +54,15 @@ from nosend_proto.smtp_events import (
     Verify,
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
-from nosend_runners import policy
-from nosend_runners.delivery import (
+from nosend_runners.mail import policy
+from nosend_runners.mail.delivery import (
     Delivered,
     HeaderTooLarge,
     MessageSink,
     deliver_notification,
 )
-from nosend_runners.login import check_login
-from nosend_runners.transport import SessionContext, ShutdownRequested, Stream
+from nosend_runners.session.boundary import SessionContext, ShutdownRequested, Stream
+from nosend_runners.session.login import check_login
 from nosend_store.config import Config
 from nosend_store.dsn import DsnRecipient, build_dsn
 from nosend_store.maildir import MaildirMailbox

@@ -58,8 +58,8 @@ _WANTED_NEXT = re.compile(rb"\n" + _WANTED, re.IGNORECASE)
 # Keys of what this module keeps per configuration (Config.derived): one Maildir object
 # per mailbox and one queue object per host name, reused by every message, so a delivery
 # does not look up the host, check directories or build paths again.
-_MAILDIRS = "nosend_runners.delivery.maildirs"
-_QUEUES = "nosend_runners.delivery.queues"
+_MAILDIRS = "nosend_runners.mail.delivery.maildirs"
+_QUEUES = "nosend_runners.mail.delivery.queues"
 
 
 def _no_maildirs() -> dict[str, MaildirMailbox]:

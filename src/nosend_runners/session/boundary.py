@@ -42,9 +42,9 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import anyio
 import anyio.to_thread
 
-from nosend_runners.blocking import ThreadPool
-from nosend_runners.limits import AuthFailureTracker
-from nosend_runners.log import SessionLog
+from nosend_runners.serve.blocking import ThreadPool
+from nosend_runners.serve.limits import AuthFailureTracker
+from nosend_runners.serve.log import SessionLog
 
 __all__ = [
     "SERVICES",

@@ -12,13 +12,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from nosend_runners.transport import SERVICES, SessionFunc
+from nosend_runners.session.boundary import SERVICES, SessionFunc
 
 __all__ = [
     "SessionsUnavailable",
     "SESSION_ENTRY_POINTS",
     "session_factory",
-    "echo_session_factory",
     "FACTORIES",
     "refusal",
     "is_pop3",
@@ -28,11 +27,11 @@ __all__ = [
 #: submission (RFC 6409) and SMTPS (RFC 8314); it reads ``ctx.service`` to tell them
 #: apart. The POP3 session serves POP3 and POP3S the same way.
 SESSION_ENTRY_POINTS: dict[str, tuple[str, str]] = {
-    "smtp": ("nosend_runners.smtp_session", "run"),
-    "submission": ("nosend_runners.smtp_session", "run"),
-    "smtps": ("nosend_runners.smtp_session", "run"),
-    "pop3": ("nosend_runners.pop3_session", "run"),
-    "pop3s": ("nosend_runners.pop3_session", "run"),
+    "smtp": ("nosend_runners.session.smtp", "run"),
+    "submission": ("nosend_runners.session.smtp", "run"),
+    "smtps": ("nosend_runners.session.smtp", "run"),
+    "pop3": ("nosend_runners.session.pop3", "run"),
+    "pop3s": ("nosend_runners.session.pop3", "run"),
 }
 
 
@@ -63,17 +62,18 @@ def session_factory(service: str) -> SessionFunc:
     return run
 
 
-def echo_session_factory(service: str) -> SessionFunc:
-    """Return the line-echo transport test session for every service."""
-    from nosend_runners.echo import run  # noqa: PLC0415 - only loaded when asked for
+def _echo_from_testing(service: str) -> SessionFunc:
+    """The line-echo transport test session, reached only through the testing package
+    (imported when asked for by name, never by a mail path)."""
+    from nosend_runners.testing.echo import echo_session_factory  # noqa: PLC0415
 
-    return run
+    return echo_session_factory(service)
 
 
 #: The session factories ``nosend serve --session`` can choose from.
 FACTORIES: dict[str, Callable[[str], SessionFunc]] = {
     "mail": session_factory,
-    "echo": echo_session_factory,
+    "echo": _echo_from_testing,
 }
 
 
