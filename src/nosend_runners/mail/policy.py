@@ -17,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
 
-from nosend_proto._sasl import Credentials
+from nosend_proto import Credentials
 from nosend_proto.smtp_events import Reply
 from nosend_runners.session.boundary import PeerInfo
 from nosend_store import passwords

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from nosend_proto._sasl import Credentials
+from nosend_proto import Credentials
 from nosend_runners.mail import policy
 from nosend_runners.session.boundary import SessionContext
 from nosend_store.config import Config
