@@ -7,7 +7,7 @@ over the overall and per-address limits; running one session task per connection
 SIGHUP reload of ``mail.cfg`` (a bad file is logged with file:line and the old one
 kept); SIGTERM/SIGINT graceful shutdown; the periodic queue and mailbox housekeeping
 (:mod:`nosend_runners.mail.housekeeping`) alongside the sessions. Must not: speak SMTP or
-POP3 beyond the one-line refusals in ``services.refusal``; sessions own every other byte.
+POP3 beyond the one-line refusals in ``session.replies.refusal``; sessions own every other byte.
 
 Graceful shutdown, in order: idle sessions are woken (their ``receive`` raises
 ``ShutdownRequested``; they answer 421 / ``-ERR [SYS/TEMP]`` and end), new connections
@@ -46,7 +46,7 @@ from nosend_runners.session.boundary import (
     SessionGuard,
     StreamClosed,
 )
-from nosend_runners.session.services import refusal
+from nosend_runners.session.replies import refusal
 
 __all__ = ["MailServer", "ServerSetupError", "BoundAddress", "Reloader"]
 

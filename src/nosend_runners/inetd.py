@@ -68,7 +68,7 @@ from nosend_runners.session.boundary import (
     SessionGuard,
     StreamClosed,
 )
-from nosend_runners.session.services import refusal
+from nosend_runners.session.replies import refusal
 from nosend_store.config import Config
 
 __all__ = ["run_inetd", "refuse_inetd", "stderr_is_connection", "peer_from_environment"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from nosend_runners.mail.backend import run_pop3 as pop3_session
 from nosend_runners.serve.limits import AuthFailureTracker
 from nosend_runners.serve.tls import server_context
-from nosend_runners.session.pop3 import run as pop3_session
 from nosend_runners.testing.harness import Harness, harness_state, run_script
 from nosend_store.config import Config
 from nosend_store.maildir import MaildirMailbox

@@ -1,10 +1,11 @@
 """Where each service's session comes from: the one place sessions plug into runners.
 
 Owns: mapping a service name (``smtp``, ``submission``, ``smtps``, ``pop3``, ``pop3s``)
-to its session coroutine, and the one-line refusals a runner sends on its own when no
-session runs (too many connections, server not configured). Must not: hold policy; the
-sessions live in their own modules and are imported here lazily, so a runner starts even
-while a session module has a problem and the error names that module.
+to its session coroutine: nosend's SMTP and POP3 sessions bound to nosend's own mail
+backend (:mod:`nosend_runners.mail.backend`), or, asked for by name, the echo session of
+the testing package. Must not: hold policy; the sessions live in their own modules and
+are imported here lazily, so a runner starts even while a session module has a problem
+and the error names that module.
 """
 
 from __future__ import annotations
@@ -19,29 +20,22 @@ __all__ = [
     "SESSION_ENTRY_POINTS",
     "session_factory",
     "FACTORIES",
-    "refusal",
-    "is_pop3",
 ]
 
 #: service -> (module, coroutine name). The SMTP session serves port 25 relay/delivery,
 #: submission (RFC 6409) and SMTPS (RFC 8314); it reads ``ctx.service`` to tell them
 #: apart. The POP3 session serves POP3 and POP3S the same way.
 SESSION_ENTRY_POINTS: dict[str, tuple[str, str]] = {
-    "smtp": ("nosend_runners.session.smtp", "run"),
-    "submission": ("nosend_runners.session.smtp", "run"),
-    "smtps": ("nosend_runners.session.smtp", "run"),
-    "pop3": ("nosend_runners.session.pop3", "run"),
-    "pop3s": ("nosend_runners.session.pop3", "run"),
+    "smtp": ("nosend_runners.mail.backend", "run_smtp"),
+    "submission": ("nosend_runners.mail.backend", "run_smtp"),
+    "smtps": ("nosend_runners.mail.backend", "run_smtp"),
+    "pop3": ("nosend_runners.mail.backend", "run_pop3"),
+    "pop3s": ("nosend_runners.mail.backend", "run_pop3"),
 }
 
 
 class SessionsUnavailable(Exception):
     """The session module for a service cannot be imported; the message names it."""
-
-
-def is_pop3(service: str) -> bool:
-    """Whether ``service`` speaks POP3 (else SMTP)."""
-    return service.startswith("pop3")
 
 
 def session_factory(service: str) -> SessionFunc:
@@ -75,18 +69,3 @@ FACTORIES: dict[str, Callable[[str], SessionFunc]] = {
     "mail": session_factory,
     "echo": _echo_from_testing,
 }
-
-
-def refusal(service: str, reason: str) -> bytes:
-    """A refusal sent before (instead of) a greeting, then the runner closes.
-
-    ``reason`` is ``"busy"`` (connection limits; RFC 3463 4.7.0 / RFC 3206 SYS/TEMP)
-    or ``"unavailable"`` (no usable configuration; RFC 3463 4.3.0). SMTP allows a 421
-    in place of the 220 greeting (RFC 5321 section 3.1); POP3 an ``-ERR`` greeting.
-    """
-    if is_pop3(service):
-        text = "too many connections" if reason == "busy" else "service not available"
-        return f"-ERR [SYS/TEMP] {text}, try again later\r\n".encode()
-    if reason == "busy":
-        return b"421 4.7.0 Too many connections, try again later\r\n"
-    return b"421 4.3.0 Service not available, try again later\r\n"

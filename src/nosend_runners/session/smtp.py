@@ -1,32 +1,28 @@
-"""The SMTP server session: the SMTP engine bound to policy, delivery and a stream.
+"""The SMTP server session: the SMTP engine bound to a backend and a stream.
 
-Owns: one SMTP, submission or SMTPS connection from greeting to close. The engine
-(:mod:`nosend_proto.smtp_state`) parses and sequences; this module answers its events:
-the sender and each recipient through :mod:`nosend_runners.mail.policy` (unknown local users
-refused at RCPT time, no open relay, AUTH before MAIL on submission), credentials with
-a delay after each failure and the server-wide per-address lockout, STARTTLS, the body
-streamed through :class:`nosend_runners.mail.delivery.MessageSink` into Maildirs and the
-outbound queue with a ``Received:`` field (and ``Date:``/``Message-ID:`` on submission),
-250 only once every copy is durable, timeouts, graceful shutdown, and one log line per
-session event.
+Owns: one SMTP, submission or SMTPS connection from greeting to close, on the wire side.
+The engine (:mod:`nosend_proto.smtp_state`) parses and sequences; this module answers its
+events: the sender and each recipient through the backend session
+(:class:`~nosend_runners.session.backend.SMTPBackendSession`), credentials through the
+shared login guard (a delay after each failure and the server-wide per-address lockout),
+STARTTLS, the body streamed in batches into the backend's
+:class:`~nosend_runners.session.backend.BodySink` inside the graceful-shutdown guard,
+timeouts, flushing, and one log line per session event.
 
-Must not: parse SMTP, hold a message in memory, block the event loop (disk work and
-password hashing go through ``ctx.run_blocking``), or log a secret.
+Must not: parse SMTP, decide who may send or receive (the backend does; nosend's own is
+:mod:`nosend_runners.mail.backend`), hold a message in memory, block the event loop
+(password hashing goes through ``ctx.run_cpu_bound``), or log a secret.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import format_datetime
 from functools import lru_cache
 from typing import Any
 
 import anyio
 
-from nosend_proto.received import received_header
 from nosend_proto.smtp_events import (
     NEED_DATA,
     AuthAttempt,
@@ -41,7 +37,6 @@ from nosend_proto.smtp_events import (
     Hello,
     Help,
     MailFrom,
-    MailParams,
     Noop,
     ProtocolViolation,
     Quit,
@@ -54,61 +49,16 @@ from nosend_proto.smtp_events import (
     Verify,
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
-from nosend_runners.mail import policy
-from nosend_runners.mail.delivery import (
-    Delivered,
-    HeaderTooLarge,
-    MessageSink,
-    deliver_notification,
-)
-from nosend_runners.session.boundary import SessionContext, ShutdownRequested, Stream
+from nosend_runners.session import replies
+from nosend_runners.session.backend import BodyInfo, BodySink, SMTPBackend, SMTPBackendSession
+from nosend_runners.session.boundary import SessionContext, SessionFunc, Stream
 from nosend_runners.session.login import check_login
-from nosend_store.config import Config
-from nosend_store.dsn import DsnRecipient, build_dsn
-from nosend_store.maildir import MaildirMailbox
-from nosend_store.queue import Envelope, OutboundQueue, Recipient
+from nosend_runners.session.wire import WireSession, serve_until_done
 
-__all__ = ["run", "SMTPSession", "WRITE_BATCH"]
+__all__ = ["SMTPSession", "WRITE_BATCH", "serve_smtp", "smtp_session"]
 
 #: Body octets collected before one worker-thread write (fewer thread hops per message).
 WRITE_BATCH = 256 * 1024
-
-_LOCAL_ERROR = Reply(451, "Local error in processing, try again later", "4.3.0")
-# Replies that never change, made (and validated) once rather than per command.
-_GO_AHEAD = Reply(354, "End data with <CR><LF>.<CR><LF>")
-_RESET_OK = Reply(250, "Reset OK")
-_CANNOT_VRFY = Reply(252, "Cannot VRFY user, but will accept message and attempt delivery")
-_OK = Reply(250, "OK")
-_HELP = Reply(214, "See RFC 5321")
-_NO_TLS = Reply(454, "TLS not available", "4.7.0")
-_TLS_READY = Reply(220, "Ready to start TLS")
-_SENDER_OK = Reply(250, "Sender OK")
-_HEADER_TOO_LARGE = Reply(552, "Message header too large", "5.3.4")
-_AUTH_INVALID = Reply(535, "Authentication credentials invalid", "5.7.8")
-_AUTH_OK = Reply(235, "Authentication successful")
-_AUTH_LOCKED_OUT = Reply(421, "Too many authentication failures, try again later", "4.7.0")
-
-
-class _Abort(Exception):
-    """End the session now (already answered and logged)."""
-
-
-@dataclass(slots=True)
-class _Transaction:
-    """The envelope of the open mail transaction (RFC 5321 section 3.3)."""
-
-    sender: str
-    params: MailParams
-    accepted: list[str] = field(default_factory=list)  # forward paths, as given
-    # Recipients that asked for NOTIFY=SUCCESS and are delivered here: report on them.
-    success: list[DsnRecipient] = field(default_factory=list)
-    mailboxes: dict[str, None] = field(default_factory=dict)  # ordered set
-    remote: dict[str, Recipient] = field(default_factory=dict)
-    sink: MessageSink | None = None
-    failed: bool = False  # the sink could not be opened or written: reply 451
-    too_large_header: bool = False
-    pending: bytearray = field(default_factory=bytearray)
-    txid: str = ""
 
 
 @lru_cache(maxsize=64)
@@ -134,38 +84,36 @@ def _engine_config(
     )
 
 
-class SMTPSession:
-    """One SMTP conversation; use :func:`run`."""
+class SMTPSession(WireSession):
+    """One SMTP conversation; use :func:`serve_smtp` or :func:`smtp_session`."""
 
-    def __init__(self, stream: Stream, ctx: SessionContext, config: Config) -> None:
-        self.stream = stream
-        self.ctx = ctx
-        self.config = config
-        peer = ctx.peer
-        server = config.server
+    def __init__(self, stream: Stream, ctx: SessionContext, backend: SMTPBackendSession) -> None:
+        super().__init__(stream, ctx)
+        self.backend = backend
+        offer = backend.offer()
         self.conn = ServerConnection(
             _engine_config(
                 ctx.hostname,
-                server.max_recipients,
-                server.max_message_size,
+                offer.max_recipients,
+                offer.max_message_size,
                 stream.can_start_tls,
-                peer.tls,
-                policy.sasl_mechanisms(config),
+                ctx.peer.tls,
+                offer.auth_mechanisms,
                 # RFC 4954 section 4: no AUTH (not even advertised) before TLS unless the
-                # site allows cleartext for this peer; AUTH then gets 538 5.7.11.
-                not policy.cleartext_auth_allowed(config, peer),
+                # backend allows cleartext for this peer; AUTH then gets 538 5.7.11.
+                not offer.cleartext_auth,
             ),
             nonce=ctx.nonce(),
         )
         self.out = bytearray()
         self.user: str | None = None
-        self.tx: _Transaction | None = None
+        # Recipients accepted in the open transaction (None: no transaction open).
+        self.accepted: int | None = None
+        self.sink: BodySink | None = None
+        self.pending = bytearray()  # body octets not yet handed to the sink
         self.close_after: Reply | None = None
         self._busy = False  # inside the guard's busy stretch (body and commit)
         self.messages = 0
-        self.rejected_recipients = 0  # over the whole connection: a harvest spans many
-        # When we began waiting for the command now arriving (None: none under way).
-        self.command_started: float | None = None
 
     # -- wire ----------------------------------------------------------------------------
 
@@ -175,32 +123,22 @@ class SMTPSession:
             self.out.clear()
             await self.stream.send(data)
 
-    async def receive(self) -> bytes:
-        timeouts = self.ctx.timeouts
+    def receive_timeout(self) -> float:
         if self.conn.state in (SMTPState.DATA, SMTPState.BDAT):
             # RFC 5321 section 4.5.3.2.5: the data-block timeout runs per read.
             self.command_started = None
-            timeout = timeouts.data_block
-        else:
-            # Section 4.5.3.2.7: the command timeout covers the whole command, so a client
-            # trickling a byte at a time cannot hold a connection past it (slowloris).
-            now = self.ctx.monotonic()
-            if self.command_started is None:
-                self.command_started = now
-            timeout = max(0.0, timeouts.command - (now - self.command_started))
-        try:
-            return await self.stream.receive(65536, timeout=timeout)
-        except TimeoutError:
-            # RFC 5321 section 4.5.3.2: the server may close after its timeout, with 421.
-            self.ctx.log.event("timeout", state=self.conn.state.value, result="421")
-            await self.final_reply(Reply(421, f"{self.ctx.hostname} Timeout, closing", "4.4.2"))
-            raise _Abort from None
-        except ShutdownRequested:
-            self.ctx.log.event("shutdown", result="421")
-            await self.final_reply(
-                Reply(421, f"{self.ctx.hostname} Server shutting down, try later", "4.3.2")
-            )
-            raise _Abort from None
+            return self.ctx.timeouts.data_block
+        # Section 4.5.3.2.7: the command timeout covers the whole command.
+        return self.command_time_left(self.ctx.timeouts.command)
+
+    async def timed_out(self) -> None:
+        # RFC 5321 section 4.5.3.2: the server may close after its timeout, with 421.
+        self.ctx.log.event("timeout", state=self.conn.state.value, result="421")
+        await self.final_reply(replies.smtp_timeout(self.ctx.hostname))
+
+    async def shutting_down(self) -> None:
+        self.ctx.log.event("shutdown", result="421")
+        await self.final_reply(replies.smtp_shutdown(self.ctx.hostname))
 
     async def final_reply(self, reply: Reply) -> None:
         """Send a 421 (allowed at any time, RFC 5321 section 3.8) and flush."""
@@ -224,17 +162,16 @@ class SMTPSession:
             self.command_started = None
             kind = type(event)
             if kind is DataChunk:
-                await self.body(event.data)  # type: ignore[attr-defined]
+                await self.body(event.data)  # type: ignore[union-attr]
                 continue
             if kind is ConnectionClosed:
                 await self.end_transaction()
                 await self.flush()
                 return
             if kind is Bdat:
-                tx = self.tx
-                # Only a BDAT the engine will accept opens the files: one in an EHLO
+                # Only a BDAT the engine will accept opens the sink: one in an EHLO
                 # session, with recipients (else it answers 502/503/554 after the octets).
-                if tx is not None and tx.accepted and conn.extended and tx.sink is None:
+                if self.accepted and conn.extended and self.sink is None:
                     await self.begin_body()
                 continue
             # Most commands need no waiting: answer those without a coroutine.
@@ -254,7 +191,7 @@ class SMTPSession:
             else:
                 if conn.should_flush:
                     await self.flush()
-                if self.tx is not None and state in _NO_TRANSACTION:
+                if self.accepted is not None and state in _NO_TRANSACTION:
                     # The engine is the authority on whether a transaction is still open.
                     await self.end_transaction()
 
@@ -279,13 +216,13 @@ class SMTPSession:
 
     async def on_data_start(self, event: DataStart) -> Reply:
         await self.begin_body()
-        return _GO_AHEAD
+        return replies.GO_AHEAD
 
     async def on_bdat_chunk_end(self, event: BdatChunkEnd) -> Reply:
-        tx = self.tx
-        if tx is None or tx.failed or tx.too_large_header:
+        sink = self.sink
+        if self.accepted is None or (sink is not None and sink.failed):
             await self.end_transaction()
-            return _LOCAL_ERROR  # RFC 3030 section 2: a failed chunk ends the transaction
+            return replies.LOCAL_ERROR  # RFC 3030 section 2: a failed chunk ends it
         return Reply(250, f"{event.size} octets received")
 
     async def on_end_of_data(self, event: EndOfData) -> Reply:
@@ -295,7 +232,7 @@ class SMTPSession:
         self.ctx.log.warning(
             "message_rejected",
             reason=event.reason,
-            size=self.tx.sink.size if self.tx and self.tx.sink else None,
+            size=self.sink.size if self.sink is not None else None,
             result=event.reply.code,
         )
         await self.end_transaction()
@@ -303,22 +240,22 @@ class SMTPSession:
 
     async def on_reset(self, event: Reset) -> Reply:
         await self.end_transaction()
-        return _RESET_OK
+        return replies.RESET_OK
 
     def on_verify(self, event: Verify) -> Reply:
         # RFC 5321 section 3.5.3: no address harvesting; 252 promises nothing.
-        return _CANNOT_VRFY
+        return replies.CANNOT_VRFY
 
     def on_noop(self, event: Noop) -> Reply:
-        return _OK
+        return replies.OK
 
     def on_help(self, event: Help) -> Reply:
-        return _HELP
+        return replies.HELP
 
     def on_starttls(self, event: StartTLS) -> Reply:
         if not self.stream.can_start_tls:
-            return _NO_TLS
-        return _TLS_READY
+            return replies.NO_TLS
+        return replies.TLS_READY
 
     def on_auth_challenge(self, event: AuthChallenge) -> Reply:
         return event.reply
@@ -340,257 +277,93 @@ class SMTPSession:
     # -- envelope ------------------------------------------------------------------------
 
     def mail_from(self, event: MailFrom) -> Reply:
-        ctx = self.ctx
-        refusal = policy.check_sender(
-            self.config, ctx.service, authenticated=self.user is not None, size=event.params.size
-        )
-        if refusal is not None:
-            ctx.log.warning("mail_rejected", sender=event.reverse_path, result=refusal.code)
-            return refusal
-        self.tx = _Transaction(event.reverse_path, event.params)
-        return _SENDER_OK
+        reply = self.backend.mail_from(event.reverse_path, event.params, self.user)
+        if 200 <= reply.code < 300:
+            self.accepted = 0
+        return reply
 
     def rcpt_to(self, event: RcptTo) -> Reply:
-        ctx, tx = self.ctx, self.tx
-        assert tx is not None  # the engine sequences RCPT after an accepted MAIL
-        may_relay = policy.relay_allowed(self.config, ctx.peer, self.user is not None)
-        decision = policy.check_recipient(self.config, event.forward_path, may_relay=may_relay)
-        if not decision.accepted:
-            ctx.log.warning(
-                "rcpt_rejected",
-                sender=tx.sender,
-                rcpt=event.forward_path,
-                result=f"{decision.reply.code} {decision.reply.enhanced}",
-            )
-            self.rejected_recipients += 1
-            if self.rejected_recipients >= policy.MAX_REJECTED_RECIPIENTS:
-                # A client guessing addresses (550 vs 250 tells which exist) is cut off,
-                # as Postfix's smtpd_hard_error_limit does; 421 may end any reply.
-                ctx.log.warning("harvest_cut_off", rejected=self.rejected_recipients)
-                return Reply(421, f"{ctx.hostname} Too many refused recipients", "4.7.0")
-            return decision.reply
-        tx.accepted.append(event.forward_path)
-        for name in decision.mailboxes:
-            tx.mailboxes[name] = None  # one copy per mailbox, however many addresses
-        params = event.params
-        notify = params.notify or ()
-        orcpt = f"{params.orcpt.addr_type};{params.orcpt.address}" if params.orcpt else None
-        relayed = decision.remote == (event.forward_path,) and not decision.mailboxes
-        if not relayed:
-            if "SUCCESS" in notify and self.may_report_to(tx.sender, may_relay):
-                # RFC 3461 section 6.2.7: final delivery here ("delivered"), or an alias
-                # fanned out to several places ("expanded"); reported once, by us.
-                single = len(decision.mailboxes) == 1 and not decision.remote
-                tx.success.append(
-                    DsnRecipient(
-                        final_recipient=event.forward_path,
-                        action="delivered" if single else "expanded",
-                        status="2.0.0",
-                        original_recipient=orcpt,
-                    )
-                )
-            # The alias's remote targets do not report success again.
-            notify = tuple(n for n in notify if n != "SUCCESS")
-        for address in decision.remote:
-            tx.remote.setdefault(address, Recipient(address, notify=notify, orcpt=orcpt))
-        return decision.reply
-
-    def may_report_to(self, sender: str, may_relay: bool) -> bool:
-        """Whether a NOTIFY=SUCCESS report may go to ``sender``: a client that may send
-        outside anyway, or a sender with a local mailbox. Otherwise a stranger could make
-        us mail a forged remote sender (with the whole message under RET=FULL) over the
-        site's paid link: reflection. The delivery itself is unaffected."""
-        if not sender:
-            return False
-        if may_relay:
-            return True
-        resolution = self.config.resolve(sender)
-        return resolution is not None and bool(resolution.mailboxes) and not resolution.remote
+        assert self.accepted is not None  # the engine sequences RCPT after MAIL
+        reply = self.backend.rcpt_to(event.forward_path, event.params, self.user)
+        if 200 <= reply.code < 300:
+            self.accepted += 1
+        return reply
 
     # -- body ----------------------------------------------------------------------------
 
-    def _trace(self, txid: str, now: datetime) -> bytes:
-        tx, peer = self.tx, self.ctx.peer
-        assert tx is not None
-        tls_info = " ".join(x for x in (peer.tls_version, peer.cipher) if x) or None
-        return received_header(
-            from_helo=self.conn.helo_name or "unknown",
-            peer_address=peer.address,
-            by_host=self.ctx.hostname,
-            protocol=self.conn.received_protocol,
-            when=now,
-            id=txid,
-            # RFC 5321 section 7.2: name the recipient only when there is just one.
-            for_recipient=tx.accepted[0] if len(tx.accepted) == 1 else None,
-            tls_info=tls_info if peer.tls else None,
-        )
-
     async def begin_body(self) -> None:
-        """Open the temporary files for the message (at 354, or at the first BDAT)."""
-        ctx, tx = self.ctx, self.tx
-        if tx is None or not tx.accepted:
+        """Open the backend's sink for the message (at 354, or at the first BDAT)."""
+        if not self.accepted:
             return
-        if tx.sink is not None:
+        if self.sink is not None:
             # Left over from a BDAT chunk the engine refused: start afresh.
-            stale, tx.sink = tx.sink, None
-            tx.pending.clear()
-            await ctx.run_blocking(stale.abort)
+            stale, self.sink = self.sink, None
+            self.pending.clear()
+            await stale.abort()
         if not self._busy:
             # A graceful shutdown lets this message and its commit finish.
-            ctx.guard.enter_busy()
+            self.ctx.guard.enter_busy()
             self._busy = True
-        now = datetime.fromtimestamp(ctx.clock()).astimezone()
-        tx.txid = f"{int(now.timestamp()):x}.{ctx.nonce()[:16]}"
-        date = message_id = None
-        if policy.requires_auth(ctx.service):
-            # RFC 6409 section 8.2/8.3: the submission server may add these fields.
-            date = f"Date: {format_datetime(now)}\r\n".encode()
-            unique = ctx.nonce()[:16]  # the context's randomness: reproducible in tests
-            message_id = f"Message-ID: <{tx.txid}.{unique}@{ctx.hostname}>\r\n".encode()
-        envelope = None
-        if tx.remote:
-            params = tx.params
-            envelope = Envelope(
-                tx.sender,
-                tuple(tx.remote.values()),
-                ret=params.ret,
-                envid=params.envid,
-                body=params.body,
-                smtputf8=params.smtputf8,
-            )
-        sink = MessageSink(
-            self.config,
-            mailboxes=tuple(tx.mailboxes),
-            envelope=envelope,
-            trace=self._trace(tx.txid, now),
-            date=date,
-            message_id=message_id,
-            return_path=tx.sender,  # RFC 5321 section 4.4: local copies are final delivery
-            hostname=ctx.hostname,
+        conn = self.conn
+        self.sink = self.backend.open_body(
+            BodyInfo(conn.helo_name, conn.received_protocol, self.user)
         )
-        # The files are created by the first write (often the commit itself): a small
-        # message costs one worker-thread call; a failure to create them shows at the
-        # end of the body as 451 4.3.0, like any other store failure.
-        tx.sink = sink
 
     async def body(self, data: bytes) -> None:
-        tx = self.tx
-        if tx is None or tx.sink is None or tx.failed or tx.too_large_header:
+        sink = self.sink
+        if sink is None or sink.failed:
             return  # the engine keeps reading to the end; the reply says what happened
-        tx.pending += data
-        if len(tx.pending) >= WRITE_BATCH:
-            await self._write_pending()
-
-    async def _write_pending(self) -> None:
-        tx = self.tx
-        assert tx is not None and tx.sink is not None
-        chunk = bytes(tx.pending)
-        tx.pending.clear()
-        try:
-            await self.ctx.run_blocking(tx.sink.write, chunk)
-        except HeaderTooLarge:
-            tx.too_large_header = True
-        except OSError as exc:
-            self.ctx.log.error("store_failed", step="write", error=type(exc).__name__, id=tx.txid)
-            tx.failed = True
+        pending = self.pending
+        pending += data
+        if len(pending) >= WRITE_BATCH:
+            chunk = bytes(pending)
+            pending.clear()
+            await sink.write(chunk)
 
     async def commit(self) -> Reply:
-        ctx, tx = self.ctx, self.tx
-        assert tx is not None
+        sink, self.sink = self.sink, None
         try:
-            if tx.too_large_header:
-                ctx.log.warning("message_rejected", reason="header-size", id=tx.txid)
-                return _HEADER_TOO_LARGE
-            if tx.sink is None or tx.failed:
-                return _LOCAL_ERROR
-            last = bytes(tx.pending)
-            tx.pending.clear()
-            try:
-                delivered: Delivered = await ctx.run_blocking(tx.sink.finish, last)
-            except HeaderTooLarge:
-                ctx.log.warning("message_rejected", reason="header-size", id=tx.txid)
-                return _HEADER_TOO_LARGE
-            except OSError as exc:
-                ctx.log.error("store_failed", step="commit", error=type(exc).__name__, id=tx.txid)
-                return _LOCAL_ERROR
-            tx.sink = None  # committed: nothing to abort
-            self.messages += 1
-            if tx.success and tx.sender:
-                await self.report_success(tx, delivered)
-            ctx.log.event(
-                "accepted",
-                id=tx.txid,
-                message_id=delivered.message_id,
-                helo=self.conn.helo_name,
-                sender=tx.sender or "<>",
-                size=delivered.size,
-                rcpts=len(tx.accepted),
-                local=len(delivered.keys),
-                queued=len(tx.remote),
-                queue_id=delivered.queue_id,
-                result=250,
-            )
-            return Reply(250, f"Ok: queued as {tx.txid}")
+            if sink is None:
+                return replies.LOCAL_ERROR
+            last = bytes(self.pending)
+            self.pending.clear()
+            # The sink commits, or answers its failure, and leaves nothing to abort.
+            reply = await sink.finish(last)
+            if 200 <= reply.code < 300:
+                self.messages += 1
+            return reply
         finally:
             await self.end_transaction()
 
-    async def report_success(self, tx: _Transaction, delivered: Delivered) -> None:
-        """Send the NOTIFY=SUCCESS report (RFC 3461 section 4.1, RFC 3464) for what was
-        delivered locally. The message is already safe: a failure here is only logged."""
-        ctx = self.ctx
-        try:
-            await ctx.run_blocking(self._write_success_report, tx, delivered)
-        except (OSError, LookupError) as exc:
-            ctx.log.error("dsn_failed", id=tx.txid, error=type(exc).__name__)
-            return
-        ctx.log.event("dsn", id=tx.txid, action="delivered", rcpts=len(tx.success))
-
-    def _write_success_report(self, tx: _Transaction, delivered: Delivered) -> None:
-        # The report quotes the message: from a local copy, or, for an alias that only
-        # forwards elsewhere, from the queued copy (the file never changes while queued).
-        if delivered.keys:
-            name, key = next(iter(delivered.keys.items()))
-            opened = MaildirMailbox(self.config.maildir_path(name)).open_message(key)
-        elif delivered.queue_id is not None:
-            queue = OutboundQueue(self.config.server.queue_dir)
-            opened = queue.open_message(delivered.queue_id)
-        else:
-            return
-        with opened as original:
-            chunks = build_dsn(
-                sender=tx.sender,
-                recipients=tx.success,
-                reporting_mta=self.ctx.hostname,
-                now=self.ctx.clock(),
-                envid=tx.params.envid,
-                original=original,
-                # RFC 3461 section 4.3: without RET=FULL a success report carries
-                # only the header.
-                headers_only=(tx.params.ret or "HDRS").upper() != "FULL",
-            )
-            deliver_notification(self.config, tx.sender, chunks, hostname=self.ctx.hostname)
-
     def end_transaction_now(self) -> None:
-        """``end_transaction`` for a transaction with no body files (nothing to wait
+        """``end_transaction`` for a transaction with no open sink (nothing to wait
         for)."""
-        assert self.tx is None or self.tx.sink is None
-        self.tx = None
+        assert self.sink is None
+        if self.accepted is not None:
+            self.accepted = None
+            self.backend.reset()
         self._leave_busy()
 
     async def end_transaction(self) -> None:
         """Drop the open transaction: discard an uncommitted body, leave ``busy()``."""
-        tx, self.tx = self.tx, None
-        if tx is not None and tx.sink is not None:
-            sink = tx.sink
-            tx.sink = None
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            self.pending.clear()
             with anyio.CancelScope(shield=True):
-                await self.ctx.run_blocking(sink.abort)
-        self._leave_busy()
+                await sink.abort()
+        self.end_transaction_now()
 
     def _leave_busy(self) -> None:
         if self._busy:
             self._busy = False
             self.ctx.guard.leave_busy()
+
+    async def close(self) -> None:
+        if self.sink is not None:
+            with anyio.CancelScope(shield=True):
+                await self.end_transaction()
+        else:
+            self.end_transaction_now()
 
     # -- TLS and AUTH --------------------------------------------------------------------
 
@@ -606,18 +379,18 @@ class SMTPSession:
     async def authenticate(self, event: AuthAttempt) -> Reply:
         ctx = self.ctx
         credentials = event.credentials
-        check = await check_login(ctx, self.config, credentials)
+        check = await check_login(ctx, self.backend, credentials)
         if check.locked_out:
-            return _AUTH_LOCKED_OUT
+            return replies.AUTH_LOCKED_OUT
         name = check.name
         if name is None:
             if check.now_locked:
-                self.close_after = _AUTH_LOCKED_OUT
-            return _AUTH_INVALID
+                self.close_after = replies.AUTH_LOCKED_OUT
+            return replies.AUTH_INVALID
         self.user = name
         ctx.log.bind(user=name)
         ctx.log.event("auth", mechanism=credentials.mechanism, result=235)
-        return _AUTH_OK
+        return replies.AUTH_OK
 
 
 # A tuple: membership tests identity first, where an enum set would hash in Python.
@@ -648,21 +421,16 @@ _ASYNC_HANDLERS: dict[type, Callable[[SMTPSession, Any], Awaitable[Reply]]] = {
 }
 
 
-async def run(stream: Stream, ctx: SessionContext) -> None:
-    """Serve one SMTP, submission or SMTPS session on ``stream``."""
-    config = ctx.config
-    if not isinstance(config, Config):
-        ctx.log.error("refused", reason="no configuration")
-        await stream.send(b"421 4.3.0 Service not available, try again later\r\n")
-        return
-    session = SMTPSession(stream, ctx, config)
-    try:
-        await session.serve()
-    except _Abort:
-        pass
-    finally:
-        if session.tx is not None and session.tx.sink is not None:
-            with anyio.CancelScope(shield=True):
-                await session.end_transaction()
-        else:
-            session.end_transaction_now()
+async def serve_smtp(stream: Stream, ctx: SessionContext, backend: SMTPBackend) -> None:
+    """Serve one SMTP, submission or SMTPS session on ``stream`` with ``backend``."""
+    await serve_until_done(SMTPSession(stream, ctx, backend.smtp_session(ctx)))
+
+
+def smtp_session(backend: SMTPBackend) -> SessionFunc:
+    """The session coroutine that serves SMTP with ``backend``, for any runner (the
+    anyio server's session factory, inetd, the in-memory harness)."""
+
+    async def run(stream: Stream, ctx: SessionContext) -> None:
+        await serve_smtp(stream, ctx, backend)
+
+    return run

@@ -15,7 +15,7 @@ The session runs through :func:`~nosend_runners.serve.connection.run_connection`
 Example (any anyio backend)::
 
     from nosend_runners.testing.harness import Harness
-    from nosend_runners.session.smtp import run as smtp_session
+    from nosend_runners.mail.backend import run_smtp as smtp_session
 
     async with Harness(smtp_session, "smtp", config=config) as h:
         greeting = await h.read_reply()          # SMTPReply(code=220, ...)
