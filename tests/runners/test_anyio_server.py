@@ -268,7 +268,8 @@ async def test_session_tasks_are_reused_bounded_and_end_at_shutdown(anyio_backen
             await one_session()
         await anyio.sleep(0.1)
         if anyio_backend == "asyncio":
-            assert 1 <= len(server._idle_tasks) <= 32
+            assert server.acceptor is not None
+            assert 1 <= len(server.acceptor.idle) <= 32
     # running_server's exit waited for serve() to return: the idle tasks ended.
     assert anyio.current_time() - started < 10
     assert server.live_sessions == 0

@@ -1,4 +1,4 @@
-"""The asyncio worker-thread pool for blocking work (``nosend_runners.serve.blocking``)."""
+"""The asyncio worker-thread pool for blocking work (``nosend_runners.serve.fastpath``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from nosend_runners.serve.blocking import ThreadPool
+from nosend_runners.serve.fastpath import ThreadPool
 from nosend_runners.session.boundary import PeerInfo, ServerState, SessionContext
 
 pytestmark = pytest.mark.anyio
