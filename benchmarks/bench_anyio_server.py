@@ -26,9 +26,9 @@ import anyio
 from anyio.streams.tls import TLSStream
 
 from nosend_runners.anyio_server import MailServer
-from nosend_runners.limits import LimitSettings
-from nosend_runners.services import echo_session_factory
-from nosend_runners.settings import Listen, ServerSettings
+from nosend_runners.serve.limits import LimitSettings
+from nosend_runners.serve.settings import Listen, ServerSettings
+from nosend_runners.testing.echo import echo_session_factory
 
 
 async def _read_line(stream: anyio.abc.ByteStream, buffer: bytearray) -> bytes:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nosend_runners.housekeeping import housekeep
+from nosend_runners.mail.housekeeping import housekeep
 from nosend_store.config import parse_config
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import Envelope, OutboundQueue

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nosend_runners.delivery import MessageSink
+from nosend_runners.mail.delivery import MessageSink
 from nosend_store._durable import fsync_dir
 from nosend_store.config import Config, load_config
 from nosend_store.maildir import MaildirMailbox

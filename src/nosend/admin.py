@@ -606,8 +606,8 @@ def _queue_maintain(args: argparse.Namespace) -> int:
     # Imported here: the runners pull in anyio, which the other admin commands do not pay.
     import logging  # noqa: PLC0415
 
-    from nosend_runners.housekeeping import housekeep  # noqa: PLC0415
-    from nosend_runners.log import SessionLog  # noqa: PLC0415
+    from nosend_runners.mail.housekeeping import housekeep  # noqa: PLC0415
+    from nosend_runners.serve.log import SessionLog  # noqa: PLC0415
 
     # The summary and any problem are printed below; the pass's own log line would say
     # the same again on stderr (logging's last-resort handler), so it goes nowhere.

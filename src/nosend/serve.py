@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nosend_runners.settings import ServerSettings
+    from nosend_runners.serve.settings import ServerSettings
     from nosend_store.config import Config
 
 _INETD_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
-# The keys of nosend_runners.services.FACTORIES; the runners are imported only when a
+# The keys of nosend_runners.session.services.FACTORIES; the runners are imported only when a
 # server command runs, so that `nosend --help` and the admin commands stay fast.
 _SESSIONS = ("echo", "mail")
 
@@ -118,7 +118,7 @@ def first_run(path: Path) -> Config:
 
 
 def _setup_logging(level: str, handler: logging.Handler) -> None:
-    from nosend_runners.log import LineFormatter  # noqa: PLC0415 - see _SESSIONS
+    from nosend_runners.serve.log import LineFormatter  # noqa: PLC0415 - see _SESSIONS
 
     # Our lines never show the caller, thread or process: don't collect them for every
     # record (the logging HOWTO's "Optimization" section).
@@ -135,11 +135,11 @@ def _setup_logging(level: str, handler: logging.Handler) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 - see _SESSIONS
 
-    from nosend_runners.activation import ActivationError, listen_fds  # noqa: PLC0415
     from nosend_runners.anyio_server import MailServer, ServerSetupError  # noqa: PLC0415
-    from nosend_runners.services import FACTORIES, SessionsUnavailable  # noqa: PLC0415
-    from nosend_runners.settings import settings_from_config  # noqa: PLC0415
-    from nosend_runners.tls import TLSConfigError  # noqa: PLC0415
+    from nosend_runners.serve.activation import ActivationError, listen_fds  # noqa: PLC0415
+    from nosend_runners.serve.settings import settings_from_config  # noqa: PLC0415
+    from nosend_runners.serve.tls import TLSConfigError  # noqa: PLC0415
+    from nosend_runners.session.services import FACTORIES, SessionsUnavailable  # noqa: PLC0415
     from nosend_store.config import ConfigError, default_config_path  # noqa: PLC0415
     from nosend_store.reload import ConfigHolder  # noqa: PLC0415
 
@@ -203,9 +203,9 @@ def _inetd(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 - see _SESSIONS
 
     from nosend_runners.inetd import refuse_inetd, run_inetd  # noqa: PLC0415
-    from nosend_runners.services import FACTORIES, SessionsUnavailable  # noqa: PLC0415
-    from nosend_runners.settings import ServerSettings, settings_from_config  # noqa: PLC0415
-    from nosend_runners.tls import TLSConfigError  # noqa: PLC0415
+    from nosend_runners.serve.settings import ServerSettings, settings_from_config  # noqa: PLC0415
+    from nosend_runners.serve.tls import TLSConfigError  # noqa: PLC0415
+    from nosend_runners.session.services import FACTORIES, SessionsUnavailable  # noqa: PLC0415
     from nosend_store.config import ConfigError, default_config_path  # noqa: PLC0415
     from nosend_store.reload import ConfigHolder  # noqa: PLC0415
 

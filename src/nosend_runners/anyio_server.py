@@ -6,8 +6,14 @@ through anyio; implicit TLS (RFC 8314) before a session starts; refusing connect
 over the overall and per-address limits; running one session task per connection;
 SIGHUP reload of ``mail.cfg`` (a bad file is logged with file:line and the old one
 kept); SIGTERM/SIGINT graceful shutdown; the periodic queue and mailbox housekeeping
-(:mod:`nosend_runners.housekeeping`) alongside the sessions. Must not: speak SMTP or
-POP3 beyond the one-line refusals in ``services.refusal``; sessions own every other byte.
+(:mod:`nosend_runners.mail.housekeeping`) alongside the sessions. Must not: speak SMTP or
+POP3 beyond the one-line refusals in ``session.replies.refusal``; sessions own every
+other byte.
+
+The code here is the reference path, plain anyio on either backend. On asyncio the
+optimisations of :mod:`nosend_runners.serve.fastpath` (accept callback, reused session
+tasks, readiness waits, our own worker threads) replace some of its steps, behind the
+one switch ``fastpath.ENABLED``.
 
 Graceful shutdown, in order: idle sessions are woken (their ``receive`` raises
 ``ShutdownRequested``; they answer 421 / ``-ERR [SYS/TEMP]`` and end), new connections
@@ -18,7 +24,6 @@ cancelled. A disk commit running in a worker thread always completes first.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import socket
@@ -31,22 +36,22 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
-from nosend_runners.activation import InheritedSocket
-from nosend_runners.blocking import ThreadPool
-from nosend_runners.connection import run_connection
-from nosend_runners.housekeeping import DEFAULT_INTERVAL, run_housekeeping
-from nosend_runners.limits import AuthFailureTracker, ConnectionLimiter
-from nosend_runners.services import refusal
-from nosend_runners.settings import ServerSettings
-from nosend_runners.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
-from nosend_runners.tls import TLSConfigError, server_context
-from nosend_runners.transport import (
+from nosend_runners.mail.housekeeping import DEFAULT_INTERVAL, run_housekeeping
+from nosend_runners.serve import fastpath
+from nosend_runners.serve.activation import InheritedSocket
+from nosend_runners.serve.connection import run_connection
+from nosend_runners.serve.limits import AuthFailureTracker, ConnectionLimiter
+from nosend_runners.serve.settings import ServerSettings
+from nosend_runners.serve.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
+from nosend_runners.serve.tls import TLSConfigError, server_context
+from nosend_runners.session.boundary import (
     ServerState,
     SessionContext,
     SessionFunc,
     SessionGuard,
     StreamClosed,
 )
+from nosend_runners.session.replies import refusal
 
 __all__ = ["MailServer", "ServerSetupError", "BoundAddress", "Reloader"]
 
@@ -57,22 +62,6 @@ _log = logging.getLogger("nosend.server")
 Reloader = Callable[[], tuple[Any, ServerSettings]]
 
 BoundAddress = tuple[str, str, int]  # (service, host, port)
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-#: Session tasks kept waiting for the next connection once their session ended.
-_MAX_IDLE_TASKS = 32
-
-#: Connections taken per wake-up of a listening socket (a burst is not taken whole at
-#: the expense of sessions already running).
-_ACCEPT_BATCH = 16
 
 
 class ServerSetupError(Exception):
@@ -138,8 +127,8 @@ class MailServer:
         self._handle_signals = handle_signals
         self._live = 0
         self._drained: anyio.Event | None = None
-        #: Session tasks waiting for a connection (asyncio accept path).
-        self._idle_tasks: list[asyncio.Future[tuple[anyio.abc.ByteStream, str] | None]] = []
+        #: The asyncio accept fast path, while serving with it (see ``fastpath``).
+        self.acceptor: fastpath.AsyncioAcceptor | None = None
         self._force: anyio.CancelScope | None = None
         #: Where the server listens, once started: (service, host, port).
         self.addresses: list[BoundAddress] = []
@@ -152,8 +141,11 @@ class MailServer:
         """Listen, serve until ``shutdown()`` (or a signal), then shut down gracefully."""
         limits = self.settings.limits
         self.state.blocking_limiter = anyio.CapacityLimiter(limits.blocking_threads)
-        if _on_asyncio():
-            self.state.thread_pool = ThreadPool(limits.disk_threads)
+        if fastpath.active():
+            self.state.thread_pool = fastpath.ThreadPool(limits.disk_threads)
+            self.acceptor = fastpath.AsyncioAcceptor(
+                self._handle, SocketByteStream, self.state.shutdown
+            )
         self._drained = anyio.Event()
         if self._handle_signals and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
             # A SIGHUP (say, systemctl reload) between the listeners opening and the
@@ -185,7 +177,8 @@ class MailServer:
                         task_status.started(self)
                         await self.state.shutdown.wait()
                         accepting.cancel_scope.cancel()
-                    self._end_idle_tasks()
+                    if self.acceptor is not None:
+                        self.acceptor.end_idle_tasks()
                     await self._close_listeners(listeners)
                     grace = self.settings.timeouts.shutdown_grace
                     _log.info("shutting down: %d session(s) open, grace %ss", self._live, grace)
@@ -275,71 +268,10 @@ class MailServer:
         sessions: anyio.abc.TaskGroup,
     ) -> None:
         raw = listener.extra(SocketAttribute.raw_socket, None)
-        if not isinstance(raw, socket.socket) or not _on_asyncio():
-            # trio's own sockets already try the system call before waiting.
+        if self.acceptor is not None and isinstance(raw, socket.socket):
+            await self.acceptor.accept_loop(raw, service, sessions)
+        else:
             await self._accept_streams(listener, service, sessions)
-            return
-        # asyncio: accept on the listening socket itself, so each connection becomes a
-        # SocketByteStream with no asyncio transport and protocol behind it (see
-        # streams). The socket stays registered with the loop while the server accepts:
-        # a connection costs one callback, not a task wake-up and a new registration.
-        raw.setblocking(False)
-        loop = asyncio.get_running_loop()
-        fd = raw.fileno()
-        tcp = raw.family in (socket.AF_INET, socket.AF_INET6)  # asked once: an enum lookup
-        registered = stopped = False
-
-        def resume() -> None:
-            nonlocal registered
-            # A retry after EMFILE may come due after this loop ended: then it must not.
-            if not registered and not stopped and raw.fileno() >= 0:
-                loop.add_reader(fd, acceptable)
-                registered = True
-
-        def acceptable() -> None:
-            nonlocal registered
-            for _ in range(_ACCEPT_BATCH):
-                try:
-                    sock, address = raw.accept()
-                except BlockingIOError:
-                    return
-                except OSError as exc:
-                    if raw.fileno() < 0:
-                        return
-                    # EMFILE/ENFILE/ECONNABORTED: keep serving those already connected,
-                    # and try again shortly rather than spin on a socket still readable.
-                    _log.error("accept on %s failed: %s", service, exc)
-                    loop.remove_reader(fd)
-                    registered = False
-                    loop.call_later(0.1, resume)
-                    return
-                try:
-                    if tcp:
-                        # Replies are written whole; Nagle would only delay the last
-                        # segment.
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    stream = SocketByteStream(sock, address)
-                except OSError:
-                    sock.close()
-                    continue
-                idle = self._idle_tasks
-                while idle:
-                    waiting = idle.pop()
-                    if not waiting.done():  # done: cancelled, its task is ending
-                        waiting.set_result((stream, service))
-                        break
-                else:
-                    sessions.start_soon(self._session_task, stream, service)
-
-        resume()
-        try:
-            await anyio.sleep_forever()
-        finally:
-            # Before the listener is closed: its number may be reused at once.
-            stopped = True
-            if registered:
-                registered = False
-                loop.remove_reader(fd)
 
     async def _accept_streams(
         self,
@@ -347,6 +279,8 @@ class MailServer:
         service: str,
         sessions: anyio.abc.TaskGroup,
     ) -> None:
+        """The reference accept loop: a task per connection (trio, and asyncio with the
+        fast paths off)."""
         while True:
             try:
                 conn = await listener.accept()
@@ -358,38 +292,6 @@ class MailServer:
                 await anyio.sleep(0.1)
                 continue
             sessions.start_soon(self._handle, conn, service)
-
-    async def _session_task(self, stream: anyio.abc.ByteStream, service: str) -> None:
-        """Run sessions one after another in one task (asyncio accept path).
-
-        Starting a task in an anyio task group costs several times what handing a
-        connection to a waiting task does, so a task that finished its session waits for
-        the next connection, up to ``_MAX_IDLE_TASKS`` of them; more (after a burst) end.
-        A graceful shutdown ends the waiting ones; cancellation reaches them all through
-        the sessions' task group, as for any session.
-        """
-        loop = asyncio.get_running_loop()
-        next_one: tuple[anyio.abc.ByteStream, str] | None = (stream, service)
-        while next_one is not None:
-            await self._handle(*next_one)
-            # Looked up afresh: _end_idle_tasks replaces the list at shutdown.
-            idle = self._idle_tasks
-            if self.state.shutdown.requested or len(idle) >= _MAX_IDLE_TASKS:
-                return
-            waiting: asyncio.Future[tuple[anyio.abc.ByteStream, str] | None]
-            waiting = loop.create_future()
-            idle.append(waiting)
-            try:
-                next_one = await waiting
-            finally:
-                if waiting in idle:
-                    idle.remove(waiting)  # cancelled while idle
-
-    def _end_idle_tasks(self) -> None:
-        idle, self._idle_tasks = self._idle_tasks, []
-        for waiting in idle:
-            if not waiting.done():
-                waiting.set_result(None)
 
     # -- one connection ------------------------------------------------------------------
 

@@ -52,16 +52,15 @@ from collections.abc import Mapping, MutableMapping
 import anyio
 import anyio.abc
 
-from nosend_runners.activation import listen_fds
-from nosend_runners.connection import run_connection
-from nosend_runners.fdstream import FdByteStream
-from nosend_runners.limits import AuthFailureTracker, LimitSettings
-from nosend_runners.services import refusal
-from nosend_runners.settings import ServerSettings
-from nosend_runners.shared_limits import FileAuthFailureTracker, auth_failures_path
-from nosend_runners.streams import AnyioStream, peer_from_socket_stream
-from nosend_runners.tls import server_context
-from nosend_runners.transport import (
+from nosend_runners.serve.activation import listen_fds
+from nosend_runners.serve.connection import run_connection
+from nosend_runners.serve.fdstream import FdByteStream
+from nosend_runners.serve.limits import AuthFailureTracker, LimitSettings
+from nosend_runners.serve.settings import ServerSettings
+from nosend_runners.serve.shared_limits import FileAuthFailureTracker, auth_failures_path
+from nosend_runners.serve.streams import AnyioStream, peer_from_socket_stream
+from nosend_runners.serve.tls import server_context
+from nosend_runners.session.boundary import (
     PeerInfo,
     ServerState,
     SessionContext,
@@ -69,6 +68,7 @@ from nosend_runners.transport import (
     SessionGuard,
     StreamClosed,
 )
+from nosend_runners.session.replies import refusal
 from nosend_store.config import Config
 
 __all__ = ["run_inetd", "refuse_inetd", "stderr_is_connection", "peer_from_environment"]

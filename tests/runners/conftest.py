@@ -24,9 +24,9 @@ import pytest
 from anyio.streams.tls import TLSStream
 
 from nosend_runners.anyio_server import MailServer
-from nosend_runners.services import echo_session_factory
-from nosend_runners.settings import Listen, ServerSettings
-from nosend_runners.transport import SessionFunc, Timeouts
+from nosend_runners.serve.settings import Listen, ServerSettings
+from nosend_runners.session.boundary import SessionFunc, Timeouts
+from nosend_runners.testing.echo import echo_session_factory
 from tests.conftest import require_tool
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nosend_runners.transport import PeerInfo
+from nosend_runners.session.boundary import PeerInfo
 from nosend_store.config import Config, load_config
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import OutboundQueue, QueueEntry

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nosend_runners.activation import listen_fds
+from nosend_runners.serve.activation import listen_fds
 from tests.runners.conftest import SyncClient, stop_process, write_config
 
 # What systemd does: the sockets are fds 3.. and LISTEN_PID is the pid of the process

@@ -10,10 +10,11 @@ import anyio
 import pytest
 
 from nosend_runners.anyio_server import MailServer, ServerSetupError
-from nosend_runners.limits import LimitSettings
-from nosend_runners.services import SessionsUnavailable, echo_session_factory
-from nosend_runners.settings import Listen, ServerSettings
-from nosend_runners.transport import SessionContext, Stream
+from nosend_runners.serve.limits import LimitSettings
+from nosend_runners.serve.settings import Listen, ServerSettings
+from nosend_runners.session.boundary import SessionContext, Stream
+from nosend_runners.session.services import SessionsUnavailable
+from nosend_runners.testing.echo import echo_session_factory
 from tests.runners.conftest import (
     CertFiles,
     LineClient,
@@ -208,7 +209,7 @@ async def test_listens_on_ipv6_loopback_and_reports_the_v6_peer() -> None:
 
 def test_the_command_line_offers_exactly_the_session_factories() -> None:
     from nosend import serve
-    from nosend_runners.services import FACTORIES
+    from nosend_runners.session.services import FACTORIES
 
     assert set(serve._SESSIONS) == set(FACTORIES)
 
@@ -267,7 +268,8 @@ async def test_session_tasks_are_reused_bounded_and_end_at_shutdown(anyio_backen
             await one_session()
         await anyio.sleep(0.1)
         if anyio_backend == "asyncio":
-            assert 1 <= len(server._idle_tasks) <= 32
+            assert server.acceptor is not None
+            assert 1 <= len(server.acceptor.idle) <= 32
     # running_server's exit waited for serve() to return: the idle tasks ended.
     assert anyio.current_time() - started < 10
     assert server.live_sessions == 0

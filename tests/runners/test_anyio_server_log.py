@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nosend_runners.log import LINE_FORMAT, LineFormatter, SessionLog, format_fields
+from nosend_runners.serve.log import LINE_FORMAT, LineFormatter, SessionLog, format_fields
 
 _values = st.one_of(st.text(max_size=300), st.binary(max_size=50), st.integers(), st.none())
 

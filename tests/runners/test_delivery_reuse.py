@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nosend_runners.delivery import (
+from nosend_runners.mail.delivery import (
     MAX_HEADER_BLOCK,
     HeaderTooLarge,
     MessageSink,

@@ -27,8 +27,8 @@ import anyio.to_thread
 import pytest
 
 from nosend_runners.anyio_server import MailServer
-from nosend_runners.services import session_factory
-from nosend_runners.settings import Listen, ServerSettings
+from nosend_runners.serve.settings import Listen, ServerSettings
+from nosend_runners.session.services import session_factory
 from nosend_store.config import Config
 from tests.runners.conftest import (
     CertFiles,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from nosend_runners.echo import run as echo_session
-from nosend_runners.harness import (
+from nosend_runners.serve.tls import server_context
+from nosend_runners.session.boundary import SessionContext, Stream, Timeouts
+from nosend_runners.testing.echo import run as echo_session
+from nosend_runners.testing.harness import (
     Harness,
     HarnessClosed,
     harness_state,
     memory_stream_pair,
     run_script,
 )
-from nosend_runners.tls import server_context
-from nosend_runners.transport import SessionContext, Stream, Timeouts
 from tests.runners.conftest import CertFiles
 
 pytestmark = pytest.mark.anyio

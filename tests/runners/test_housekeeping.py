@@ -19,17 +19,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from nosend_runners import housekeeping
-from nosend_runners.housekeeping import (
+from nosend_runners.mail import housekeeping
+from nosend_runners.mail.housekeeping import (
     HousekeepingSummary,
     housekeep,
     report_mailbox,
     retry_policy,
     run_housekeeping,
 )
-from nosend_runners.services import session_factory
-from nosend_runners.settings import Listen, ServerSettings
-from nosend_runners.transport import ServerState
+from nosend_runners.serve.settings import Listen, ServerSettings
+from nosend_runners.session.boundary import ServerState
+from nosend_runners.session.services import session_factory
 from nosend_store.config import Config
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import Envelope, OutboundQueue, Recipient

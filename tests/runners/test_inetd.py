@@ -15,11 +15,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from nosend_runners.fdstream import FdByteStream
 from nosend_runners.inetd import peer_from_environment, run_inetd
-from nosend_runners.services import echo_session_factory
-from nosend_runners.settings import ServerSettings
-from nosend_runners.transport import PeerInfo
+from nosend_runners.serve.fdstream import FdByteStream
+from nosend_runners.serve.settings import ServerSettings
+from nosend_runners.session.boundary import PeerInfo
+from nosend_runners.testing.echo import echo_session_factory
 from tests.conftest import require_tool
 from tests.runners.conftest import (
     CertFiles,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from nosend_runners.limits import AuthFailureTracker, ConnectionLimiter, LimitSettings
+from nosend_runners.serve.limits import AuthFailureTracker, ConnectionLimiter, LimitSettings
 from tests.runners.conftest import (
     CertFiles,
     LineClient,

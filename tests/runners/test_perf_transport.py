@@ -16,9 +16,9 @@ import time
 import anyio
 import pytest
 
-from nosend_runners.log import SessionLog
-from nosend_runners.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
-from nosend_runners.transport import (
+from nosend_runners.serve.log import SessionLog
+from nosend_runners.serve.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
+from nosend_runners.session.boundary import (
     PeerInfo,
     SessionGuard,
     ShutdownRequested,

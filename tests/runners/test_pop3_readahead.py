@@ -1,4 +1,5 @@
-"""POP3 RETR read-ahead and whole-message reads (``nosend_runners.pop3_session``).
+"""POP3 RETR read-ahead and whole-message reads (``nosend_runners.session.pop3``, reading
+through ``nosend_store.message_reader``).
 
 A RETR's worker-thread call also reads the next messages whole (``READ_AHEAD``), and a
 message up to ``WHOLE_MAX`` is read in one piece. Neither may change a byte on the wire,
@@ -15,9 +16,9 @@ from typing import Any
 import pytest
 
 from nosend_proto._pop3_stuffing import MessageEncoder
-from nosend_runners import pop3_session as session_module
-from nosend_runners.harness import Harness
-from nosend_runners.pop3_session import run as pop3_session
+from nosend_runners.mail.backend import run_pop3 as pop3_session
+from nosend_runners.testing.harness import Harness
+from nosend_store import message_reader as reader
 from nosend_store.config import Config
 from tests.runners.session_support import (
     LOOPBACK,
@@ -43,7 +44,7 @@ class Calls:
         self.msgnos: list[int] = []
         self.follow: list[tuple[int, ...]] = []
         self.ahead_octets: list[int] = []
-        real = session_module._open_and_read
+        real = reader.open_and_read
 
         def spy(drop: Any, msgno: int, follow: tuple[int, ...]) -> Any:
             result = real(drop, msgno, follow)
@@ -52,7 +53,7 @@ class Calls:
             self.ahead_octets.append(sum(len(data) for _, data in result[3]))
             return result
 
-        monkeypatch.setattr(session_module, "_open_and_read", spy)
+        monkeypatch.setattr(reader, "open_and_read", spy)
 
 
 def wire(content: bytes) -> bytes:
@@ -132,7 +133,7 @@ async def test_every_retr_in_order_is_byte_exact_and_matches_list(
     assert len(stored) == 6
     # Small messages in order: far fewer worker-thread calls than RETRs.
     assert len(calls.msgnos) < len(stored)
-    assert all(octets <= session_module.READ_AHEAD for octets in calls.ahead_octets)
+    assert all(octets <= reader.READ_AHEAD for octets in calls.ahead_octets)
     assert len(messages(config, "alice")) == 6  # no DELE, nothing removed
 
 
@@ -204,18 +205,18 @@ async def test_messages_above_the_bounds_stream_in_chunks(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small bounds so that the streaming paths run on small files.
-    monkeypatch.setattr(session_module, "WHOLE_MAX", 4096)
-    monkeypatch.setattr(session_module, "READ_CHUNK", 1000)
-    monkeypatch.setattr(session_module, "READ_AHEAD", 3000)
+    monkeypatch.setattr(reader, "WHOLE_MAX", 4096)
+    monkeypatch.setattr(reader, "READ_CHUNK", 1000)
+    monkeypatch.setattr(reader, "READ_AHEAD", 3000)
     reads: list[int] = []
-    real_read_some = session_module._read_some
+    real_read_some = reader.read_some
 
     def read_some(f: Any, limit: int) -> tuple[bytes, bool]:
         data, eof = real_read_some(f, limit)
         reads.append(len(data))
         return data, eof
 
-    monkeypatch.setattr(session_module, "_read_some", read_some)
+    monkeypatch.setattr(reader, "read_some", read_some)
     big = b"Subject: big\n\n" + b"".join(b".%05d line\n" % i for i in range(800))
     medium = b"Subject: medium\n\n" + b"x" * 2500 + b"\n"
     small = b"Subject: small\n\nsmall\n"
@@ -244,7 +245,7 @@ async def test_read_ahead_of_a_grown_file_is_dropped(
     deliver(config, "alice", b"Subject: b\n\nsecond\n")
     listing = mailbox(config, "alice").list_messages()
     path = Path(config.maildir_path("alice")) / listing[1].subdir / listing[1].filename
-    real_stored_size = session_module._stored_size
+    real_stored_size = reader.stored_size
 
     def stale_size(f: Any) -> int | None:
         # The file grows between the size hint and the read (another program appending
@@ -254,7 +255,7 @@ async def test_read_ahead_of_a_grown_file_is_dropped(
             return size - 5
         return size
 
-    monkeypatch.setattr(session_module, "_stored_size", stale_size)
+    monkeypatch.setattr(reader, "stored_size", stale_size)
     calls = Calls(monkeypatch)
     async with Harness(pop3_session, "pop3", config=config, peer=LOOPBACK) as h:
         await login(h)

@@ -12,10 +12,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from nosend_runners.harness import Harness, harness_state, run_script
-from nosend_runners.limits import AuthFailureTracker
-from nosend_runners.pop3_session import run as pop3_session
-from nosend_runners.tls import server_context
+from nosend_runners.mail.backend import run_pop3 as pop3_session
+from nosend_runners.serve.limits import AuthFailureTracker
+from nosend_runners.serve.tls import server_context
+from nosend_runners.testing.harness import Harness, harness_state, run_script
 from nosend_store.config import Config
 from nosend_store.maildir import MaildirMailbox
 from tests.runners.conftest import CertFiles

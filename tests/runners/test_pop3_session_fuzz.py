@@ -11,9 +11,9 @@ import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nosend_runners.harness import run_script
-from nosend_runners.pop3_session import run as pop3_session
-from nosend_runners.transport import PeerInfo
+from nosend_runners.mail.backend import run_pop3 as pop3_session
+from nosend_runners.session.boundary import PeerInfo
+from nosend_runners.testing.harness import run_script
 from nosend_store.maildir import MaildirMailbox
 from tests.runners.session_support import PASSWORDS, captured_log, make_config
 from tests.runners.test_smtp_session_fuzz import _crashes

@@ -11,12 +11,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from nosend_runners.fdstream import FdByteStream
 from nosend_runners.inetd import run_inetd
-from nosend_runners.limits import LimitSettings
-from nosend_runners.pop3_session import run as pop3_session
-from nosend_runners.settings import ServerSettings
-from nosend_runners.shared_limits import FileAuthFailureTracker, auth_failures_path
+from nosend_runners.mail.backend import run_pop3 as pop3_session
+from nosend_runners.serve.fdstream import FdByteStream
+from nosend_runners.serve.limits import LimitSettings
+from nosend_runners.serve.settings import ServerSettings
+from nosend_runners.serve.shared_limits import FileAuthFailureTracker, auth_failures_path
 from tests.runners.conftest import LineClient, fast_timeouts
 from tests.runners.session_support import PASSWORDS, make_config
 

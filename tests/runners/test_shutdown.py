@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from nosend.serve import first_run
-from nosend_runners.settings import ServerSettings
+from nosend_runners.serve.settings import ServerSettings
 from nosend_store.config import ConfigError
 from tests.runners.conftest import (
     LineClient,
@@ -206,7 +206,7 @@ def test_sigterm_under_inetd_finishes_the_message_in_flight(tmp_path: Path, back
 
 @pytest.mark.anyio
 async def test_run_blocking_lets_a_commit_in_a_thread_finish_when_cancelled() -> None:
-    from nosend_runners.transport import PeerInfo, ServerState, SessionContext
+    from nosend_runners.session.boundary import PeerInfo, ServerState, SessionContext
 
     state = ServerState()
     ctx = SessionContext("smtp", state=state, peer=lambda: PeerInfo("192.0.2.1", 25))

@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from nosend_runners.harness import Harness, harness_state
-from nosend_runners.pop3_session import run as pop3_session
-from nosend_runners.smtp_session import run as smtp_session
+from nosend_runners.mail.backend import run_pop3 as pop3_session
+from nosend_runners.mail.backend import run_smtp as smtp_session
+from nosend_runners.testing.harness import Harness, harness_state
 from nosend_store.config import Config
 from tests.runners.session_support import LOOPBACK, STRANGER, make_config
 

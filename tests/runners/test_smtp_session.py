@@ -15,11 +15,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from nosend_runners.harness import Harness, harness_state, run_script
-from nosend_runners.limits import AuthFailureTracker
-from nosend_runners.smtp_session import run as smtp_session
-from nosend_runners.tls import server_context
-from nosend_runners.transport import PeerInfo
+from nosend_runners.mail.backend import run_smtp as smtp_session
+from nosend_runners.serve.limits import AuthFailureTracker
+from nosend_runners.serve.tls import server_context
+from nosend_runners.session.boundary import PeerInfo
+from nosend_runners.testing.harness import Harness, harness_state, run_script
 from nosend_store.config import Config
 from nosend_store.queue import QueueWriter
 from tests.runners.conftest import CertFiles

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nosend_runners.delivery import MAX_HEADER_BLOCK, HeaderTooLarge, MessageSink
+from nosend_runners.mail.delivery import MAX_HEADER_BLOCK, HeaderTooLarge, MessageSink
 from nosend_store.config import Config
 from nosend_store.queue import Envelope
 from tests.runners.session_support import make_config, messages, queued
@@ -221,7 +221,7 @@ def test_return_path_only_in_local_copies(config: Config, sender: str) -> None:
 
 
 def test_deliver_notification_local_remote_and_unknown(config: Config) -> None:
-    from nosend_runners.delivery import deliver_notification
+    from nosend_runners.mail.delivery import deliver_notification
 
     local = deliver_notification(config, "Bob@Example.Test", [b"Subject: report\n\nr\n"])
     assert list(local.keys) == ["bob"] and local.queue_id is None

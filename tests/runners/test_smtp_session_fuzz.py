@@ -12,9 +12,9 @@ import anyio
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from nosend_runners.harness import run_script
-from nosend_runners.smtp_session import run as smtp_session
-from nosend_runners.transport import PeerInfo
+from nosend_runners.mail.backend import run_smtp as smtp_session
+from nosend_runners.session.boundary import PeerInfo
+from nosend_runners.testing.harness import run_script
 from tests.runners.session_support import captured_log, make_config
 
 SMTP_PIECES = [

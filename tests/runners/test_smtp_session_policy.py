@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nosend_proto._sasl import Credentials
-from nosend_runners import policy
-from nosend_runners.transport import PeerInfo
+from nosend_runners.mail import policy
+from nosend_runners.session.boundary import PeerInfo
 from nosend_store.config import Config
 from tests.runners.session_support import CAROL_SECRET, PASSWORDS, make_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from nosend_runners.settings import ServerSettings
-from nosend_runners.tls import TLSConfigError, server_context
+from nosend_runners.serve.settings import ServerSettings
+from nosend_runners.serve.tls import TLSConfigError, server_context
 from tests.runners.conftest import (
     CertFiles,
     LineClient,

@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from nosend_runners.mail.per_config import PerConfig
 from nosend_store.config import Config
 from nosend_store.maildir import MaildirMailbox, MaildirWriter
 from nosend_store.queue import Envelope, OutboundQueue, QueueWriter, Recipient
@@ -55,23 +56,25 @@ _WANTED = rb"(?:(date)|message-id)[ \t]*:([^\n]*)"
 _WANTED_FIRST = re.compile(_WANTED, re.IGNORECASE)
 _WANTED_NEXT = re.compile(rb"\n" + _WANTED, re.IGNORECASE)
 
-# Keys of what this module keeps per configuration (Config.derived): one Maildir object
-# per mailbox and one queue object per host name, reused by every message, so a delivery
-# does not look up the host, check directories or build paths again.
-_MAILDIRS = "nosend_runners.delivery.maildirs"
-_QUEUES = "nosend_runners.delivery.queues"
+
+class _Kept:
+    """What this module keeps per configuration (see :mod:`nosend_runners.mail.per_config`):
+    one Maildir object per mailbox and one queue object per host name, reused by every
+    message, so a delivery does not look up the host, check directories or build paths
+    again."""
+
+    __slots__ = ("maildirs", "queues")
+
+    def __init__(self, config: Config) -> None:
+        self.maildirs: dict[str, MaildirMailbox] = {}
+        self.queues: dict[str | None, OutboundQueue] = {}
 
 
-def _no_maildirs() -> dict[str, MaildirMailbox]:
-    return {}
-
-
-def _no_queues() -> dict[str | None, OutboundQueue]:
-    return {}
+_KEPT: PerConfig[_Kept] = PerConfig(_Kept)
 
 
 def _maildir(config: Config, name: str) -> MaildirMailbox:
-    boxes = config.derived(_MAILDIRS, _no_maildirs)
+    boxes = _KEPT.get(config).maildirs
     box = boxes.get(name)
     if box is None:
         # Creates tmp/ new/ cur/ if missing; MaildirMailbox.open_writer makes them again
@@ -84,14 +87,14 @@ def _forget(config: Config, mailboxes: Sequence[str], hostname: str | None) -> N
     """Drop the kept objects a failed message used, after a FileNotFoundError: part of a
     folder went away (new/, the queue's active/), and a fresh object makes it again for
     the next message, as building one per message used to."""
-    boxes = config.derived(_MAILDIRS, _no_maildirs)
+    kept = _KEPT.get(config)
     for name in mailboxes:
-        boxes.pop(name, None)
-    config.derived(_QUEUES, _no_queues).pop(hostname, None)
+        kept.maildirs.pop(name, None)
+    kept.queues.pop(hostname, None)
 
 
 def _open_queue_writer(config: Config, hostname: str | None, envelope: Envelope) -> QueueWriter:
-    queues = config.derived(_QUEUES, _no_queues)
+    queues = _KEPT.get(config).queues
     queue = queues.get(hostname)
     if queue is None:
         queue = queues.setdefault(

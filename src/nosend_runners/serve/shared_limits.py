@@ -1,6 +1,6 @@
 """The authentication-failure tracker shared by processes, for ``nosend inetd``.
 
-Owns: :class:`FileAuthFailureTracker`, an :class:`~nosend_runners.limits.AuthFailureTracker`
+Owns: :class:`FileAuthFailureTracker`, an :class:`~nosend_runners.serve.limits.AuthFailureTracker`
 whose memory is a small JSON file under the data folder. Under a super-server every
 connection is a new process, so an in-memory tracker forgot each guess with its
 connection: a guesser got fresh attempts by reconnecting. With the file, the per-address
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nosend_runners.limits import AuthFailureTracker
+from nosend_runners.serve.limits import AuthFailureTracker
 
 __all__ = ["FileAuthFailureTracker", "auth_failures_path"]
 

@@ -37,14 +37,17 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import anyio.to_thread
 
-from nosend_runners.blocking import ThreadPool
-from nosend_runners.limits import AuthFailureTracker
-from nosend_runners.log import SessionLog
+from nosend_runners.serve.limits import AuthFailureTracker
+from nosend_runners.serve.log import SessionLog
+
+if TYPE_CHECKING:
+    # Only a type here: the fast-path module itself imports this one.
+    from nosend_runners.serve.fastpath import ThreadPool
 
 __all__ = [
     "SERVICES",
@@ -266,7 +269,7 @@ class ServerState:
     blocking_limiter: anyio.CapacityLimiter | None = None
     hostname: str = "localhost"
     timeouts: Timeouts = field(default_factory=Timeouts)
-    #: Worker threads for blocking work on asyncio (``nosend serve`` sets it); without
+    #: Worker threads for blocking work (the asyncio fast path, ``serve.fastpath``); without
     #: one, ``run_blocking`` uses ``anyio.to_thread`` under ``blocking_limiter``.
     thread_pool: ThreadPool | None = None
 

@@ -29,8 +29,8 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from nosend_runners.log import SessionLog
-from nosend_runners.transport import ServerState
+from nosend_runners.serve.log import SessionLog
+from nosend_runners.session.boundary import ServerState
 from nosend_store.config import Config
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import MaildirBounceSink, OutboundQueue, RetryPolicy

@@ -1,21 +1,21 @@
 """An in-memory harness that drives complete server sessions without sockets.
 
 Owns: an in-memory byte-stream pair, a :class:`Harness` that runs one session coroutine
-(``async def run(stream, ctx)``, see :mod:`nosend_runners.transport`) against a client
+(``async def run(stream, ctx)``, see :mod:`nosend_runners.session.boundary`) against a client
 you script byte by byte, helpers to read SMTP and POP3 replies, and a transcript of
 everything both sides said. Must not: know SMTP or POP3 beyond splitting replies into
 lines for the reader helpers; the session under test owns every byte it sends.
 
-The server side is the same :class:`~nosend_runners.streams.AnyioStream` the socket
+The server side is the same :class:`~nosend_runners.serve.streams.AnyioStream` the socket
 runners use, laid over an in-memory pipe, so timeouts, graceful shutdown and even real
 TLS (STARTTLS, implicit TLS with OpenSSL over the memory pipe) behave as on a socket.
-The session runs through :func:`~nosend_runners.connection.run_connection`, as under
+The session runs through :func:`~nosend_runners.serve.connection.run_connection`, as under
 ``nosend serve`` and ``nosend inetd``: a test of a session here is a test of all three.
 
 Example (any anyio backend)::
 
-    from nosend_runners.harness import Harness
-    from nosend_runners.smtp_session import run as smtp_session
+    from nosend_runners.testing.harness import Harness
+    from nosend_runners.mail.backend import run_smtp as smtp_session
 
     async with Harness(smtp_session, "smtp", config=config) as h:
         greeting = await h.read_reply()          # SMTPReply(code=220, ...)
@@ -49,11 +49,11 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from anyio.streams.tls import TLSStream
 
-from nosend_runners.connection import run_connection
-from nosend_runners.limits import AuthFailureTracker
-from nosend_runners.log import SessionLog
-from nosend_runners.streams import AnyioStream
-from nosend_runners.transport import (
+from nosend_runners.serve.connection import run_connection
+from nosend_runners.serve.limits import AuthFailureTracker
+from nosend_runners.serve.log import SessionLog
+from nosend_runners.serve.streams import AnyioStream
+from nosend_runners.session.boundary import (
     PeerInfo,
     ServerState,
     SessionContext,
@@ -191,7 +191,7 @@ class Harness:
     """Run one session in memory and talk to it as a scripted client.
 
     ``session`` is the session coroutine, ``service`` one of
-    :data:`~nosend_runners.transport.SERVICES`. ``config`` is the ``mail.cfg`` value the
+    :data:`~nosend_runners.session.boundary.SERVICES`. ``config`` is the ``mail.cfg`` value the
     session reads from ``ctx.config``; ``state`` overrides the whole shared server
     state (see :func:`harness_state`). ``peer`` is who the session believes it talks
     to. ``server_ssl`` enables STARTTLS/STLS (and is required for ``smtps``/``pop3s``);

@@ -15,17 +15,64 @@ import time
 
 import anyio
 
-from nosend_proto._receivebuffer import OVERLONG, ReceiveBuffer
-from nosend_runners.transport import SessionContext, ShutdownRequested, Stream, StreamClosed
+from nosend_runners.session.boundary import (
+    SessionContext,
+    SessionFunc,
+    ShutdownRequested,
+    Stream,
+    StreamClosed,
+)
 
-__all__ = ["run"]
+__all__ = ["run", "echo_session_factory"]
+
+#: The longest line the echo session holds, terminator included; a longer one is
+#: dropped as it arrives and answered with 500 once it ends.
+MAX_LINE = 1000
 
 
-async def _lines(stream: Stream, ctx: SessionContext, buffer: ReceiveBuffer) -> bytes | None:
+class _Lines:
+    """A bounded line splitter (the engines' receive buffer is private to them).
+
+    Lines end at LF; a line longer than ``MAX_LINE`` is discarded as it arrives and
+    reported as ``True`` once its LF comes. Searching resumes where it stopped, so a
+    trickle of bytes costs linear time."""
+
+    __slots__ = ("_data", "_scanned", "_discarding")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._scanned = 0
+        self._discarding = False
+
+    def feed(self, data: bytes) -> None:
+        self._data += data
+
+    def next_line(self) -> bytes | bool | None:
+        """The next line with its terminator, ``True`` for an overlong one, ``None``
+        when more bytes are needed."""
+        data = self._data
+        idx = data.find(b"\n", self._scanned)
+        if idx < 0:
+            if self._discarding or len(data) > MAX_LINE:
+                data.clear()
+                self._discarding = True
+            self._scanned = len(data)
+            return None
+        end = idx + 1
+        line = bytes(data[:end])
+        del data[:end]
+        self._scanned = 0
+        if self._discarding or end > MAX_LINE:
+            self._discarding = False
+            return True
+        return line
+
+
+async def _lines(stream: Stream, ctx: SessionContext, buffer: _Lines) -> bytes | None:
     """Next line without its terminator, or ``None`` when the peer left."""
     while True:
         line = buffer.next_line()
-        if line is OVERLONG:
+        if line is True:
             await stream.send(b"500 line too long\r\n")
             continue
         if isinstance(line, bytes):
@@ -38,7 +85,7 @@ async def _lines(stream: Stream, ctx: SessionContext, buffer: ReceiveBuffer) -> 
 
 async def run(stream: Stream, ctx: SessionContext) -> None:
     """Serve one echo session on ``stream``."""
-    buffer = ReceiveBuffer(max_line=1000)
+    buffer = _Lines()
     try:
         await stream.send(f"220 {ctx.hostname} nosend echo {ctx.service} ready\r\n".encode())
         while True:
@@ -66,7 +113,7 @@ async def run(stream: Stream, ctx: SessionContext) -> None:
                     continue
                 await stream.send(b"220 2.0.0 Ready to start TLS\r\n")
                 # RFC 3207 section 4.2: anything pipelined after STARTTLS is discarded.
-                buffer = ReceiveBuffer(max_line=1000)
+                buffer = _Lines()
                 await stream.start_tls()
                 ctx.log.event("starttls", tls_version=stream.peer.tls_version)
             elif verb == b"PEER":
@@ -90,3 +137,8 @@ async def run(stream: Stream, ctx: SessionContext) -> None:
                 await stream.send(b"250 " + line + b"\r\n")
     except StreamClosed as exc:
         ctx.log.event("stream_closed", reason=str(exc))
+
+
+def echo_session_factory(service: str) -> SessionFunc:
+    """Return the line-echo session for every ``service`` (a session factory)."""
+    return run

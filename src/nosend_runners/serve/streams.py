@@ -24,7 +24,8 @@ import anyio.lowlevel
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
-from nosend_runners.transport import PeerInfo, SessionGuard, ShutdownRequested, StreamClosed
+from nosend_runners.serve import fastpath
+from nosend_runners.session.boundary import PeerInfo, SessionGuard, ShutdownRequested, StreamClosed
 
 __all__ = ["AnyioStream", "SocketByteStream", "peer_from_socket_stream"]
 
@@ -35,13 +36,7 @@ _SEND_PIECE = 65536
 _YIELD_EVERY = 16
 
 # What a broken connection looks like from anyio, asyncio, trio and OpenSSL.
-_BROKEN = (
-    anyio.EndOfStream,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    OSError,
-    ssl.SSLError,
-)
+_BROKEN = fastpath.BROKEN
 
 
 def _host_port(address: object) -> tuple[str, int | None]:
@@ -94,9 +89,13 @@ class SocketByteStream(anyio.abc.ByteStream):
         # Asked once: a peer that already reset the connection makes getpeername fail.
         self._local = _sockname(sock.getsockname)
         self._remote = remote_address if remote_address is not None else _sockname(sock.getpeername)
-        #: On asyncio: waits for readability with the socket registered once for the
-        #: whole connection (see ``_AsyncioReadiness``).
-        self.readiness = _AsyncioReadiness(self.loop, self._fd) if self.loop else None
+        #: On asyncio with the fast paths on: waits for readability with the socket
+        #: registered once for the whole connection (see ``fastpath.AsyncioReadiness``).
+        self.readiness = (
+            fastpath.AsyncioReadiness(self.loop, self._fd)
+            if self.loop is not None and fastpath.ENABLED
+            else None
+        )
 
     def try_receive(self, max_bytes: int) -> bytes | None:
         """Bytes the socket holds now (``b""`` at EOF), or ``None`` when it would block."""
@@ -206,91 +205,8 @@ def _sockname(get: Callable[[], Any]) -> Any:
         return None
 
 
-_READABLE, _EXPIRED, _SHUTDOWN = "readable", "expired", "shutdown"
-
-
-class _AsyncioReadiness:
-    """Waits for one socket to turn readable on asyncio, each wait ended by whichever
-    comes first: data, the deadline or a shutdown (``cancel``, as ``ShutdownSignal``
-    calls it).
-
-    This runs for every command a client sends, so it avoids the per-wait costs: the
-    socket stays registered with the loop across waits (when it turns readable with
-    nobody waiting, the callback unregisters it, so nothing is ever read ahead and the
-    loop does not spin), and one timer serves many waits (it is moved only when a wait
-    needs an earlier deadline; when it fires early it re-arms for the current one).
-    """
-
-    __slots__ = ("_loop", "_fd", "_fut", "_registered", "_timer", "_deadline")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._fut: asyncio.Future[str] | None = None
-        self._registered = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline = math.inf
-
-    def _readable(self) -> None:
-        fut = self._fut
-        if fut is None or fut.done():
-            # Nobody waits: stop the level-triggered wake-ups until the next wait.
-            self._loop.remove_reader(self._fd)
-            self._registered = False
-            return
-        fut.set_result(_READABLE)
-
-    def _expired(self) -> None:
-        self._timer = None
-        fut = self._fut
-        if fut is None or fut.done() or self._deadline == math.inf:
-            return
-        if self._loop.time() >= self._deadline:
-            fut.set_result(_EXPIRED)
-        else:
-            self._timer = self._loop.call_at(self._deadline, self._expired)
-
-    def cancel(self) -> None:
-        """End the current wait as a shutdown (``ShutdownSignal.request`` calls this)."""
-        fut = self._fut
-        if fut is not None and not fut.done():
-            fut.set_result(_SHUTDOWN)
-
-    async def wait(self, deadline: float | None) -> str:
-        """Wait once: ``_READABLE``, ``_EXPIRED`` (loop time ``deadline`` passed) or
-        ``_SHUTDOWN``."""
-        loop = self._loop
-        fut = self._fut = loop.create_future()
-        if not self._registered:
-            loop.add_reader(self._fd, self._readable)
-            self._registered = True
-        if deadline is None:
-            self._deadline = math.inf
-        else:
-            self._deadline = deadline
-            timer = self._timer
-            if timer is None or timer.when() > deadline:
-                if timer is not None:
-                    timer.cancel()
-                self._timer = loop.call_at(deadline, self._expired)
-        try:
-            return await fut
-        finally:
-            self._fut = None
-
-    def release(self) -> None:
-        """Unregister the socket and drop the timer (before closing it, or before
-        someone else waits on it). Idempotent; the next ``wait`` registers again."""
-        if self._registered:
-            self._registered = False
-            self._loop.remove_reader(self._fd)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
 class AnyioStream:
-    """The seam's ``Stream`` over an ``anyio.abc.ByteStream`` (see ``transport``).
+    """The seam's ``Stream`` over an ``anyio.abc.ByteStream`` (see ``session.boundary``).
 
     Over a :class:`SocketByteStream` (a plain TCP connection) receive and send try the
     system call first and only set up a deadline when they have to wait: most calls
@@ -353,8 +269,11 @@ class AnyioStream:
             if data is not None:
                 return data
             self._ready_streak = 0
-        if raw is not None and raw.loop is not None:
-            return await self._asyncio_receive(raw, raw.loop, max_bytes, timeout, interruptible)
+        if raw is not None and raw.readiness is not None:
+            # The asyncio fast path (see fastpath); what follows is the reference path.
+            return await fastpath.receive_when_readable(
+                raw, raw.readiness, guard.shutdown, max_bytes, timeout, interruptible
+            )
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
         data = b""
         with anyio.CancelScope(deadline=deadline) as scope:
@@ -371,38 +290,6 @@ class AnyioStream:
                 raise ShutdownRequested
             raise TimeoutError(f"nothing received for {timeout} seconds")
         return data
-
-    async def _asyncio_receive(
-        self,
-        raw: SocketByteStream,
-        loop: asyncio.AbstractEventLoop,
-        max_bytes: int,
-        timeout: float | None,
-        interruptible: bool,
-    ) -> bytes:
-        readiness = raw.readiness
-        assert readiness is not None
-        shutdown = self._guard.shutdown
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            if interruptible:
-                shutdown.enter_idle(readiness)
-                try:
-                    why = await readiness.wait(deadline)
-                finally:
-                    shutdown.leave_idle(readiness)
-            else:
-                why = await readiness.wait(deadline)
-            if why == _SHUTDOWN:
-                raise ShutdownRequested
-            if why == _EXPIRED:
-                raise TimeoutError(f"nothing received for {timeout} seconds")
-            try:
-                data = raw.try_receive(max_bytes)
-            except _BROKEN:
-                return b""
-            if data is not None:
-                return data
 
     async def _wait_receive(self, raw: SocketByteStream | None, max_bytes: int) -> bytes:
         if raw is None:

@@ -17,9 +17,9 @@ import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
 
-from nosend_proto._sasl import Credentials
+from nosend_proto import Credentials
 from nosend_proto.smtp_events import Reply
-from nosend_runners.transport import PeerInfo
+from nosend_runners.session.boundary import PeerInfo
 from nosend_store import passwords
 from nosend_store.config import Config
 

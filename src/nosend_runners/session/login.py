@@ -1,11 +1,13 @@
 """Checking one set of credentials, for every session that takes a login.
 
 Owns: the sequence SMTP AUTH and POP3 USER/PASS, APOP and AUTH share: refuse an address
-that used up its attempts without checking, refuse a digest that no stored secret can
-verify (not a guess: clients such as smtplib try CRAM-MD5 first), check the password in
-a hashing thread, and on a failure count it, wait (RFC 4954 section 4 and RFC 1939 leave
-rate limiting to the server: make guessing slow) and log it. Must not: speak either
-protocol; each session turns a :class:`LoginCheck` into its own reply.
+that used up its attempts without checking, refuse a digest the backend cannot verify
+(not a guess: clients such as smtplib try CRAM-MD5 first), have the backend check the
+password in a hashing thread, and on a failure count it, wait (RFC 4954 section 4 and
+RFC 1939 leave rate limiting to the server: make guessing slow) and log it. This guard
+holds for every backend. Must not: speak either protocol (each session turns a
+:class:`LoginCheck` into its own reply) or decide whose credentials are good (the backend
+does, :class:`nosend_runners.session.backend.Authenticator`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from dataclasses import dataclass
 
 import anyio
 
-from nosend_proto._sasl import Credentials
-from nosend_runners import policy
-from nosend_runners.transport import SessionContext
-from nosend_store.config import Config
+from nosend_proto import Credentials
+from nosend_runners.session.backend import Authenticator
+from nosend_runners.session.boundary import SessionContext
 
 __all__ = ["LoginCheck", "check_login"]
 
@@ -38,15 +39,18 @@ class LoginCheck:
     now_locked: bool = False
 
 
-async def check_login(ctx: SessionContext, config: Config, credentials: Credentials) -> LoginCheck:
-    """Check ``credentials`` for the session's peer, with the delay and the log lines."""
+async def check_login(
+    ctx: SessionContext, backend: Authenticator, credentials: Credentials
+) -> LoginCheck:
+    """Check ``credentials`` with ``backend`` for the session's peer, with the lockout,
+    the delay and the log lines."""
     tracker = ctx.auth_failures
     address = ctx.peer.address
     user, mechanism = credentials.username, credentials.mechanism
     if tracker.blocked(address):
         ctx.log.warning("auth_locked_out", user=user, mechanism=mechanism)
         return LoginCheck(None, locked_out=True)
-    if not policy.verifiable(config, credentials):
+    if not backend.can_verify(credentials):
         ctx.log.event(
             "auth_failed",
             user=user,
@@ -54,7 +58,7 @@ async def check_login(ctx: SessionContext, config: Config, credentials: Credenti
             reason="no shared secret for this mechanism",
         )
         return LoginCheck(None, unverifiable=True)
-    name = await ctx.run_cpu_bound(policy.authenticate, config, credentials)
+    name = await ctx.run_cpu_bound(backend.authenticate, credentials)
     if name is None:
         failures = tracker.record_failure(address)
         await anyio.sleep(tracker.delay_for(failures))

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nosend_runners.limits import LimitSettings
-from nosend_runners.transport import SERVICES, Timeouts
+from nosend_runners.serve.limits import LimitSettings
+from nosend_runners.session.boundary import SERVICES, Timeouts
 
 if TYPE_CHECKING:
     from nosend_store.config import Config

@@ -12,8 +12,13 @@ from __future__ import annotations
 import logging
 import time
 
-from nosend_runners.streams import AnyioStream
-from nosend_runners.transport import SessionContext, SessionFunc, ShutdownRequested, StreamClosed
+from nosend_runners.serve.streams import AnyioStream
+from nosend_runners.session.boundary import (
+    SessionContext,
+    SessionFunc,
+    ShutdownRequested,
+    StreamClosed,
+)
 
 __all__ = ["run_connection"]
 

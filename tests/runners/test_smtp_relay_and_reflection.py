@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nosend_runners.harness import Harness
-from nosend_runners.smtp_session import run as smtp_session
-from nosend_runners.transport import PeerInfo
+from nosend_runners.mail.backend import run_smtp as smtp_session
+from nosend_runners.session.boundary import PeerInfo
+from nosend_runners.testing.harness import Harness
 from nosend_store.config import Config, load_config
 from tests.runners.session_support import (
     STRANGER,

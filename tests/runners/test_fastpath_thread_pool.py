@@ -1,4 +1,4 @@
-"""The asyncio worker-thread pool for blocking work (``nosend_runners.blocking``)."""
+"""The asyncio worker-thread pool for blocking work (``nosend_runners.serve.fastpath``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 import anyio
 import pytest
 
-from nosend_runners.blocking import ThreadPool
-from nosend_runners.transport import PeerInfo, ServerState, SessionContext
+from nosend_runners.serve.fastpath import ThreadPool
+from nosend_runners.session.boundary import PeerInfo, ServerState, SessionContext
 
 pytestmark = pytest.mark.anyio
 

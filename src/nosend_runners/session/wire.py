@@ -1,0 +1,84 @@
+"""What the SMTP and POP3 sessions share on the wire: receiving under a timer, and ending.
+
+Owns: :class:`WireSession`, the base of both sessions: the command timer (a timeout
+covers a whole command, so a client trickling a byte at a time cannot hold a connection
+past it: slowloris), the receive that turns a timeout or a graceful shutdown into the
+session's goodbye and :class:`Abort`, and :func:`serve_until_done`, which runs a session
+to its end and always lets it clean up. Must not: know a protocol; each session says
+its own goodbye in :meth:`WireSession.timed_out` and :meth:`WireSession.shutting_down`.
+"""
+
+from __future__ import annotations
+
+from nosend_runners.session.boundary import SessionContext, ShutdownRequested, Stream
+
+__all__ = ["Abort", "WireSession", "serve_until_done"]
+
+#: Bytes asked of the stream per receive.
+RECEIVE_SIZE = 65536
+
+
+class Abort(Exception):
+    """End the session now (the reason was already answered and logged)."""
+
+
+class WireSession:
+    """The receive loop's shared half; subclasses implement ``serve``, ``close`` and
+    the two goodbyes, and may override ``receive_timeout``."""
+
+    def __init__(self, stream: Stream, ctx: SessionContext) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        #: When we began waiting for the command now arriving (None: none under way).
+        self.command_started: float | None = None
+
+    def command_time_left(self, limit: float) -> float:
+        """Seconds left of ``limit`` for the command now arriving; starts its timer."""
+        now = self.ctx.monotonic()
+        started = self.command_started
+        if started is None:
+            self.command_started = started = now
+        return max(0.0, limit - (now - started))
+
+    def receive_timeout(self) -> float:
+        """The timeout for the next receive (the whole-command timer by default)."""
+        raise NotImplementedError
+
+    async def timed_out(self) -> None:
+        """Log and answer a timeout (the session ends after it)."""
+        raise NotImplementedError
+
+    async def shutting_down(self) -> None:
+        """Log and answer a graceful shutdown (the session ends after it)."""
+        raise NotImplementedError
+
+    async def receive(self) -> bytes:
+        """Next bytes from the client (``b""`` when it left); raises :class:`Abort`
+        after answering a timeout or a shutdown."""
+        try:
+            return await self.stream.receive(RECEIVE_SIZE, timeout=self.receive_timeout())
+        except TimeoutError:
+            await self.timed_out()
+            raise Abort from None
+        except ShutdownRequested:
+            await self.shutting_down()
+            raise Abort from None
+
+    async def serve(self) -> None:
+        """The conversation, from greeting to close."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the session holds, whatever happened (shielded as needed)."""
+        raise NotImplementedError
+
+
+async def serve_until_done(session: WireSession) -> None:
+    """Run ``session`` to its end: an :class:`Abort` is a normal end; ``close`` always
+    runs."""
+    try:
+        await session.serve()
+    except Abort:
+        pass
+    finally:
+        await session.close()
