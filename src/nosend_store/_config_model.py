@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import Literal
 
 from nosend_store import passwords
-
-_T = TypeVar("_T")
 
 #: The network type of ``trusted_networks``.
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -286,26 +284,6 @@ class Config:
     warnings: tuple[tuple[int, str], ...] = ()
     #: Where postmaster mail goes: a mailbox name or an address (None: no mailboxes).
     postmaster: str | None = None
-    # Objects derived from this configuration and reused while it is in force (see
-    # derived()). Not part of the value: left out of ==, repr and the constructor.
-    _derived: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def derived(self, key: str, make: Callable[[], _T]) -> _T:
-        """The object stored under ``key`` for this configuration, made by ``make()`` on
-        first use.
-
-        For per-message work that only depends on the configuration (e.g. delivery's
-        Maildir objects with their checked paths and name generators): a reload builds a
-        new :class:`Config`, so what was derived from the old one is never used with the
-        new one. Safe from several threads: racing first calls may each run ``make``, and
-        all of them get the one object that was stored. ``key`` names the caller (use the
-        module name) and must always be used with the same type of object.
-        """
-        try:
-            return cast(_T, self._derived[key])
-        except KeyError:
-            return cast(_T, self._derived.setdefault(key, make()))
-
     def is_local_domain(self, domain: str) -> bool:
         """Whether ``domain`` (any case, optional trailing dot) is a local domain."""
         return domain.lower().rstrip(".") in self.domains

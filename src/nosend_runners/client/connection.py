@@ -22,7 +22,7 @@ from typing import Literal
 
 import anyio
 import anyio.abc
-from anyio.streams.tls import TLSStream
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from nosend_runners.client.tls import check_fingerprint, client_context
 
@@ -179,7 +179,7 @@ async def _handshake(
     except (anyio.BrokenResourceError, anyio.EndOfStream, OSError, ssl.SSLError) as exc:
         raise UpstreamError(f"{where}: TLS handshake failed ({exc})") from None
     if fingerprint is not None:
-        ssl_object = stream.extra(anyio.streams.tls.TLSAttribute.ssl_object)
+        ssl_object = stream.extra(TLSAttribute.ssl_object)
         try:
             check_fingerprint(ssl_object, fingerprint)
         except Exception as exc:
