@@ -43,8 +43,8 @@ def client_events(conn: ClientConnection) -> list[ClientEvent]:
             return out
         assert not isinstance(event, type(NEED_DATA))
         out.append(event)
-        if isinstance(event, ConnectionClosed):
-            return out
+        if isinstance(event, ConnectionClosed | TLSHandshakeNeeded):
+            return out  # after TLSHandshakeNeeded, next_event() waits for start_tls_done()
 
 
 def crlf(text: str) -> bytes:
