@@ -75,6 +75,9 @@ Decisions (the RFCs leave them to the implementation):
   after an empty 334 challenge, on a line of up to 12288 octets (same section).
 * DSN parameters go out only when DSN is offered; otherwise they are dropped and the
   MessageResult says so (``dsn_dropped``).
+* Pipelining deadlock (RFC 2920 section 3.1): replies keep coming while a long batch is
+  written; a runner must read them while it writes (or write in bounded pieces and read
+  between them), or a server whose output buffer is full stops reading.
 * A peer's protocol violation (not a reply line, over-long line or reply, a reply nobody
   asked for, bytes after the 220 to STARTTLS) raises ``RemoteProtocolError``, and every
   later call raises it again: close the connection. A transaction without an accepted
@@ -165,6 +168,19 @@ class ClientState(enum.Enum):
     BODY = "body"  # send BodyChunk..., EndOfBody
     QUITTING = "quitting"  # QUIT sent
     CLOSED = "closed"
+
+
+# States in which the application has nothing to send until a reply comes.
+_WAIT_STATES = frozenset(
+    {
+        ClientState.GREETING,
+        ClientState.EHLO,
+        ClientState.STARTTLS,
+        ClientState.AUTH,
+        ClientState.WAITING,
+        ClientState.QUITTING,
+    }
+)
 
 
 class _Kind(enum.Enum):
@@ -276,6 +292,16 @@ class ClientConnection:
     def replies_owed(self) -> int:
         """Replies the server still owes for commands already sent (or being sent)."""
         return len(self._expect)
+
+    @property
+    def needs_reply(self) -> bool:
+        """True when the application can send nothing more until the server answers.
+
+        False in READY and BODY even with replies owed (pipelining: send on), and in
+        TLS_PENDING (run the handshake). Each time it is true after a write is one round
+        trip.
+        """
+        return self._state in _WAIT_STATES and bool(self._expect)
 
     @property
     def pipelining(self) -> bool:

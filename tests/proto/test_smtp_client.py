@@ -451,3 +451,41 @@ def test_application_misuse_raises_local_errors() -> None:
         Recipient("b@c.d>\r\nDATA")
     with pytest.raises(LocalProtocolError):
         Recipient("b@c.d", notify=("NEVER", "SUCCESS"))
+
+
+def test_long_lines_pass_unchanged() -> None:
+    # RFC 5321 section 4.5.3.1.6 limits lines to 1000 octets; the engine neither folds
+    # nor refuses them (the server decides): here a server that takes any length.
+    line = b"x" * 5000 + b"\r\n"
+    for server in (FULL, NO_CHUNKING):
+        config = SMTPServerConfig(hostname=HOST, max_text_line=0, chunking=server.chunking)
+        link = Link(server=config)
+        Mailer(link, [(txn("a@example.org"), chunks(line, [999]))]).run()
+        assert link.server.messages == [line]
+    # Our default server refuses it after reading it: a permanent failure, reported.
+    link = Link(server=FULL)
+    [result] = Mailer(link, [(txn("a@example.org"), [line])]).run()
+    assert result.reply is not None and result.reply.code == 550 and not result.accepted
+
+
+def test_needs_reply_tells_when_the_application_must_wait() -> None:
+    conn = scripted()
+    assert conn.needs_reply and conn.replies_owed == 1  # the greeting
+    conn.receive_data(crlf("220 hi\n" + EHLO_REPLY))
+    client_events(conn)
+    assert not conn.needs_reply and conn.replies_owed == 0 and conn.state is ClientState.READY
+    conn.send(txn("a@example.org"))
+    client_events(conn)
+    conn.send(EndOfBody())
+    # Pipelined: three replies owed, but the application may send the next message.
+    assert conn.replies_owed == 3 and not conn.needs_reply
+    conn.send(Quit())
+    assert conn.replies_owed == 4 and conn.needs_reply
+
+
+def test_lock_step_client_waits_after_each_command() -> None:
+    config = SMTPClientConfig(local_hostname="boat.example.net", pipelining=False)
+    link = Link(config, FULL)
+    Mailer(link, [message(1)]).run()
+    # Offered, but not allowed by the configuration: one command per round trip, DATA.
+    assert link.round_trips == 6 and b"DATA\r\n" in link.writes
