@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 
 from nosend_proto._errors import RemoteProtocolError
-from nosend_proto._receivebuffer import OVERLONG, ReceiveBuffer
 from nosend_proto.smtp_client_events import Extensions
 from nosend_proto.smtp_events import Reply
 
@@ -34,43 +33,54 @@ class ReplyReader:
     """Turn received bytes into :class:`Reply` values, one complete reply at a time.
 
     Raises :class:`RemoteProtocolError` for a line that is not a reply line, a code that
-    changes within a reply, a line over ``max_line`` or a reply over ``max_lines`` lines.
-    Memory: at most ``max_line`` buffered, plus what was fed since the last call.
+    changes within a reply, a line over ``max_line`` (as soon as it is longer, without
+    waiting for its end) or a reply over ``max_lines`` lines. Searching for line ends
+    never rescans what was searched already, so a server trickling bytes costs linear
+    time. Memory: ``max_line`` octets of a partial line, plus what was fed since the
+    last call, plus the lines of the reply being read.
     """
 
-    __slots__ = ("_buf", "max_lines", "_code", "_texts")
+    __slots__ = ("_data", "_scanned", "max_line", "max_lines", "_code", "_texts")
 
     def __init__(self, max_line: int, max_lines: int) -> None:
-        self._buf = ReceiveBuffer(max_line)
+        self._data = bytearray()
+        self._scanned = 0  # octets of _data known to hold no LF
+        #: The longest reply line accepted, terminator included.
+        self.max_line = max_line
+        #: The most lines one reply may have.
         self.max_lines = max_lines
         self._code = b""
         self._texts: list[str] = []
 
-    @property
-    def max_line(self) -> int:
-        """The longest reply line held (terminator included)."""
-        return self._buf.max_line
-
-    @max_line.setter
-    def max_line(self, value: int) -> None:
-        self._buf.max_line = value
-
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
-        self._buf.feed(data)
+        self._data += data
 
     def pending(self) -> int:
         """Octets received and not yet part of a returned reply."""
-        return len(self._buf) + sum(len(t) for t in self._texts)
+        return len(self._data) + sum(len(t) for t in self._texts)
+
+    def _next_line(self) -> bytes | None:
+        data = self._data
+        end = data.find(b"\n", self._scanned) + 1
+        if not end:
+            if len(data) >= self.max_line:
+                raise RemoteProtocolError(f"reply line longer than {self.max_line} octets")
+            self._scanned = len(data)
+            return None
+        if end > self.max_line:
+            raise RemoteProtocolError(f"reply line longer than {self.max_line} octets")
+        line = bytes(data[:end])
+        del data[:end]
+        self._scanned = 0
+        return line
 
     def next_reply(self) -> Reply | None:
         """The next complete reply, or ``None`` when more data is needed."""
         while True:
-            line = self._buf.next_line()
+            line = self._next_line()
             if line is None:
                 return None
-            if line is OVERLONG or not isinstance(line, bytes):
-                raise RemoteProtocolError(f"reply line longer than {self._buf.max_line} octets")
             match = _LINE_RE.match(line)
             if match is None:
                 raise RemoteProtocolError(f"not an SMTP reply line: {line[:40]!r}")
@@ -91,7 +101,8 @@ class ReplyReader:
     def clear(self) -> int:
         """Drop everything buffered; return how many octets were dropped."""
         dropped = self.pending()
-        self._buf.clear()
+        self._data.clear()
+        self._scanned = 0
         self._texts = []
         self._code = b""
         return dropped

@@ -410,6 +410,7 @@ def test_server_closing_loses_the_transaction_in_flight() -> None:
         b"hello there\r\n",  # not a reply line
         b"220-one\r\n250 two\r\n",  # the code changes inside a reply
         b"220 " + b"x" * 3000 + b"\r\n",  # over max_reply_line
+        b"220 " + b"x" * 3000,  # ... known before the line ends: no need to wait for it
         b"220-x\r\n" * 300 + b"220 x\r\n",  # over max_reply_lines
         b"199 what\r\n",  # RFC 5321 section 4.2: no such code
     ],
