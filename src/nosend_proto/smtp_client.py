@@ -112,12 +112,11 @@ import base64
 import binascii
 import enum
 from collections import deque
-from dataclasses import dataclass, field
 
-from nosend_proto import _smtp_grammar as grammar
 from nosend_proto._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from nosend_proto._sasl import CLIENT_MECHANISMS, SaslClient
-from nosend_proto._smtp_client_wire import DotStuffer, LineEnds, ReplyReader, parse_ehlo
+from nosend_proto._smtp_client_txn import Expect, Kind, Txn, plan_transaction
+from nosend_proto._smtp_client_wire import ReplyReader, parse_ehlo
 from nosend_proto.smtp_client_events import (
     NEED_DATA,
     Authenticate,
@@ -133,7 +132,6 @@ from nosend_proto.smtp_client_events import (
     MessageResult,
     Quit,
     Ready,
-    Recipient,
     RecipientResult,
     Reply,
     SendBody,
@@ -183,53 +181,6 @@ _WAIT_STATES = frozenset(
 )
 
 
-class _Kind(enum.Enum):
-    """What a command in flight was, to read its reply."""
-
-    GREETING = "greeting"
-    EHLO = "EHLO"
-    HELO = "HELO"
-    STARTTLS = "STARTTLS"
-    AUTH = "AUTH"
-    RSET = "RSET"
-    MAIL = "MAIL"
-    RCPT = "RCPT"
-    DATA = "DATA"
-    BDAT = "BDAT"
-    BDAT_LAST = "BDAT LAST"
-    DOT = "end of data"
-    QUIT = "QUIT"
-
-
-@dataclass(slots=True, eq=False)
-class _Txn:
-    """A transaction in flight (mutable, private)."""
-
-    transaction: Transaction
-    bdat: bool
-    allow_8bit: bool
-    dsn_dropped: bool
-    # Lock-step: commands not yet sent, each with its kind and recipient index.
-    unsent: deque[tuple[_Kind, bytes, int]] = field(default_factory=deque)
-    mail_accepted: bool = False
-    failure: Reply | None = None  # the reply that failed the transaction early
-    local_reason: str | None = None
-    results: list[RecipientResult] = field(default_factory=list)
-    done: bool = False
-    line_ends: LineEnds = field(default_factory=LineEnds)
-    stuffer: DotStuffer = field(default_factory=DotStuffer)
-    pending: bytearray = field(default_factory=bytearray)  # BDAT octets not yet sent
-
-
-@dataclass(slots=True, eq=False)
-class _Expect:
-    """A reply the server owes, in order."""
-
-    kind: _Kind
-    txn: _Txn | None = None
-    index: int = 0  # the recipient, for RCPT
-
-
 _RSET = b"RSET\r\n"
 _QUIT = b"QUIT\r\n"
 
@@ -250,7 +201,7 @@ class ClientConnection:
         self._reader = ReplyReader(config.max_reply_line, config.max_reply_lines)
         self._out = bytearray()
         self._events: deque[ClientEvent] = deque()
-        self._expect: deque[_Expect] = deque([_Expect(_Kind.GREETING)])
+        self._expect: deque[Expect] = deque([Expect(Kind.GREETING)])
         self._ext = Extensions()
         self._tls = config.tls_active
         self._helo_used = False
@@ -261,9 +212,9 @@ class ClientConnection:
         self._auth_steps = 0
         self._authenticated: str | None = None
         self._server_open = False  # the server may be inside a transaction (RSET first)
-        self._inflight: list[_Txn] = []  # transactions without a MessageResult yet
-        self._current: _Txn | None = None  # the transaction whose body is being sent
-        self._waiting: _Txn | None = None  # the transaction WAITING waits for
+        self._inflight: list[Txn] = []  # transactions without a MessageResult yet
+        self._current: Txn | None = None  # the transaction whose body is being sent
+        self._waiting: Txn | None = None  # the transaction WAITING waits for
         self._tls_injected = 0
 
     # -- public state ------------------------------------------------------------------
@@ -375,46 +326,46 @@ class ClientConnection:
 
     # -- replies -----------------------------------------------------------------------
 
-    def _on_reply(self, expect: _Expect, reply: Reply) -> None:
+    def _on_reply(self, expect: Expect, reply: Reply) -> None:
         kind = expect.kind
-        if kind is _Kind.GREETING:
+        if kind is Kind.GREETING:
             if reply.code == 220:
                 self._events.append(Greeting(reply))
                 self._hello(extended=True)
             else:
                 # RFC 5321 section 3.1: a 554 greeting; the client should send QUIT.
                 self._session_failed("greeting", reply)
-        elif kind is _Kind.EHLO or kind is _Kind.HELO:
+        elif kind is Kind.EHLO or kind is Kind.HELO:
             self._on_hello(kind, reply)
-        elif kind is _Kind.STARTTLS:
+        elif kind is Kind.STARTTLS:
             self._on_starttls(reply)
-        elif kind is _Kind.AUTH:
+        elif kind is Kind.AUTH:
             self._on_auth(reply)
-        elif kind is _Kind.QUIT:
+        elif kind is Kind.QUIT:
             self._close(reply)
         elif expect.txn is not None:
             self._on_txn_reply(expect, expect.txn, reply)
 
-    def _write(self, data: bytes, kind: _Kind, txn: _Txn | None = None, index: int = 0) -> None:
+    def _write(self, data: bytes, kind: Kind, txn: Txn | None = None, index: int = 0) -> None:
         if self._closing:
             return
         self._out += data
-        self._expect.append(_Expect(kind, txn, index))
+        self._expect.append(Expect(kind, txn, index))
 
     def _hello(self, extended: bool) -> None:
         verb = "EHLO" if extended else "HELO"
-        self._write(f"{verb} {self.config.local_hostname}\r\n".encode(), _Kind[verb])
+        self._write(f"{verb} {self.config.local_hostname}\r\n".encode(), Kind[verb])
         self._state = ClientState.EHLO
 
-    def _on_hello(self, kind: _Kind, reply: Reply) -> None:
+    def _on_hello(self, kind: Kind, reply: Reply) -> None:
         if reply.code == 250:
-            if kind is _Kind.EHLO:
+            if kind is Kind.EHLO:
                 self._ext = parse_ehlo(reply)
             else:
                 self._ext = Extensions()
                 self._helo_used = True
             self._after_hello()
-        elif kind is _Kind.EHLO and 500 <= reply.code < 600:
+        elif kind is Kind.EHLO and 500 <= reply.code < 600:
             # RFC 5321 section 4.1.1.1 / 3.2: a server that does not know EHLO answers
             # 5xx; the client then falls back to HELO.
             self._hello(extended=False)
@@ -425,7 +376,7 @@ class ClientConnection:
         cfg = self.config
         if not self._tls and cfg.starttls and "STARTTLS" in self._ext.keywords:
             self._out += b"STARTTLS\r\n"
-            self._expect.append(_Expect(_Kind.STARTTLS))
+            self._expect.append(Expect(Kind.STARTTLS))
             self._state = ClientState.STARTTLS
         elif not self._tls and cfg.require_tls:
             # No AUTH and no MAIL in cleartext: the application asked for TLS.
@@ -474,7 +425,7 @@ class ClientConnection:
         self._quit()
 
     def _quit(self) -> None:
-        self._write(_QUIT, _Kind.QUIT)
+        self._write(_QUIT, Kind.QUIT)
         self._state = ClientState.QUITTING
 
     def _close(self, reply: Reply | None) -> None:
@@ -486,11 +437,11 @@ class ClientConnection:
         self._closing = True
         while self._expect:
             expect = self._expect.popleft()
-            if reply is not None and expect.kind is not _Kind.QUIT:
+            if reply is not None and expect.kind is not Kind.QUIT:
                 self._on_reply(expect, reply)
             elif expect.txn is not None and not expect.txn.done:
                 self._finish(expect.txn, None, "connection-lost")
-            elif expect.kind is _Kind.AUTH and self._sasl is not None:
+            elif expect.kind is Kind.AUTH and self._sasl is not None:
                 self._events.append(AuthFailed(self._sasl.mechanism, None, "connection-lost"))
                 self._sasl = None
         for txn in list(self._inflight):
@@ -537,7 +488,7 @@ class ClientConnection:
         self._sasl = sasl
         self._auth_steps = 0
         self._reader.max_line = max(self.config.max_reply_line, MAX_AUTH_LINE + 6)
-        self._write(line, _Kind.AUTH)
+        self._write(line, Kind.AUTH)
         self._state = ClientState.AUTH
 
     def _on_auth(self, reply: Reply) -> None:
@@ -554,7 +505,7 @@ class ClientConnection:
                 response = b"*"  # RFC 4954 section 4: cancel; the server answers 501
             if self._auth_steps > _MAX_AUTH_STEPS:
                 response = b"*"
-            self._write(response + b"\r\n", _Kind.AUTH)
+            self._write(response + b"\r\n", Kind.AUTH)
             return
         self._sasl = None
         self._reader.max_line = self.config.max_reply_line
@@ -571,48 +522,22 @@ class ClientConnection:
     def _send_transaction(self, t: Transaction) -> None:
         if self._state is not ClientState.READY:
             raise LocalProtocolError(f"a Transaction cannot be sent in state {self._state.name}")
-        ext = self._ext
-        kw = ext.keywords
-        # Refuse locally, before a byte is sent (see the module docstring).
-        reason = None
-        if t.size is not None and ext.size and t.size > ext.size:
-            reason = "size"  # RFC 1870 section 6.1
-        elif t.needs_smtputf8 and "SMTPUTF8" not in kw:
-            reason = "smtputf8"  # RFC 6531 section 3.2
-        elif t.eight_bit and "8BITMIME" not in kw:
-            reason = "8bitmime"  # RFC 6152 section 3
-        wants_dsn = bool(t.ret or t.envid) or any(r.notify or r.orcpt for r in t.recipients)
-        dsn = "DSN" in kw
-        if reason is not None:
-            self._events.append(MessageResult(t, None, (), reason, wants_dsn and not dsn))
+        plan = plan_transaction(t, self._ext)
+        if isinstance(plan, str):
+            # Refused locally, before a byte is sent (see the module docstring).
+            self._events.append(MessageResult(t, None, (), plan))
             return
-        params: list[str] = []
-        if t.size is not None and ext.size is not None:
-            params.append(f"SIZE={t.size}")  # RFC 1870 section 6
-        if "8BITMIME" in kw and t.eight_bit is not False:
-            params.append("BODY=8BITMIME")  # RFC 6152 section 2
-        if t.needs_smtputf8:
-            params.append("SMTPUTF8")  # RFC 6531 section 3.4
-        if dsn:
-            # RFC 3461 sections 4.3 and 4.4.
-            if t.ret:
-                params.append(f"RET={t.ret}")
-            if t.envid:
-                params.append(f"ENVID={grammar.xtext_encode(t.envid)}")
-        allow_8bit = "8BITMIME" in kw and t.eight_bit is not False or t.needs_smtputf8
-        txn = _Txn(t, self.chunking, allow_8bit, wants_dsn and not dsn)
-        commands: list[tuple[_Kind, bytes, int]] = []
+        txn = Txn(t, self.chunking, plan.allow_8bit, plan.dsn_dropped)
+        commands: list[tuple[Kind, bytes, int]] = []
         # A BDAT transaction in flight may still leave the server inside it (every RCPT
         # refused: the BDAT gets 554 and MAIL stays open); RSET costs no round trip.
         if self._server_open or any(other.bdat for other in self._inflight):
-            commands.append((_Kind.RSET, _RSET, 0))  # RFC 5321 section 4.1.1.5
+            commands.append((Kind.RSET, _RSET, 0))  # RFC 5321 section 4.1.1.5
             self._server_open = False
-        mail = f"MAIL FROM:<{t.mail_from}>" + "".join(" " + p for p in params)
-        commands.append((_Kind.MAIL, mail.encode() + b"\r\n", 0))
-        for index, rcpt in enumerate(t.recipients):
-            commands.append((_Kind.RCPT, _rcpt_line(rcpt, dsn), index))
+        commands.append((Kind.MAIL, plan.mail, 0))
+        commands += [(Kind.RCPT, line, index) for index, line in enumerate(plan.rcpts)]
         if not txn.bdat:
-            commands.append((_Kind.DATA, b"DATA\r\n", 0))
+            commands.append((Kind.DATA, b"DATA\r\n", 0))
         if self.pipelining:
             # RFC 2920 section 3.1: RSET, MAIL and RCPT anywhere in a group, DATA last;
             # RFC 3030 section 4.2: BDAT may follow in the same group.
@@ -629,51 +554,51 @@ class ClientConnection:
         else:
             self._wait_for(txn)
 
-    def _wait_for(self, txn: _Txn) -> None:
+    def _wait_for(self, txn: Txn) -> None:
         self._state = ClientState.WAITING
         self._waiting = txn
 
-    def _advance(self, txn: _Txn) -> None:
+    def _advance(self, txn: Txn) -> None:
         """Lock-step: send the transaction's next command, if it should go on."""
         if txn.unsent and not txn.done:
             kind, line, index = txn.unsent.popleft()
             self._write(line, kind, txn, index)
 
-    def _begin_body(self, txn: _Txn) -> None:
+    def _begin_body(self, txn: Txn) -> None:
         self._current = txn
         self._waiting = None
         self._state = ClientState.BODY
         self._events.append(SendBody(txn.transaction))
 
-    def _on_txn_reply(self, expect: _Expect, txn: _Txn, reply: Reply) -> None:
+    def _on_txn_reply(self, expect: Expect, txn: Txn, reply: Reply) -> None:
         kind = expect.kind
         ok = 200 <= reply.code < 300
-        if kind is _Kind.RSET:
+        if kind is Kind.RSET:
             pass  # a failed RSET shows in the MAIL reply that follows
-        elif kind is _Kind.MAIL:
+        elif kind is Kind.MAIL:
             txn.mail_accepted = ok
             if not ok:
                 txn.failure = reply
                 if not self.pipelining:
                     self._finish(txn, reply)  # RFC 5321 section 3.3: nothing more to send
                     return
-        elif kind is _Kind.RCPT:
+        elif kind is Kind.RCPT:
             result = RecipientResult(txn.transaction.recipients[expect.index], reply)
             txn.results.append(result)
             self._events.append(result)
-            if not self.pipelining and txn.unsent and txn.unsent[0][0] is _Kind.DATA:
+            if not self.pipelining and txn.unsent and txn.unsent[0][0] is Kind.DATA:
                 # Lock-step, every RCPT is answered and only DATA is left.
                 if not any(r.accepted for r in txn.results):
                     self._server_open = txn.mail_accepted
                     self._finish(txn, None, "no-recipients")
                     return
-        elif kind is _Kind.DATA:
+        elif kind is Kind.DATA:
             if reply.code == 354 and not self._closing:
                 if txn.failure is not None or not any(r.accepted for r in txn.results):
                     # RFC 2920 section 3.1: a 354 must be answered with a body even
                     # when nothing else succeeded; an empty one ends it at once.
                     txn.local_reason = "no-recipients"
-                    self._write(b".\r\n", _Kind.DOT, txn)
+                    self._write(b".\r\n", Kind.DOT, txn)
                 else:
                     self._begin_body(txn)
                 return
@@ -682,10 +607,10 @@ class ClientConnection:
             self._server_open = txn.mail_accepted
             self._finish(txn, txn.failure)
             return
-        elif kind is _Kind.BDAT:
+        elif kind is Kind.BDAT:
             if not ok and txn.failure is None:
                 txn.failure = reply  # RFC 3030 section 2: the transaction has failed
-        elif kind is _Kind.BDAT_LAST or kind is _Kind.DOT:
+        elif kind is Kind.BDAT_LAST or kind is Kind.DOT:
             final = txn.failure or reply
             if not (200 <= final.code < 300) and txn.bdat and txn.mail_accepted:
                 self._server_open = True
@@ -693,7 +618,7 @@ class ClientConnection:
             return
         self._advance(txn)
 
-    def _finish(self, txn: _Txn, reply: Reply | None, local: str | None = None) -> None:
+    def _finish(self, txn: Txn, reply: Reply | None, local: str | None = None) -> None:
         if txn.done:
             return
         txn.done = True
@@ -729,11 +654,11 @@ class ClientConnection:
         if len(txn.pending) >= self.config.bdat_chunk_size:
             self._bdat(txn, last=False)
 
-    def _bdat(self, txn: _Txn, last: bool) -> None:
+    def _bdat(self, txn: Txn, last: bool) -> None:
         # RFC 3030 section 2: "BDAT" SP chunk-size [ SP end-marker ] CRLF, then octets.
         size = len(txn.pending)
         head = f"BDAT {size} LAST\r\n" if last else f"BDAT {size}\r\n"
-        kind = _Kind.BDAT_LAST if last else _Kind.BDAT
+        kind = Kind.BDAT_LAST if last else Kind.BDAT
         self._write(head.encode() + bytes(txn.pending), kind, txn)
         txn.pending.clear()
 
@@ -747,13 +672,13 @@ class ClientConnection:
         else:
             # RFC 5321 section 4.1.1.4: the body ends with CRLF "." CRLF.
             self._out += txn.stuffer.feed(tail)
-            self._write(b".\r\n", _Kind.DOT, txn)
+            self._write(b".\r\n", Kind.DOT, txn)
         if self.pipelining:
             self._state = ClientState.READY
         else:
             self._wait_for(txn)
 
-    def _body_txn(self) -> _Txn:
+    def _body_txn(self) -> Txn:
         if self._state is not ClientState.BODY or self._current is None:
             raise LocalProtocolError("no body is being sent: wait for SendBody")
         return self._current
@@ -786,14 +711,3 @@ class ClientConnection:
         else:
             raise LocalProtocolError(f"send() takes a command, not {type(command).__name__}")
         return self.data_to_send()
-
-
-def _rcpt_line(rcpt: Recipient, dsn: bool) -> bytes:
-    line = f"RCPT TO:<{rcpt.address}>"
-    if dsn:
-        # RFC 3461 section 4.1 (NOTIFY) and 4.2 (ORCPT=addr-type;xtext).
-        if rcpt.notify:
-            line += " NOTIFY=" + ",".join(rcpt.notify)
-        if rcpt.orcpt:
-            line += f" ORCPT={rcpt.orcpt.addr_type};{grammar.xtext_encode(rcpt.orcpt.address)}"
-    return line.encode() + b"\r\n"
