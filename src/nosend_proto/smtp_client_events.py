@@ -365,6 +365,31 @@ class MessageResult:
             return self.local_reason == "connection-lost"
         return 400 <= self.reply.code < 500
 
+    @property
+    def delivered(self) -> tuple[Recipient, ...]:
+        """The recipients the server took responsibility for (none unless accepted)."""
+        if not self.accepted:
+            return ()
+        return tuple(r.recipient for r in self.recipients if r.accepted)
+
+    @property
+    def retry(self) -> tuple[Recipient, ...]:
+        """The recipients to try again later; the others were delivered or failed.
+
+        A recipient refused with 4xx is retried whatever became of the message; one
+        accepted (or never answered) is retried when the message failed temporarily
+        (4xx, or the connection was lost). A 5xx for the recipient or the message, or a
+        local refusal, is final: the application owes the sender a bounce.
+        """
+        out = []
+        for index, recipient in enumerate(self.transaction.recipients):
+            result = self.recipients[index] if index < len(self.recipients) else None
+            if result is not None and result.temporary:
+                out.append(recipient)
+            elif (result is None or result.accepted) and self.temporary:
+                out.append(recipient)
+        return tuple(out)
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionClosed:

@@ -214,3 +214,8 @@ def test_each_transaction_gets_one_result_and_accepted_means_acknowledged(
     # Accepted by the client exactly when acknowledged by the server (mail is sacred).
     accepted = [b"message %d\r\n" % int(r.transaction.mail_from[1]) for r in results if r.accepted]
     assert accepted == acknowledged
+    # Every recipient of every result is exactly one of delivered, retried or failed,
+    # and only an acknowledged message has delivered recipients.
+    for r in results:
+        assert not set(map(id, r.delivered)) & set(map(id, r.retry))
+        assert bool(r.delivered) == r.accepted

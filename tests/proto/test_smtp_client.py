@@ -231,6 +231,8 @@ def test_a_result_per_recipient(server: SMTPServerConfig) -> None:
     assert temporary.temporary and temporary.reply.code == 450
     assert permanent.permanent and permanent.reply.code == 550
     assert link.server.messages == [b"hi\r\n"]
+    assert [r.address for r in result.delivered] == ["alice@example.org"]
+    assert [r.address for r in result.retry] == ["later@example.org"]
 
 
 @pytest.mark.parametrize("server", [FULL, NO_CHUNKING, LOCK_STEP], ids=["bdat", "data", "lock"])
@@ -241,7 +243,8 @@ def test_every_recipient_refused_then_the_next_message_still_goes(
     refused = txn("nobody@example.org", "later@example.org")
     results = Mailer(link, [(refused, [b"lost\r\n"]), (txn("a@example.org"), [b"ok\r\n"])]).run()
     first = results[0]
-    assert not first.accepted
+    assert not first.accepted and first.delivered == ()
+    assert [r.address for r in first.retry] == ["later@example.org"]  # the 450 only
     assert [r.reply.code for r in first.recipients] == [550, 450]
     assert results[1].accepted
     assert link.server.messages == [b"ok\r\n"]
@@ -263,6 +266,7 @@ def test_mail_refused(server: SMTPServerConfig) -> None:
     results = Mailer(link, [(t, [b"spam\r\n"]), message(2)]).run()
     assert results[0].reply is not None and results[0].reply.code == 550
     assert not results[0].accepted and results[1].accepted
+    assert results[0].retry == () and results[0].delivered == ()  # 5xx: bounce
     assert len(link.server.messages) == 1
     if server is LOCK_STEP:
         assert b"RCPT TO:<a@example.org>\r\n" not in link.writes[:3]
@@ -401,6 +405,8 @@ def test_server_closing_loses_the_transaction_in_flight() -> None:
     result = next(e for e in events if isinstance(e, MessageResult))
     assert result.reply is None and result.local_reason == "connection-lost"
     assert result.temporary and len(result.recipients) == 1
+    # Accepted recipient, no final reply: nothing delivered, everything retried.
+    assert result.delivered == () and result.retry == result.transaction.recipients
     assert isinstance(events[-1], ConnectionClosed)
 
 
