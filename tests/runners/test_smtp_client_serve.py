@@ -1,9 +1,9 @@
 """The SMTP client engine delivers to a real ``nosend serve`` over a blocking socket.
 
 The least application around the engine: a socket, ``sendall`` and ``recv`` (and
-``ssl.wrap_socket`` for STARTTLS). The server
-is our own, run as a user would (a subprocess on a free 127.0.0.1 port, stopped by its
-pid); what arrives is read back from the Maildir.
+``wrap_socket`` for STARTTLS). The server is our own, run as a user would (a subprocess
+on a free 127.0.0.1 port, stopped by its pid); what arrives is read back from the
+Maildir or the outbound queue.
 """
 
 from __future__ import annotations
