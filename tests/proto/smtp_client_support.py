@@ -65,6 +65,7 @@ class Link:
         self.server = Harness(server or SMTPServerConfig(hostname=HOST), app)
         self.round_trips = 0
         self.writes: list[bytes] = []  # what the client wrote, one item per round trip
+        self.replies: list[bytes] = []  # what the server answered, one item per round trip
         self._outgoing = bytearray()
         self.client.receive_data(self.server.greet())
 
@@ -80,6 +81,7 @@ class Link:
         self.round_trips += 1
         self.writes.append(data)
         replies = self.server.feed(data)
+        self.replies.append(replies)
         if self.server.conn.state is SMTPState.TLS_PENDING:
             self.server.conn.start_tls_done()  # the "handshake" of an in-memory link
         self.client.receive_data(replies)
