@@ -83,25 +83,31 @@ Decisions (the RFCs leave them to the implementation):
   later call raises it again: close the connection. A transaction without an accepted
   MessageResult was never delivered.
 
-How to drive it::
+How to drive it (``needs_reply`` is true exactly when nothing can be sent before the
+server answers; each such wait is one round trip)::
 
     conn = ClientConnection(SMTPClientConfig(local_hostname="boat.example"))
     while True:
         event = conn.next_event()
         if event is NEED_DATA:
             write(conn.data_to_send())             # RFC 2920: flush before waiting
-            if conn.replies_owed == 0: send a command (see below) or stop
+            if conn.replies_owed == 0:
+                send the next command, or stop     # reading would wait for ever
             conn.receive_data(read())              # b"" when the server closed
         elif isinstance(event, TLSHandshakeNeeded):
             upgrade(); conn.start_tls_done()
         elif isinstance(event, Ready):
-            write(conn.send(Authenticate(user, secret)))     # optional, then:
+            write(conn.send(Authenticate(user, secret)))    # or straight to a Transaction
+        elif isinstance(event, AuthSucceeded):
             write(conn.send(Transaction(sender, (Recipient(rcpt),), size=n)))
         elif isinstance(event, SendBody):
             for chunk in stored_message: write(conn.send(BodyChunk(chunk)))
-            write(conn.send(EndOfBody()))          # then the next Transaction, or Quit
+            write(conn.send(EndOfBody()))
+            if conn.state is ClientState.READY:    # pipelining: no need to wait
+                write(conn.send(next_transaction_or_Quit()))
         elif isinstance(event, MessageResult):
-            record(event)                          # only .accepted leaves the queue
+            record(event)      # .delivered may leave the queue; .retry stays in it
+            if conn.state is ClientState.READY: write(conn.send(next_or_Quit()))
         elif isinstance(event, ConnectionClosed):
             close(); break
 """
