@@ -163,12 +163,11 @@ class LineEnds:
     says whether an LF follows. Tracks whether the output so far ends a line.
     """
 
-    __slots__ = ("_cr", "at_line_start", "size")
+    __slots__ = ("_cr", "at_line_start")
 
     def __init__(self) -> None:
         self._cr = False
         self.at_line_start = True  # nothing sent yet: the body starts a line
-        self.size = 0  # octets returned so far
 
     def feed(self, data: bytes) -> bytes:
         """Normalise one chunk; the result never ends with a lone CR."""
@@ -181,7 +180,6 @@ class LineEnds:
             data = _ANY_EOL_RE.sub(b"\r\n", data)
         if data:
             self.at_line_start = data.endswith(b"\r\n")
-            self.size += len(data)
         return data
 
     def finish(self) -> bytes:
@@ -189,7 +187,6 @@ class LineEnds:
         tail = b"\r\n" if self._cr or not self.at_line_start else b""
         self._cr = False
         self.at_line_start = True
-        self.size += len(tail)
         return tail
 
 

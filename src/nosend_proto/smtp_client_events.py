@@ -145,12 +145,14 @@ class Transaction:
 
     ``mail_from`` is the reverse path (``""`` for ``<>``). ``size`` is the message's size
     in octets as sent (CRLF line ends; an estimate is allowed, RFC 1870 section 4): sent
-    as SIZE= and checked against the server's limit before anything is sent.
-    ``eight_bit``: ``True`` the body holds 8-bit octets (BODY=8BITMIME is required,
-    RFC 6152); ``False`` it is 7-bit ASCII; ``None`` (unknown) declares BODY=8BITMIME
-    whenever the server offers it. ``smtputf8`` asks for RFC 6531 handling (implied by
-    a non-ASCII address). ``ret`` (FULL/HDRS) and ``envid`` are DSN parameters
-    (RFC 3461 sections 4.3, 4.4), sent only when the server offers DSN.
+    as SIZE= and checked against the server's limit before anything is sent; without
+    it only the server checks, after the body. ``eight_bit``: ``True`` the body holds
+    8-bit octets (BODY=8BITMIME is required, RFC 6152); ``False`` it is 7-bit ASCII;
+    ``None`` (unknown) declares BODY=8BITMIME whenever the server offers it. A body
+    octet over 127 that the transaction may not carry raises ``LocalProtocolError``.
+    ``smtputf8`` asks for RFC 6531 handling (implied by a non-ASCII address). ``ret``
+    (FULL/HDRS) and ``envid`` are DSN parameters (RFC 3461 sections 4.3, 4.4), sent only
+    when the server offers DSN.
     """
 
     mail_from: str
