@@ -496,3 +496,29 @@ def test_lock_step_client_waits_after_each_command() -> None:
     Mailer(link, [message(1)]).run()
     # Offered, but not allowed by the configuration: one command per round trip, DATA.
     assert link.round_trips == 6 and b"DATA\r\n" in link.writes
+
+
+def test_ehlo_and_helo_both_refused_end_the_session() -> None:
+    conn = scripted()
+    conn.receive_data(crlf("220 hi\n500 what\n"))
+    assert isinstance(client_events(conn)[0], Greeting)
+    assert conn.data_to_send() == b"EHLO boat.example.net\r\nHELO boat.example.net\r\n"
+    conn.receive_data(crlf("550 go away\n221 bye\n"))
+    events = client_events(conn)
+    failed = events[0]
+    assert isinstance(failed, SessionFailed) and failed.reason == "hello"
+    assert failed.reply is not None and failed.reply.code == 550
+    assert conn.data_to_send() == b"QUIT\r\n" and isinstance(events[-1], ConnectionClosed)
+
+
+@pytest.mark.parametrize("data", [b"421 4.3.2 busy, try later\r\n", b""])
+def test_no_greeting(data: bytes) -> None:
+    conn = scripted()
+    if data:
+        conn.receive_data(data)
+    conn.receive_data(b"")
+    events = client_events(conn)
+    closed = events[-1]
+    assert isinstance(closed, ConnectionClosed) and conn.state is ClientState.CLOSED
+    assert (closed.reply is None) == (not data)
+    assert conn.data_to_send() == b""  # nothing is written to a server that is leaving
