@@ -1,10 +1,12 @@
 """SASL framing shared by the SMTP (RFC 4954) and POP3 (RFC 5034) engines, both roles.
 
 Owns: the mechanisms PLAIN (RFC 4616), LOGIN (draft-murchison-sasl-login) and CRAM-MD5
-(RFC 2195) as small state machines over *decoded* bytes, plus the base64 line framing both
-protocols share (RFC 4954 section 4 / RFC 5034 section 4: ``*`` cancels, ``=`` is an empty
-initial response, bad base64 fails the exchange). It never checks a password: it hands the
-application a ``Credentials`` value and the application decides.
+(RFC 2195) as small state machines over *decoded* bytes (client side also XOAUTH2 and
+OAUTHBEARER, RFC 7628, with a bearer token in place of the password), plus the base64
+line framing both protocols share (RFC 4954 section 4 / RFC 5034 section 4: ``*``
+cancels, ``=`` is an empty initial response, bad base64 fails the exchange). It never
+checks a password: it hands the application a ``Credentials`` value and the application
+decides.
 
 Must not: know the protocol's reply codes or prefixes (``334``/``+``), hold secrets beyond
 the exchange, or read clocks or randomness. The CRAM-MD5 challenge is built by the engine
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "SERVER_MECHANISMS",
+    "CLIENT_MECHANISMS",
     "Credentials",
     "SaslChallenge",
     "SaslSuccess",
@@ -223,43 +226,126 @@ class SaslServer:
         )
 
 
-class SaslClient:
-    """The client side of the same mechanisms, for relaying and fetching.
+#: Mechanisms :class:`SaslClient` implements, strongest first: a client engine offered
+#: several of those the application allows picks the first of this order. The bearer-token
+#: mechanisms (RFC 7628) never reveal a password; CRAM-MD5 (RFC 2195) sends a keyed digest;
+#: PLAIN and LOGIN send the password itself (only ever over TLS, the engines' default).
+CLIENT_MECHANISMS: tuple[str, ...] = ("OAUTHBEARER", "XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN")
 
-    ``initial_response()`` gives what to put on the AUTH line (or ``None`` when the
-    mechanism is server-first); ``respond(challenge)`` answers each decoded challenge.
+# Mechanisms whose first message is the client's, complete in one go.
+_CLIENT_FIRST = frozenset({"PLAIN", "XOAUTH2", "OAUTHBEARER"})
+
+
+def _gs2_saslname(name: str) -> str:
+    # RFC 5801 section 4: in a gs2-header's authzid, "=" becomes "=3D" and "," "=2C".
+    return name.replace("=", "=3D").replace(",", "=2C")
+
+
+class SaslClient:
+    """The client side of PLAIN, LOGIN, CRAM-MD5, XOAUTH2 and OAUTHBEARER.
+
+    ``password`` is the secret: the password for PLAIN, LOGIN and CRAM-MD5, the OAuth 2.0
+    bearer token for XOAUTH2 and OAUTHBEARER (RFC 7628). ``host`` and ``port`` are the
+    server's, sent by OAUTHBEARER when given (RFC 7628 section 3.1, optional).
+
+    ``initial_response()`` gives what to put on the AUTH line (``None`` when the
+    mechanism is server-first); ``respond(challenge)`` answers each decoded challenge. A
+    client-first mechanism whose initial response was not sent (too long for the command
+    line, RFC 4954 section 4) gives it as the answer to the first, empty, challenge. A
+    challenge after a token mechanism's response is the server's error report: the
+    answer is the empty response for XOAUTH2 (Google's protocol description) and a single
+    ``0x01`` for OAUTHBEARER (RFC 7628 section 3.2.3), after which the server fails the
+    exchange. ``error`` then holds the decoded report (JSON, RFC 7628 section 3.2.2).
     """
 
-    __slots__ = ("mechanism", "_username", "_password", "_authzid", "_step")
+    __slots__ = (
+        "mechanism",
+        "_username",
+        "_password",
+        "_authzid",
+        "_host",
+        "_port",
+        "_step",
+        "_initial_sent",
+        "error",
+    )
 
-    def __init__(self, mechanism: str, username: str, password: str, authzid: str = "") -> None:
+    def __init__(
+        self,
+        mechanism: str,
+        username: str,
+        password: str,
+        authzid: str = "",
+        *,
+        host: str = "",
+        port: int | None = None,
+    ) -> None:
         mechanism = mechanism.upper()
-        if mechanism not in SERVER_MECHANISMS:
+        if mechanism not in CLIENT_MECHANISMS:
             raise ValueError(f"unsupported SASL mechanism {mechanism!r}")
+        if mechanism in ("XOAUTH2", "OAUTHBEARER"):
+            # The fields are separated by 0x01 (RFC 7628 section 3.1): none may hold one.
+            if any("\x01" in field for field in (username, password, authzid, host)):
+                raise ValueError("OAuth fields must not contain 0x01")
         self.mechanism = mechanism
         self._username = username
         self._password = password
         self._authzid = authzid
+        self._host = host
+        self._port = port
         self._step = 0
+        self._initial_sent = False
+        #: The server's error report after a failed token exchange, else ``None``.
+        self.error: str | None = None
 
     def __repr__(self) -> str:
+        # Never show the secret, even in a traceback or a debug log.
         return f"SaslClient(mechanism={self.mechanism!r}, username={self._username!r})"
 
     def initial_response(self) -> bytes | None:
         """The decoded initial response, or ``None`` for server-first mechanisms."""
+        if self.mechanism not in _CLIENT_FIRST:
+            return None
+        self._initial_sent = True
+        return self._first_message()
+
+    def _first_message(self) -> bytes:
         if self.mechanism == "PLAIN":
-            self._step = 1
+            # RFC 4616 section 2: [authzid] NUL authcid NUL passwd
             return b"\0".join(s.encode() for s in (self._authzid, self._username, self._password))
-        return None
+        if self.mechanism == "XOAUTH2":
+            # Google's XOAUTH2: "user=" user ^A "auth=Bearer " token ^A ^A
+            return f"user={self._username}\x01auth=Bearer {self._password}\x01\x01".encode()
+        # RFC 7628 section 3.1: gs2-header kvsep *(kvpair) kvsep, where the gs2-header
+        # is "n," [ "a=" saslname ] "," (RFC 5801: no channel binding) and kvsep is 0x01.
+        authzid = self._authzid or self._username
+        pairs = []
+        if self._host:
+            pairs.append(f"host={self._host}\x01")
+        if self._port is not None:
+            pairs.append(f"port={self._port}\x01")
+        pairs.append(f"auth=Bearer {self._password}\x01")
+        gs2 = f"n,a={_gs2_saslname(authzid)}," if authzid else "n,,"
+        return (gs2 + "\x01" + "".join(pairs) + "\x01").encode()
 
     def respond(self, challenge: bytes) -> bytes:
         """Answer one decoded challenge."""
-        if self.mechanism == "PLAIN":
-            return self.initial_response() or b""
+        if self.mechanism in _CLIENT_FIRST:
+            if not self._initial_sent:
+                # RFC 4954 section 4: the initial response, after an empty challenge.
+                self._initial_sent = True
+                return self._first_message()
+            if self.mechanism == "PLAIN":
+                return b""  # PLAIN has no second step: an empty answer lets it fail
+            self.error = challenge.decode("utf-8", "replace")
+            # RFC 7628 section 3.2.3: OAUTHBEARER answers the error with a single 0x01;
+            # XOAUTH2 (Google) with an empty response.
+            return b"\x01" if self.mechanism == "OAUTHBEARER" else b""
         if self.mechanism == "LOGIN":
             self._step += 1
             if self._step == 1:
                 return self._username.encode()
             return self._password.encode()
+        # RFC 2195 section 2: user SP hex(HMAC-MD5(secret, challenge)).
         digest = hmac.new(self._password.encode(), challenge, hashlib.md5).hexdigest()
         return f"{self._username} {digest}".encode()

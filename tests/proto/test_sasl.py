@@ -109,3 +109,65 @@ def test_credentials_repr_hides_password() -> None:
     assert isinstance(result, SaslSuccess)
     assert "hunter2" not in repr(result.credentials)
     assert "hunter2" not in repr(client)
+
+
+# -- client side: the bearer-token mechanisms (RFC 7628 and Google's XOAUTH2) -----------
+
+
+def test_xoauth2_initial_response_matches_googles_example() -> None:
+    token = "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"
+    client = SaslClient("XOAUTH2", "someuser@example.com", token)
+    initial = client.initial_response()
+    assert initial is not None
+    assert base64.b64encode(initial) == (
+        b"dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNS"
+        b"bGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+    )
+
+
+def test_oauthbearer_initial_response_follows_rfc7628_example() -> None:
+    # RFC 7628 section 4.1, with the host and port key/value pairs.
+    client = SaslClient(
+        "OAUTHBEARER",
+        "user@example.com",
+        "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
+        host="server.example.com",
+        port=143,
+    )
+    assert client.initial_response() == (
+        b"n,a=user@example.com,\x01host=server.example.com\x01port=143\x01"
+        b"auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
+    )
+    # RFC 5801 section 4: "," and "=" in the authorization identity are escaped.
+    odd = SaslClient("OAUTHBEARER", "a,b=c", "t")
+    assert odd.initial_response() == b"n,a=a=2Cb=3Dc,\x01auth=Bearer t\x01\x01"
+
+
+@pytest.mark.parametrize(("mech", "answer"), [("XOAUTH2", b""), ("OAUTHBEARER", b"\x01")])
+def test_token_mechanisms_answer_the_error_challenge(mech: str, answer: bytes) -> None:
+    # RFC 7628 section 3.2.3: after a failure challenge the client sends a dummy response
+    # (a single 0x01); Google documents an empty one for XOAUTH2. The report is kept.
+    client = SaslClient(mech, "user@example.com", "expired-token")
+    client.initial_response()
+    report = b'{"status":"invalid_token","scope":"https://mail.example.com/"}'
+    assert client.respond(report) == answer
+    assert client.error == report.decode()
+
+
+@pytest.mark.parametrize("mech", ["PLAIN", "XOAUTH2", "OAUTHBEARER"])
+def test_client_first_mechanism_answers_an_empty_challenge_with_its_initial_response(
+    mech: str,
+) -> None:
+    # RFC 4954 section 4: when the initial response is not on the AUTH line.
+    deferred = SaslClient(mech, "tim", "secret")
+    eager = SaslClient(mech, "tim", "secret")
+    assert deferred.respond(b"") == eager.initial_response()
+
+
+def test_token_mechanisms_refuse_separator_in_fields_and_hide_the_token() -> None:
+    with pytest.raises(ValueError):
+        SaslClient("XOAUTH2", "user", "tok\x01en")
+    with pytest.raises(ValueError):
+        SaslClient("GSSAPI", "user", "x")
+    client = SaslClient("OAUTHBEARER", "user", "secret-token")
+    assert "secret-token" not in repr(client)
