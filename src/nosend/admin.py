@@ -237,9 +237,9 @@ def register(subparsers: Any) -> None:
 
 
 def _version(args: argparse.Namespace) -> int:
-    from importlib.metadata import version
+    from nosend import __version__  # noqa: PLC0415
 
-    print(version("nosend"))
+    print(__version__)  # bare, for scripts; `nosend --version` says "nosend X"
     return 0
 
 

@@ -28,28 +28,45 @@ _INETD_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
 _SESSIONS = ("echo", "mail")
 
 
+_EPILOG_SERVE = """\
+examples:
+  nosend serve                                  # first run: writes a working mail.cfg
+  nosend serve --config /etc/nosend/mail.cfg
+  nosend serve --backend trio                   # needs the 'trio' extra
+"""
+_EPILOG_INETD = """\
+examples (one connection per process; see README.md for xinetd and systemd):
+  # /etc/inetd.conf
+  smtp  stream tcp nowait root /usr/local/bin/nosend nosend inetd smtp
+  pop3  stream tcp nowait root /usr/local/bin/nosend nosend inetd pop3
+  # or, to try it without a super-server:
+  socat TCP-LISTEN:2525,fork,reuseaddr EXEC:'nosend inetd smtp'
+"""
+
+
 def register(subparsers: Any) -> None:
     """Add the ``serve`` and ``inetd`` subcommands."""
     serve = subparsers.add_parser(
         "serve",
         help="run the SMTP and POP3 servers",
-        description="Listen on the addresses in mail.cfg until SIGTERM; SIGHUP reloads "
-        "mail.cfg. Creates a default configuration on first run.",
+        description="Listen on the addresses in mail.cfg, in the foreground, until SIGTERM\n"
+        "or Ctrl-C; SIGHUP re-reads mail.cfg. Creates a default configuration on first run.",
+        epilog=_EPILOG_SERVE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(serve)
-    serve.add_argument(
-        "--foreground",
-        action="store_true",
-        default=True,
-        help="stay in the foreground (the default and only mode; use systemd to supervise)",
-    )
+    # Always in the foreground (a supervisor such as systemd keeps it running); the flag
+    # did nothing and is still accepted so that old scripts and unit files keep working.
+    serve.add_argument("--foreground", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     inetd = subparsers.add_parser(
         "inetd",
         help="serve one connection on stdin/stdout (inetd, xinetd, systemd, socat)",
-        description="Run one session on the connection passed on stdin/stdout "
+        description="Run one session on the connection passed on stdin/stdout\n"
         "(or fd 3 with systemd Accept=yes).",
+        epilog=_EPILOG_INETD,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inetd.add_argument("service", choices=_INETD_SERVICES)
     _common(inetd)
@@ -63,7 +80,10 @@ def register(subparsers: Any) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, help="mail.cfg to use (default: $NOSEND_CONFIG or the usual place)"
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="mail.cfg to use (default: $NOSEND_CONFIG or the usual place)",
     )
     parser.add_argument(
         "--backend",
@@ -71,12 +91,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default="asyncio",
         help="event loop (trio needs the 'trio' extra)",
     )
-    parser.add_argument(
-        "--session",
-        choices=_SESSIONS,
-        default="mail",
-        help="'echo' runs the line-echo transport test session instead of SMTP/POP3",
-    )
+    # 'echo' runs the line-echo transport test session instead of SMTP/POP3: for the
+    # tests, not for users, so not in --help.
+    parser.add_argument("--session", choices=_SESSIONS, default="mail", help=argparse.SUPPRESS)
 
 
 def _backend_problem(backend: str) -> str | None:
