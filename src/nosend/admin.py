@@ -406,6 +406,14 @@ def _config_check(args: argparse.Namespace) -> int:
         for error in e.all_errors:
             print(f"nosend: {error}", file=sys.stderr)
         return 1
+    from nosend_store.datadir import data_dir_problem  # noqa: PLC0415
+
+    # Checked here, not only by the first delivery: a server on a folder it cannot
+    # write would accept connections and answer every message with 451.
+    problem = data_dir_problem(config.server.data_dir)
+    if problem is not None:
+        print(f"nosend: {path}: {problem}", file=sys.stderr)
+        return 1
     warning = file_mode_warning(path)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

@@ -134,6 +134,17 @@ def first_run(path: Path) -> Config:
     return config
 
 
+def _data_dir_problem(config: Config, path: Path) -> str | None:
+    """Refuse to start on a data folder that cannot take mail (made here if missing).
+
+    Otherwise the server would say it listens and then answer every message with 451.
+    """
+    from nosend_store.datadir import data_dir_problem  # noqa: PLC0415
+
+    problem = data_dir_problem(config.server.data_dir, create=True)
+    return f"{path}: {problem}" if problem is not None else None
+
+
 def _setup_logging(level: str, handler: logging.Handler) -> None:
     from nosend_runners.log import LineFormatter  # noqa: PLC0415 - see _SESSIONS
 
@@ -173,6 +184,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     config = holder.current
+    if problem := _data_dir_problem(config, path):
+        return _fail(problem)
     settings = settings_from_config(config)
     _setup_logging(config.server.log_level, logging.StreamHandler(sys.stderr))
     try:
