@@ -91,7 +91,8 @@ _EPILOG_INIT = """\
 examples:
   nosend init                                   # localhost, one mailbox 'user'
   nosend init --hostname mail.yacht.example --domain yacht.example --mailbox captain
-  echo 'secret' | nosend init --config ./mail.cfg --password-stdin
+  echo 'secret' | nosend init --config ./mail.cfg --password-stdin   # mail in ./data
+  nosend init --config ./mail.cfg --data-dir /srv/mail --adopt-data  # keep existing mail
 """
 _EPILOG_DOMAIN = """\
 examples:
@@ -175,7 +176,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--hostname", default="localhost", help="server host name (localhost)")
     p.add_argument("--domain", help="first local domain (default: the host name)")
     p.add_argument("--mailbox", default="user", help="first mailbox (user)")
-    p.add_argument("--data-dir", help=f"where mail is kept (default: {default_data_dir()})")
+    p.add_argument(
+        "--data-dir",
+        help=f"where mail is kept (default: {default_data_dir()} for the usual mail.cfg, "
+        "else 'data' beside the file)",
+    )
+    p.add_argument(
+        "--adopt-data",
+        action="store_true",
+        help="use a data folder that already holds mail (refused without this)",
+    )
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.add_argument("--scheme", choices=passwords.SCHEMES, default=passwords.DEFAULT_SCHEME)
     p.set_defaults(handler=_guarded(_init))
@@ -250,6 +260,13 @@ def _init(args: argparse.Namespace) -> int:
     path = _config_path(args)
     if path.exists():
         raise UserError(f"{path} already exists; edit it or remove it first")
+    from nosend.newconfig import DataInUse, claim_data_dir, data_dir_for  # noqa: PLC0415
+
+    data_dir = Path(args.data_dir) if args.data_dir else data_dir_for(path)
+    try:
+        note = claim_data_dir(data_dir, adopt=args.adopt_data, config_path=path)
+    except DataInUse as e:
+        raise UserError(str(e)) from None
     password = _read_password(args) if args.password_stdin else None
     try:
         config, chosen = create_default_config(
@@ -257,7 +274,7 @@ def _init(args: argparse.Namespace) -> int:
             hostname=args.hostname,
             domain=args.domain,
             mailbox=args.mailbox,
-            data_dir=args.data_dir,
+            data_dir=data_dir,
             password=password,
             scheme=args.scheme,
         )
@@ -266,6 +283,8 @@ def _init(args: argparse.Namespace) -> int:
     except ConfigError as e:
         # The options made an invalid file (e.g. a bad host name): nothing was written.
         raise UserError(f"bad option: {e.message}") from None
+    if note is not None:
+        print(note)
     print(f"created {path}")
     domain = sorted(config.domains)[0]
     print(f"domain {domain}, mailbox {args.mailbox}, data in {config.server.data_dir}")

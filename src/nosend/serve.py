@@ -112,9 +112,13 @@ def _fail(message: str) -> int:
 
 def first_run(path: Path) -> Config:
     """Write a default ``mail.cfg`` at ``path``; print its password once and client settings."""
+    from nosend.newconfig import claim_data_dir, data_dir_for  # noqa: PLC0415
     from nosend_store.config import create_default_config  # noqa: PLC0415
 
-    config, password = create_default_config(path)
+    # Never a folder with another configuration's mail: DataInUse says what is there.
+    data_dir = data_dir_for(path)
+    claim_data_dir(data_dir, adopt=False, config_path=path)
+    config, password = create_default_config(path, data_dir=data_dir)
     server = config.server
     mailbox = next(iter(config.mailboxes))
     domain = sorted(config.domains)[0] if config.domains else server.hostname
@@ -175,9 +179,11 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(problem)
     path: Path = args.config if args.config is not None else default_config_path()
     if not path.exists():
+        from nosend.newconfig import DataInUse  # noqa: PLC0415
+
         try:
             first_run(path)
-        except (OSError, ConfigError) as exc:
+        except (OSError, ConfigError, DataInUse) as exc:
             return _fail(f"cannot create a default configuration at {path}: {exc}")
     try:
         holder = ConfigHolder(path)

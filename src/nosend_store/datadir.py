@@ -1,7 +1,9 @@
-"""Whether ``data_dir`` can hold mail: checked before a server accepts any.
+"""What a ``data_dir`` holds, and whether it can hold mail.
 
 Owns: :func:`data_dir_problem`, used by ``nosend config check`` (which must leave no
-trace) and at ``nosend serve`` start (which may create the folder). A folder that
+trace) and at ``nosend serve`` start (which may create the folder); and
+:func:`data_dir_contents`, which ``nosend init`` uses so that a new configuration does
+not silently take over another one's mail. A folder that
 cannot be written would otherwise be found only by the first delivery, after the
 server had started and said it was listening: every message would get a 451.
 Must not: delete or change anything it did not create itself, or look inside the
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["data_dir_problem", "DATA_SUBDIRS"]
+__all__ = ["DATA_SUBDIRS", "DataDirContents", "data_dir_contents", "data_dir_problem"]
 
 #: The folders the server writes in ``data_dir`` (mailboxes, queue, runtime state).
 DATA_SUBDIRS = ("mail", "queue", "state")
@@ -84,3 +87,60 @@ def data_dir_problem(data_dir: Path, *, create: bool = False) -> str | None:
         if reason is not None:
             return f"data_dir {path}: cannot write in {folder}: {reason}"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class DataDirContents:
+    """The mail found in a ``data_dir``: messages per Maildir, and queued messages."""
+
+    #: (mailbox name, messages in its ``new/`` and ``cur/``), Maildirs with mail only,
+    #: sorted by name.
+    mailboxes: tuple[tuple[str, int], ...] = ()
+    #: Committed entries of the outbound queue (``queue/active/``).
+    queued: int = 0
+
+    @property
+    def has_mail(self) -> bool:
+        """Whether any message is stored there (delivered or waiting to be sent)."""
+        return bool(self.mailboxes) or self.queued > 0
+
+    def describe(self) -> str:
+        """One line for a person: which mailboxes hold how many messages, what is queued."""
+        parts = []
+        if self.mailboxes:
+            listed = ", ".join(f"{name} ({_messages(n)})" for name, n in self.mailboxes)
+            parts.append(f"mailbox{'es' if len(self.mailboxes) != 1 else ''} {listed}")
+        if self.queued:
+            parts.append(f"{_messages(self.queued)} queued")
+        return "; ".join(parts) if parts else "no mail"
+
+
+def _messages(n: int) -> str:
+    return f"{n} message{'s' if n != 1 else ''}"
+
+
+def _count_files(folder: Path) -> int:
+    try:
+        with os.scandir(folder) as it:
+            # Maildir readers skip dot files (a convention, not a standard; all follow it).
+            return sum(1 for e in it if not e.name.startswith(".") and e.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+
+
+def data_dir_contents(data_dir: Path) -> DataDirContents:
+    """Count the mail in ``data_dir`` (read only; a missing folder holds none).
+
+    Raises ``OSError`` when a folder exists but cannot be read: the caller must not
+    take an unreadable folder for an empty one.
+    """
+    mailboxes: list[tuple[str, int]] = []
+    maildirs = data_dir / "mail"
+    if maildirs.is_dir():
+        for name in sorted(os.listdir(maildirs)):
+            n = _count_files(maildirs / name / "new") + _count_files(maildirs / name / "cur")
+            if n:
+                mailboxes.append((name, n))
+    active = data_dir / "queue" / "active"
+    queued = len(os.listdir(active)) if active.is_dir() else 0
+    return DataDirContents(tuple(mailboxes), queued)
