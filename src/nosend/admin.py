@@ -293,18 +293,43 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _changed(path: Path, config: Config) -> None:
+    """Say which file changed; have the server that reads it take it now, if one runs.
+
+    Under inetd every connection reads mail.cfg afresh: nothing to signal then.
+    """
+    from nosend.control import ForeignServer, config_stamp, request_reload  # noqa: PLC0415
+
+    try:
+        outcome = request_reload(path, config.server.data_dir, stamp=config_stamp(path))
+    except ForeignServer as e:
+        print(f"changed {path}")
+        print(f"warning: {e}; it does not see this change", file=sys.stderr)
+        return
+    if outcome is None:
+        print(f"changed {path}")
+        return
+    print(f"changed {path}; {outcome.describe()}")
+    if not outcome.taken:
+        print(f"warning: {outcome.describe()}", file=sys.stderr)
+
+
 # -- domains ---------------------------------------------------------------------------
 
 
 def _domain_add(args: argparse.Namespace) -> int:
-    edit_config(_config_path(args), lambda doc: doc.add_domain(args.domain))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.add_domain(args.domain))
     print(f"added domain {args.domain}")
+    _changed(path, config)
     return 0
 
 
 def _domain_remove(args: argparse.Namespace) -> int:
-    edit_config(_config_path(args), lambda doc: doc.remove_domain(args.domain))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.remove_domain(args.domain))
     print(f"removed domain {args.domain}")
+    _changed(path, config)
     return 0
 
 
@@ -326,8 +351,9 @@ def _user_add(args: argparse.Namespace) -> int:
     password = _read_password(args)
     hashed = passwords.hash_password(password, args.scheme)
     secret = passwords.encode_shared_secret(password) if args.shared_secret else None
-    edit_config(path, lambda doc: doc.add_mailbox(args.name, hashed, secret))
+    _, config = edit_config(path, lambda doc: doc.add_mailbox(args.name, hashed, secret))
     print(f"added mailbox {args.name}")
+    _changed(path, config)
     if secret is not None:
         print(_SHARED_SECRET_WARNING.format(name=args.name, path=path), file=sys.stderr)
     return 0
@@ -363,16 +389,19 @@ def _user_passwd(args: argparse.Namespace) -> int:
         doc.set_mailbox_password(args.name, hashed, encoded if want else None, keep_secret=False)
         return bool(want)
 
-    has_secret, _ = edit_config(path, change)
+    has_secret, config = edit_config(path, change)
     print(f"changed the password of mailbox {args.name}")
+    _changed(path, config)
     if has_secret:
         print(_SHARED_SECRET_WARNING.format(name=args.name, path=path), file=sys.stderr)
     return 0
 
 
 def _user_remove(args: argparse.Namespace) -> int:
-    _, config = edit_config(_config_path(args), lambda doc: doc.remove_mailbox(args.name))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.remove_mailbox(args.name))
     print(f"removed mailbox {args.name}; its mail is kept in {config.maildir_path(args.name)}")
+    _changed(path, config)
     return 0
 
 
@@ -393,17 +422,21 @@ def _user_list(args: argparse.Namespace) -> int:
 
 
 def _alias_add(args: argparse.Namespace) -> int:
-    edit_config(_config_path(args), lambda doc: doc.add_alias(args.address, args.targets))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.add_alias(args.address, args.targets))
     print(f"{args.address} -> {', '.join(args.targets)}")
+    _changed(path, config)
     return 0
 
 
 def _alias_remove(args: argparse.Namespace) -> int:
-    edit_config(_config_path(args), lambda doc: doc.remove_alias(args.address, args.targets))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.remove_alias(args.address, args.targets))
     if args.targets:
         print(f"removed {', '.join(args.targets)} from {args.address}")
     else:
         print(f"removed alias {args.address}")
+    _changed(path, config)
     return 0
 
 

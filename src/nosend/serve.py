@@ -14,7 +14,9 @@ import functools
 import logging
 import logging.handlers
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +78,10 @@ def register(subparsers: Any) -> None:
         help="append log lines here (default: stderr, or syslog when stderr is the connection)",
     )
     inetd.set_defaults(handler=_inetd)
+
+    from nosend.control import register as register_reload  # noqa: PLC0415
+
+    register_reload(subparsers)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +191,14 @@ def _serve(args: argparse.Namespace) -> int:
             first_run(path)
         except (OSError, ConfigError, DataInUse) as exc:
             return _fail(f"cannot create a default configuration at {path}: {exc}")
+    from nosend.control import (  # noqa: PLC0415
+        PidFile,
+        ServerAlreadyRunning,
+        config_stamp,
+        write_reload_ack,
+    )
+
+    loaded_stamp = config_stamp(path)
     try:
         holder = ConfigHolder(path)
     except ConfigError as exc:
@@ -192,19 +206,44 @@ def _serve(args: argparse.Namespace) -> int:
     config = holder.current
     if problem := _data_dir_problem(config, path):
         return _fail(problem)
+    data_dir = config.server.data_dir
+    # Held until we exit: `nosend reload` and the admin commands find us through it.
+    pid_file = PidFile(data_dir, path)
+    try:
+        pid_file.acquire()
+    except (ServerAlreadyRunning, OSError) as exc:
+        return _fail(str(exc))
     settings = settings_from_config(config)
     _setup_logging(config.server.log_level, logging.StreamHandler(sys.stderr))
     try:
         inherited = listen_fds(ports=settings.ports())
     except ActivationError as exc:
+        pid_file.release()
         return _fail(str(exc))
 
     def reloader() -> tuple[Config, ServerSettings]:
+        # The stamp is taken before reading, so an acknowledgement never claims a
+        # version newer than the one read (`nosend user add` waits for its own).
+        stamp = config_stamp(path)
         error = holder.reload()
-        if error is not None:
-            raise error
+        try:
+            if error is not None:
+                raise error
+            new = settings_from_config(holder.current)
+            _check_tls(new)  # what the server does next: fail here to say so in the ack
+        except Exception as exc:
+            write_reload_ack(data_dir, stamp, str(exc))
+            raise
         logging.getLogger().setLevel(holder.current.server.log_level.upper())
-        return holder.current, settings_from_config(holder.current)
+        write_reload_ack(data_dir, stamp, None)
+        return holder.current, new
+
+    def started(value: object = None) -> None:
+        # SIGHUP is handled from now on: publish the pid for `nosend reload`, and catch
+        # up with a mail.cfg changed while we started (nobody could signal us then).
+        pid_file.publish()
+        if config_stamp(path) != loaded_stamp:
+            os.kill(os.getpid(), signal.SIGHUP)
 
     try:
         server = MailServer(
@@ -215,10 +254,34 @@ def _serve(args: argparse.Namespace) -> int:
             inherited=inherited,
             handle_signals=True,
         )
-        anyio.run(functools.partial(server.serve), backend=args.backend)
+        anyio.run(
+            functools.partial(server.serve, task_status=_Started(started)),
+            backend=args.backend,
+        )
     except (ServerSetupError, SessionsUnavailable, TLSConfigError) as exc:
         return _fail(str(exc))
+    finally:
+        pid_file.release()
     return 0
+
+
+def _check_tls(settings: ServerSettings) -> None:
+    """Load the certificate and key as the server will; raise ``TLSConfigError`` if bad."""
+    from nosend_runners.tls import server_context  # noqa: PLC0415
+
+    if settings.tls_cert is not None:
+        server_context(settings.tls_cert, settings.tls_key)
+
+
+class _Started:
+    """An ``anyio.abc.TaskStatus`` that calls a function once the server is ready."""
+
+    def __init__(self, callback: Callable[[object], None]) -> None:
+        self._callback = callback
+
+    def started(self, value: object = None) -> None:
+        """Called by ``MailServer.serve`` once it listens and handles signals."""
+        self._callback(value)
 
 
 def _inetd_log_handler(log_file: Path | None) -> logging.Handler:
