@@ -26,7 +26,6 @@ from nosend_store import passwords
 from nosend_store.config import (
     Config,
     ConfigError,
-    create_default_config,
     default_config_path,
     default_data_dir,
     file_mode_warning,
@@ -93,6 +92,8 @@ examples:
   nosend init --hostname mail.yacht.example --domain yacht.example --mailbox captain
   echo 'secret' | nosend init --config ./mail.cfg --password-stdin   # mail in ./data
   nosend init --config ./mail.cfg --data-dir /srv/mail --adopt-data  # keep existing mail
+  nosend init --lan --hostname mail.yacht.lan --domain yacht.example  # see README.md
+  nosend init --listen 192.168.1.10 --trust 192.168.1.0/24
 """
 _EPILOG_DOMAIN = """\
 examples:
@@ -188,6 +189,27 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.add_argument("--scheme", choices=passwords.SCHEMES, default=passwords.DEFAULT_SCHEME)
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help="listen on this address instead of 127.0.0.1, same ports (repeat for more; "
+        "0.0.0.0 for every IPv4 address)",
+    )
+    p.add_argument(
+        "--lan",
+        action="store_true",
+        help="serve a LAN: listen on 0.0.0.0 (unless --listen) and make a self-signed "
+        "certificate in tls/ beside mail.cfg, so clients log in over STARTTLS/STLS",
+    )
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="also let this network relay without logging in (e.g. 192.168.1.0/24; "
+        "read the comment above trusted_networks first)",
+    )
     p.set_defaults(handler=_guarded(_init))
 
     sub = group("domain", "manage local domains", _EPILOG_DOMAIN)
@@ -241,6 +263,10 @@ def register(subparsers: Any) -> None:
         _queue_maintain,
     )
 
+    from nosend import tlscert  # noqa: PLC0415
+
+    tlscert.register(subparsers, common)
+
     sub = group("config", "check the configuration", _EPILOG_CONFIG)
     leaf(sub, "check", "validate mail.cfg and report every error", _config_check)
     leaf(sub, "path", "print the path of mail.cfg in use", _config_path_cmd)
@@ -267,9 +293,21 @@ def _init(args: argparse.Namespace) -> int:
         note = claim_data_dir(data_dir, adopt=args.adopt_data, config_path=path)
     except DataInUse as e:
         raise UserError(str(e)) from None
+    from nosend.newconfig import create_config  # noqa: PLC0415
+    from nosend.tlscert import TLSCertError, default_paths, make_self_signed  # noqa: PLC0415
+
     password = _read_password(args) if args.password_stdin else None
+    listen = list(args.listen or (["0.0.0.0"] if args.lan else []))
+    made = None
+    if args.lan:
+        # Names and addresses clients may use; 0.0.0.0 and :: are not one of them.
+        specific = [h for h in listen if h.strip("[]") not in ("0.0.0.0", "::")]
+        try:
+            made = make_self_signed(*default_paths(path), [args.hostname, *specific])
+        except TLSCertError as e:
+            raise UserError(str(e)) from None
     try:
-        config, chosen = create_default_config(
+        config, chosen = create_config(
             path,
             hostname=args.hostname,
             domain=args.domain,
@@ -277,10 +315,16 @@ def _init(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             password=password,
             scheme=args.scheme,
+            listen_hosts=listen,
+            tls=(made.cert, made.key) if made is not None else None,
+            trusted=args.trust,
         )
-    except FileExistsError:
-        raise UserError(f"{path} already exists; edit it or remove it first") from None
-    except ConfigError as e:
+    except (FileExistsError, ConfigError) as e:
+        if made is not None:  # ours, made a moment ago for this file
+            made.cert.unlink(missing_ok=True)
+            made.key.unlink(missing_ok=True)
+        if isinstance(e, FileExistsError):
+            raise UserError(f"{path} already exists; edit it or remove it first") from None
         # The options made an invalid file (e.g. a bad host name): nothing was written.
         raise UserError(f"bad option: {e.message}") from None
     if note is not None:
@@ -290,7 +334,45 @@ def _init(args: argparse.Namespace) -> int:
     print(f"domain {domain}, mailbox {args.mailbox}, data in {config.server.data_dir}")
     if password is None:
         print(f"password for mailbox {args.mailbox!r} (shown only now): {chosen}")
+    if made is not None:
+        from nosend.tlscert import describe  # noqa: PLC0415
+
+        for line in describe(made):
+            print(line)
+    _print_client_settings(config)
     return 0
+
+
+def _print_client_settings(config: Config) -> None:
+    """How a mail client on the LAN connects (only when it listens beyond loopback)."""
+    server = config.server
+    listeners = (*server.smtp_listen, *server.submission_listen, *server.pop3_listen)
+    if all(_loopback(a.host) for a in listeners):
+        return
+    tls = "STARTTLS" if server.tls_enabled else "none"
+    print(f"mail clients on the LAN: server = this machine's address (or {server.hostname})")
+    for name, addresses in (
+        ("sending (submission, login required)", server.submission_listen),
+        ("sending (SMTP)", server.smtp_listen),
+        ("receiving (POP3)", server.pop3_listen),
+    ):
+        if addresses:
+            print(f"  {name}: port {addresses[0].port}, encryption {tls}")
+    if not server.tls_enabled and not server.lan_plaintext_auth:
+        print(
+            "warning: no certificate, so LAN clients cannot log in (passwords are never "
+            "sent in clear); run `nosend tls self-signed`",
+            file=sys.stderr,
+        )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress  # noqa: PLC0415
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _changed(path: Path, config: Config) -> None:

@@ -118,13 +118,12 @@ def _fail(message: str) -> int:
 
 def first_run(path: Path) -> Config:
     """Write a default ``mail.cfg`` at ``path``; print its password once and client settings."""
-    from nosend.newconfig import claim_data_dir, data_dir_for  # noqa: PLC0415
-    from nosend_store.config import create_default_config  # noqa: PLC0415
+    from nosend.newconfig import claim_data_dir, create_config, data_dir_for  # noqa: PLC0415
 
     # Never a folder with another configuration's mail: DataInUse says what is there.
     data_dir = data_dir_for(path)
     claim_data_dir(data_dir, adopt=False, config_path=path)
-    config, password = create_default_config(path, data_dir=data_dir)
+    config, password = create_config(path, data_dir=data_dir)
     server = config.server
     mailbox = next(iter(config.mailboxes))
     domain = sorted(config.domains)[0] if config.domains else server.hostname
