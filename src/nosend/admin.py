@@ -266,6 +266,9 @@ def register(subparsers: Any) -> None:
     from nosend import tlscert  # noqa: PLC0415
 
     tlscert.register(subparsers, common)
+    from nosend import export  # noqa: PLC0415
+
+    export.register(subparsers, common)
 
     sub = group("config", "check the configuration", _EPILOG_CONFIG)
     leaf(sub, "check", "validate mail.cfg and report every error", _config_check)
