@@ -35,6 +35,8 @@ examples:
   nosend serve                                  # first run: writes a working mail.cfg
   nosend serve --config /etc/nosend/mail.cfg
   nosend serve --backend trio                   # needs the 'trio' extra
+  nosend reload                                 # from another shell: re-read mail.cfg
+  systemctl start nosend                        # contrib/systemd/nosend.service
 """
 _EPILOG_INETD = """\
 examples (one connection per process; see README.md for xinetd and systemd):
