@@ -130,7 +130,8 @@ def test_tls_self_signed_sets_the_keys_and_refuses_to_replace_without_force(
     assert first == openssl_fingerprint(server.tls_cert)
     # Only the two values changed; comments and layout kept.
     changed = [
-        (a, b) for a, b in zip(before.split("\n"), cfg.read_text().split("\n"), strict=True)
+        (a, b)
+        for a, b in zip(before.split("\n"), cfg.read_text().split("\n"), strict=True)
         if a != b
     ]
     assert [a.split("=")[0].strip() for a, _ in changed] == ["tls_cert", "tls_key"]

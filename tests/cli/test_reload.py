@@ -74,9 +74,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 def nosend(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*NOSEND, *argv], input=stdin, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([*NOSEND, *argv], input=stdin, capture_output=True, text=True, timeout=60)
 
 
 def test_user_add_while_serving_logs_in_without_a_manual_reload(served: Served) -> None:
@@ -116,9 +114,7 @@ def test_a_bad_file_is_refused_and_the_server_keeps_serving(served: Served) -> N
     served.login("user", "test-password-1")
 
 
-def test_a_certificate_the_server_cannot_load_is_reported(
-    served: Served, tmp_path: Path
-) -> None:
+def test_a_certificate_the_server_cannot_load_is_reported(served: Served, tmp_path: Path) -> None:
     # Both files exist, so mail.cfg is valid; only loading them shows they are not PEM.
     (tmp_path / "cert.pem").write_text("not a certificate\n")
     (tmp_path / "key.pem").write_text("not a key\n")
