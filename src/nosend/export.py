@@ -55,7 +55,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     ):
         leaf = sub.add_parser(name, parents=[common], help=text, description=f"Write {text}.")
         leaf.add_argument(
-            "--out", type=Path, default=Path(f"nosend-{name}"), help=f"folder (./nosend-{name})"
+            "--out",
+            type=Path,
+            metavar="DIR",
+            default=Path(f"nosend-{name}"),
+            help=f"folder to write into (./nosend-{name})",
         )
         leaf.add_argument(
             "--mail-user",
