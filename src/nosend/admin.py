@@ -26,7 +26,6 @@ from nosend_store import passwords
 from nosend_store.config import (
     Config,
     ConfigError,
-    create_default_config,
     default_config_path,
     default_data_dir,
     file_mode_warning,
@@ -91,7 +90,10 @@ _EPILOG_INIT = """\
 examples:
   nosend init                                   # localhost, one mailbox 'user'
   nosend init --hostname mail.yacht.example --domain yacht.example --mailbox captain
-  echo 'secret' | nosend init --config ./mail.cfg --password-stdin
+  echo 'secret' | nosend init --config ./mail.cfg --password-stdin   # mail in ./data
+  nosend init --config ./mail.cfg --data-dir /srv/mail --adopt-data  # keep existing mail
+  nosend init --lan --hostname mail.yacht.lan --domain yacht.example  # see README.md
+  nosend init --listen 192.168.1.10 --trust 192.168.1.0/24
 """
 _EPILOG_DOMAIN = """\
 examples:
@@ -175,9 +177,39 @@ def register(subparsers: Any) -> None:
     p.add_argument("--hostname", default="localhost", help="server host name (localhost)")
     p.add_argument("--domain", help="first local domain (default: the host name)")
     p.add_argument("--mailbox", default="user", help="first mailbox (user)")
-    p.add_argument("--data-dir", help=f"where mail is kept (default: {default_data_dir()})")
+    p.add_argument(
+        "--data-dir",
+        help=f"where mail is kept (default: {default_data_dir()} for the usual mail.cfg, "
+        "else 'data' beside the file)",
+    )
+    p.add_argument(
+        "--adopt-data",
+        action="store_true",
+        help="use a data folder that already holds mail (refused without this)",
+    )
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.add_argument("--scheme", choices=passwords.SCHEMES, default=passwords.DEFAULT_SCHEME)
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help="listen on this address instead of 127.0.0.1, same ports (repeat for more; "
+        "0.0.0.0 for every IPv4 address)",
+    )
+    p.add_argument(
+        "--lan",
+        action="store_true",
+        help="serve a LAN: listen on 0.0.0.0 (unless --listen) and make a self-signed "
+        "certificate in tls/ beside mail.cfg, so clients log in over STARTTLS/STLS",
+    )
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="also let this network relay without logging in (e.g. 192.168.1.0/24; "
+        "read the comment above trusted_networks first)",
+    )
     p.set_defaults(handler=_guarded(_init))
 
     sub = group("domain", "manage local domains", _EPILOG_DOMAIN)
@@ -231,15 +263,22 @@ def register(subparsers: Any) -> None:
         _queue_maintain,
     )
 
+    from nosend import tlscert  # noqa: PLC0415
+
+    tlscert.register(subparsers, common)
+    from nosend import export  # noqa: PLC0415
+
+    export.register(subparsers, common)
+
     sub = group("config", "check the configuration", _EPILOG_CONFIG)
     leaf(sub, "check", "validate mail.cfg and report every error", _config_check)
     leaf(sub, "path", "print the path of mail.cfg in use", _config_path_cmd)
 
 
 def _version(args: argparse.Namespace) -> int:
-    from importlib.metadata import version
+    from nosend import __version__  # noqa: PLC0415
 
-    print(version("nosend"))
+    print(__version__)  # bare, for scripts; `nosend --version` says "nosend X"
     return 0
 
 
@@ -250,42 +289,132 @@ def _init(args: argparse.Namespace) -> int:
     path = _config_path(args)
     if path.exists():
         raise UserError(f"{path} already exists; edit it or remove it first")
-    password = _read_password(args) if args.password_stdin else None
+    from nosend.newconfig import DataInUse, claim_data_dir, data_dir_for  # noqa: PLC0415
+
+    data_dir = Path(args.data_dir) if args.data_dir else data_dir_for(path)
     try:
-        config, chosen = create_default_config(
+        note = claim_data_dir(data_dir, adopt=args.adopt_data, config_path=path)
+    except DataInUse as e:
+        raise UserError(str(e)) from None
+    from nosend.newconfig import create_config  # noqa: PLC0415
+    from nosend.tlscert import TLSCertError, default_paths, make_self_signed  # noqa: PLC0415
+
+    password = _read_password(args) if args.password_stdin else None
+    listen = list(args.listen or (["0.0.0.0"] if args.lan else []))
+    made = None
+    if args.lan:
+        # Names and addresses clients may use; 0.0.0.0 and :: are not one of them.
+        specific = [h for h in listen if h.strip("[]") not in ("0.0.0.0", "::")]
+        try:
+            made = make_self_signed(*default_paths(path), [args.hostname, *specific])
+        except TLSCertError as e:
+            raise UserError(str(e)) from None
+    try:
+        config, chosen = create_config(
             path,
             hostname=args.hostname,
             domain=args.domain,
             mailbox=args.mailbox,
-            data_dir=args.data_dir,
+            data_dir=data_dir,
             password=password,
             scheme=args.scheme,
+            listen_hosts=listen,
+            tls=(made.cert, made.key) if made is not None else None,
+            trusted=args.trust,
         )
-    except FileExistsError:
-        raise UserError(f"{path} already exists; edit it or remove it first") from None
-    except ConfigError as e:
+    except (FileExistsError, ConfigError) as e:
+        if made is not None:  # ours, made a moment ago for this file
+            made.cert.unlink(missing_ok=True)
+            made.key.unlink(missing_ok=True)
+        if isinstance(e, FileExistsError):
+            raise UserError(f"{path} already exists; edit it or remove it first") from None
         # The options made an invalid file (e.g. a bad host name): nothing was written.
         raise UserError(f"bad option: {e.message}") from None
+    if note is not None:
+        print(note)
     print(f"created {path}")
     domain = sorted(config.domains)[0]
     print(f"domain {domain}, mailbox {args.mailbox}, data in {config.server.data_dir}")
     if password is None:
         print(f"password for mailbox {args.mailbox!r} (shown only now): {chosen}")
+    if made is not None:
+        from nosend.tlscert import describe  # noqa: PLC0415
+
+        for line in describe(made):
+            print(line)
+    _print_client_settings(config)
     return 0
+
+
+def _print_client_settings(config: Config) -> None:
+    """How a mail client on the LAN connects (only when it listens beyond loopback)."""
+    server = config.server
+    listeners = (*server.smtp_listen, *server.submission_listen, *server.pop3_listen)
+    if all(_loopback(a.host) for a in listeners):
+        return
+    tls = "STARTTLS" if server.tls_enabled else "none"
+    print(f"mail clients on the LAN: server = this machine's address (or {server.hostname})")
+    for name, addresses in (
+        ("sending (submission, login required)", server.submission_listen),
+        ("sending (SMTP)", server.smtp_listen),
+        ("receiving (POP3)", server.pop3_listen),
+    ):
+        if addresses:
+            print(f"  {name}: port {addresses[0].port}, encryption {tls}")
+    if not server.tls_enabled and not server.lan_plaintext_auth:
+        print(
+            "warning: no certificate, so LAN clients cannot log in (passwords are never "
+            "sent in clear); run `nosend tls self-signed`",
+            file=sys.stderr,
+        )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress  # noqa: PLC0415
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _changed(path: Path, config: Config) -> None:
+    """Say which file changed; have the server that reads it take it now, if one runs.
+
+    Under inetd every connection reads mail.cfg afresh: nothing to signal then.
+    """
+    from nosend.control import ForeignServer, config_stamp, request_reload  # noqa: PLC0415
+
+    try:
+        outcome = request_reload(path, config.server.data_dir, stamp=config_stamp(path))
+    except ForeignServer as e:
+        print(f"changed {path}")
+        print(f"warning: {e}; it does not see this change", file=sys.stderr)
+        return
+    if outcome is None:
+        print(f"changed {path}")
+        return
+    print(f"changed {path}; {outcome.describe()}")
+    if not outcome.taken:
+        print(f"warning: {outcome.describe()}", file=sys.stderr)
 
 
 # -- domains ---------------------------------------------------------------------------
 
 
 def _domain_add(args: argparse.Namespace) -> int:
-    edit_config(_config_path(args), lambda doc: doc.add_domain(args.domain))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.add_domain(args.domain))
     print(f"added domain {args.domain}")
+    _changed(path, config)
     return 0
 
 
 def _domain_remove(args: argparse.Namespace) -> int:
-    edit_config(_config_path(args), lambda doc: doc.remove_domain(args.domain))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.remove_domain(args.domain))
     print(f"removed domain {args.domain}")
+    _changed(path, config)
     return 0
 
 
@@ -307,8 +436,9 @@ def _user_add(args: argparse.Namespace) -> int:
     password = _read_password(args)
     hashed = passwords.hash_password(password, args.scheme)
     secret = passwords.encode_shared_secret(password) if args.shared_secret else None
-    edit_config(path, lambda doc: doc.add_mailbox(args.name, hashed, secret))
+    _, config = edit_config(path, lambda doc: doc.add_mailbox(args.name, hashed, secret))
     print(f"added mailbox {args.name}")
+    _changed(path, config)
     if secret is not None:
         print(_SHARED_SECRET_WARNING.format(name=args.name, path=path), file=sys.stderr)
     return 0
@@ -344,16 +474,19 @@ def _user_passwd(args: argparse.Namespace) -> int:
         doc.set_mailbox_password(args.name, hashed, encoded if want else None, keep_secret=False)
         return bool(want)
 
-    has_secret, _ = edit_config(path, change)
+    has_secret, config = edit_config(path, change)
     print(f"changed the password of mailbox {args.name}")
+    _changed(path, config)
     if has_secret:
         print(_SHARED_SECRET_WARNING.format(name=args.name, path=path), file=sys.stderr)
     return 0
 
 
 def _user_remove(args: argparse.Namespace) -> int:
-    _, config = edit_config(_config_path(args), lambda doc: doc.remove_mailbox(args.name))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.remove_mailbox(args.name))
     print(f"removed mailbox {args.name}; its mail is kept in {config.maildir_path(args.name)}")
+    _changed(path, config)
     return 0
 
 
@@ -374,17 +507,21 @@ def _user_list(args: argparse.Namespace) -> int:
 
 
 def _alias_add(args: argparse.Namespace) -> int:
-    edit_config(_config_path(args), lambda doc: doc.add_alias(args.address, args.targets))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.add_alias(args.address, args.targets))
     print(f"{args.address} -> {', '.join(args.targets)}")
+    _changed(path, config)
     return 0
 
 
 def _alias_remove(args: argparse.Namespace) -> int:
-    edit_config(_config_path(args), lambda doc: doc.remove_alias(args.address, args.targets))
+    path = _config_path(args)
+    _, config = edit_config(path, lambda doc: doc.remove_alias(args.address, args.targets))
     if args.targets:
         print(f"removed {', '.join(args.targets)} from {args.address}")
     else:
         print(f"removed alias {args.address}")
+    _changed(path, config)
     return 0
 
 
@@ -405,6 +542,14 @@ def _config_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         for error in e.all_errors:
             print(f"nosend: {error}", file=sys.stderr)
+        return 1
+    from nosend_store.datadir import data_dir_problem  # noqa: PLC0415
+
+    # Checked here, not only by the first delivery: a server on a folder it cannot
+    # write would accept connections and answer every message with 451.
+    problem = data_dir_problem(config.server.data_dir)
+    if problem is not None:
+        print(f"nosend: {path}: {problem}", file=sys.stderr)
         return 1
     warning = file_mode_warning(path)
     if warning:

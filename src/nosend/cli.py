@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Nos End Mail: a dial-on-demand mail server.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from nosend import __version__  # noqa: PLC0415
+
+    parser.add_argument("--version", action="version", version=f"nosend {__version__}")
     # Also accepted after the subcommand; a separate dest keeps a subcommand's own
     # default from overwriting a value given here.
     parser.add_argument(

@@ -14,7 +14,9 @@ import functools
 import logging
 import logging.handlers
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,28 +30,47 @@ _INETD_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
 _SESSIONS = ("echo", "mail")
 
 
+_EPILOG_SERVE = """\
+examples:
+  nosend serve                                  # first run: writes a working mail.cfg
+  nosend serve --config /etc/nosend/mail.cfg
+  nosend serve --backend trio                   # needs the 'trio' extra
+  nosend reload                                 # from another shell: re-read mail.cfg
+  systemctl start nosend                        # contrib/systemd/nosend.service
+"""
+_EPILOG_INETD = """\
+examples (one connection per process; see README.md for xinetd and systemd):
+  # /etc/inetd.conf
+  smtp  stream tcp nowait root /usr/local/bin/nosend nosend inetd smtp
+  pop3  stream tcp nowait root /usr/local/bin/nosend nosend inetd pop3
+  # or, to try it without a super-server:
+  socat TCP-LISTEN:2525,fork,reuseaddr EXEC:'nosend inetd smtp'
+"""
+
+
 def register(subparsers: Any) -> None:
     """Add the ``serve`` and ``inetd`` subcommands."""
     serve = subparsers.add_parser(
         "serve",
         help="run the SMTP and POP3 servers",
-        description="Listen on the addresses in mail.cfg until SIGTERM; SIGHUP reloads "
-        "mail.cfg. Creates a default configuration on first run.",
+        description="Listen on the addresses in mail.cfg, in the foreground, until SIGTERM\n"
+        "or Ctrl-C; SIGHUP re-reads mail.cfg. Creates a default configuration on first run.",
+        epilog=_EPILOG_SERVE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(serve)
-    serve.add_argument(
-        "--foreground",
-        action="store_true",
-        default=True,
-        help="stay in the foreground (the default and only mode; use systemd to supervise)",
-    )
+    # Always in the foreground (a supervisor such as systemd keeps it running); the flag
+    # did nothing and is still accepted so that old scripts and unit files keep working.
+    serve.add_argument("--foreground", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     inetd = subparsers.add_parser(
         "inetd",
         help="serve one connection on stdin/stdout (inetd, xinetd, systemd, socat)",
-        description="Run one session on the connection passed on stdin/stdout "
+        description="Run one session on the connection passed on stdin/stdout\n"
         "(or fd 3 with systemd Accept=yes).",
+        epilog=_EPILOG_INETD,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inetd.add_argument("service", choices=_INETD_SERVICES)
     _common(inetd)
@@ -60,10 +81,17 @@ def register(subparsers: Any) -> None:
     )
     inetd.set_defaults(handler=_inetd)
 
+    from nosend.control import register as register_reload  # noqa: PLC0415
+
+    register_reload(subparsers)
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, help="mail.cfg to use (default: $NOSEND_CONFIG or the usual place)"
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="mail.cfg to use (default: $NOSEND_CONFIG or the usual place)",
     )
     parser.add_argument(
         "--backend",
@@ -71,12 +99,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default="asyncio",
         help="event loop (trio needs the 'trio' extra)",
     )
-    parser.add_argument(
-        "--session",
-        choices=_SESSIONS,
-        default="mail",
-        help="'echo' runs the line-echo transport test session instead of SMTP/POP3",
-    )
+    # 'echo' runs the line-echo transport test session instead of SMTP/POP3: for the
+    # tests, not for users, so not in --help.
+    parser.add_argument("--session", choices=_SESSIONS, default="mail", help=argparse.SUPPRESS)
 
 
 def _backend_problem(backend: str) -> str | None:
@@ -95,9 +120,12 @@ def _fail(message: str) -> int:
 
 def first_run(path: Path) -> Config:
     """Write a default ``mail.cfg`` at ``path``; print its password once and client settings."""
-    from nosend_store.config import create_default_config  # noqa: PLC0415
+    from nosend.newconfig import claim_data_dir, create_config, data_dir_for  # noqa: PLC0415
 
-    config, password = create_default_config(path)
+    # Never a folder with another configuration's mail: DataInUse says what is there.
+    data_dir = data_dir_for(path)
+    claim_data_dir(data_dir, adopt=False, config_path=path)
+    config, password = create_config(path, data_dir=data_dir)
     server = config.server
     mailbox = next(iter(config.mailboxes))
     domain = sorted(config.domains)[0] if config.domains else server.hostname
@@ -115,6 +143,17 @@ def first_run(path: Path) -> Config:
     print(f"  your address: {mailbox}@{domain}")
     sys.stdout.flush()
     return config
+
+
+def _data_dir_problem(config: Config, path: Path) -> str | None:
+    """Refuse to start on a data folder that cannot take mail (made here if missing).
+
+    Otherwise the server would say it listens and then answer every message with 451.
+    """
+    from nosend_store.datadir import data_dir_problem  # noqa: PLC0415
+
+    problem = data_dir_problem(config.server.data_dir, create=True)
+    return f"{path}: {problem}" if problem is not None else None
 
 
 def _setup_logging(level: str, handler: logging.Handler) -> None:
@@ -147,28 +186,65 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(problem)
     path: Path = args.config if args.config is not None else default_config_path()
     if not path.exists():
+        from nosend.newconfig import DataInUse  # noqa: PLC0415
+
         try:
             first_run(path)
-        except (OSError, ConfigError) as exc:
+        except (OSError, ConfigError, DataInUse) as exc:
             return _fail(f"cannot create a default configuration at {path}: {exc}")
+    from nosend.control import (  # noqa: PLC0415
+        PidFile,
+        ServerAlreadyRunning,
+        config_stamp,
+        write_reload_ack,
+    )
+
+    loaded_stamp = config_stamp(path)
     try:
         holder = ConfigHolder(path)
     except ConfigError as exc:
         return _fail(str(exc))
     config = holder.current
+    if problem := _data_dir_problem(config, path):
+        return _fail(problem)
+    data_dir = config.server.data_dir
+    # Held until we exit: `nosend reload` and the admin commands find us through it.
+    pid_file = PidFile(data_dir, path)
+    try:
+        pid_file.acquire()
+    except (ServerAlreadyRunning, OSError) as exc:
+        return _fail(str(exc))
     settings = settings_from_config(config)
     _setup_logging(config.server.log_level, logging.StreamHandler(sys.stderr))
     try:
         inherited = listen_fds(ports=settings.ports())
     except ActivationError as exc:
+        pid_file.release()
         return _fail(str(exc))
 
     def reloader() -> tuple[Config, ServerSettings]:
+        # The stamp is taken before reading, so an acknowledgement never claims a
+        # version newer than the one read (`nosend user add` waits for its own).
+        stamp = config_stamp(path)
         error = holder.reload()
-        if error is not None:
-            raise error
+        try:
+            if error is not None:
+                raise error
+            new = settings_from_config(holder.current)
+            _check_tls(new)  # what the server does next: fail here to say so in the ack
+        except Exception as exc:
+            write_reload_ack(data_dir, stamp, str(exc))
+            raise
         logging.getLogger().setLevel(holder.current.server.log_level.upper())
-        return holder.current, settings_from_config(holder.current)
+        write_reload_ack(data_dir, stamp, None)
+        return holder.current, new
+
+    def started(value: object = None) -> None:
+        # SIGHUP is handled from now on: publish the pid for `nosend reload`, and catch
+        # up with a mail.cfg changed while we started (nobody could signal us then).
+        pid_file.publish()
+        if config_stamp(path) != loaded_stamp:
+            os.kill(os.getpid(), signal.SIGHUP)
 
     try:
         server = MailServer(
@@ -179,10 +255,34 @@ def _serve(args: argparse.Namespace) -> int:
             inherited=inherited,
             handle_signals=True,
         )
-        anyio.run(functools.partial(server.serve), backend=args.backend)
+        anyio.run(
+            functools.partial(server.serve, task_status=_Started(started)),
+            backend=args.backend,
+        )
     except (ServerSetupError, SessionsUnavailable, TLSConfigError) as exc:
         return _fail(str(exc))
+    finally:
+        pid_file.release()
     return 0
+
+
+def _check_tls(settings: ServerSettings) -> None:
+    """Load the certificate and key as the server will; raise ``TLSConfigError`` if bad."""
+    from nosend_runners.serve.tls import server_context  # noqa: PLC0415
+
+    if settings.tls_cert is not None:
+        server_context(settings.tls_cert, settings.tls_key)
+
+
+class _Started:
+    """An ``anyio.abc.TaskStatus`` that calls a function once the server is ready."""
+
+    def __init__(self, callback: Callable[[object], None]) -> None:
+        self._callback = callback
+
+    def started(self, value: object = None) -> None:
+        """Called by ``MailServer.serve`` once it listens and handles signals."""
+        self._callback(value)
 
 
 def _inetd_log_handler(log_file: Path | None) -> logging.Handler:

@@ -137,7 +137,7 @@ def test_user_add_from_stdin_never_echoes_the_password(
         str(cfg),
         stdin="Sea s3cret\n",
     )
-    assert (status, out, err) == (0, "added mailbox mate\n", "")
+    assert (status, out, err) == (0, f"added mailbox mate\nchanged {cfg}\n", "")
     text = cfg.read_text()
     assert "Sea s3cret" not in text
     assert load_config(cfg).mailboxes["mate"].check_password("Sea s3cret")

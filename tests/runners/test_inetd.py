@@ -164,7 +164,9 @@ def test_under_openbsd_inetd(tmp_path: Path) -> None:
     inetd = require_tool("inetd")
     port = free_port()
     conf = tmp_path / "inetd.conf"
-    args = " ".join(["python3", "-m", "nosend", "inetd", "pop3", "--session", "echo"])
+    # argv[0] is the full path too: openbsd-inetd clears PATH, and a bare "python3" makes
+    # Python look for itself elsewhere and miss a virtual environment's packages.
+    args = " ".join([sys.executable, "-m", "nosend", "inetd", "pop3", "--session", "echo"])
     args += f" --config {tmp_path / 'none.cfg'} --log-file {tmp_path / 'session.log'}"
     conf.write_text(
         f"127.0.0.1:{port} stream tcp nowait {getpass.getuser()} {sys.executable} {args}\n"
