@@ -92,10 +92,12 @@ def banner_up(port: int, pidfile: Path, log: Path) -> tuple[str, ...]:
     return python(code, str(port), pidfile, log)
 
 
-def banner_down(pidfile: Path, log: Path) -> tuple[str, ...]:
-    """argv that stops the banner server (if running) and notes that down ran."""
+def banner_down(pidfile: Path, log: Path, delay: float = 0.0) -> tuple[str, ...]:
+    """argv that stops the banner server (if running) and notes that down ran, after
+    ``delay`` seconds (a hang-up that takes a while)."""
     code = (
-        "import os, signal, sys\n"
+        "import os, signal, sys, time\n"
+        f"time.sleep({delay!r})\n"
         "pidfile, log = sys.argv[1], sys.argv[2]\n"
         "open(log, 'a').write('down\\n')\n"
         "if os.path.exists(pidfile):\n"
