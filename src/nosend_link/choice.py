@@ -14,8 +14,10 @@ The order, by ``mode``:
 - ``cost``: every usable link by the least estimated cost for what waits, then
   ``priority``, then name.
 
-A link is not usable when it is disabled, outside its ``hours`` (local time of ``now``)
-or has spent its monthly ``budget`` (:meth:`~nosend_link.plan.Budget.exhausted` on the
+A link is not usable when it is disabled, outside its ``hours`` (local time of ``now``),
+may carry nothing that waits (every waiting message over its ``max_size`` and no
+account fetched over it: dialling would cost the set-up for nothing), or has spent its
+monthly ``budget`` (:meth:`~nosend_link.plan.Budget.exhausted` on the
 month's totals; an estimate that would cross the budget does not exclude a link, or
 one large message would block a link for the rest of the month). The reasons are
 returned with the choice, for the log and the dry run.
@@ -122,10 +124,16 @@ def choose(
     excluded: list[Excluded] = []
     for plan in plans:
         reason = unusable_reason(plan, now, spent)
-        if reason is None:
-            usable.append(estimate(plan, waiting))
-        else:
+        if reason is not None:
             excluded.append(Excluded(plan.name, reason))
+            continue
+        guess = estimate(plan, waiting)
+        if waiting.has_work and not guess.messages and not guess.accounts:
+            # Dialling to move nothing costs the set-up time and more.
+            excluded.append(Excluded(plan.name, "carries nothing that waits (max_size, "
+                                                "accounts)"))
+            continue
+        usable.append(guess)
     if mode == COST:
         usable.sort(key=lambda e: (e.cost, e.plan.priority, e.plan.name))
     else:

@@ -19,7 +19,7 @@ only while at least one link may be used -- enabled, within its ``hours`` and un
 ``budget`` (the month's totals are the caller's). If every link is disabled or has
 spent its budget there is no next cycle; the caller asks again when something changes
 (a new month, a reloaded ``mail.cfg``). With no links configured, hours and budgets do
-not apply.
+not apply. Pass the links a cycle may use: only the link in use, when one is.
 
 Must not: read the clock, files or the queue; run anything.
 """

@@ -115,3 +115,17 @@ def test_formatting_for_people() -> None:
     assert [_format.duration(s) for s in (44.6, 185, 3720)] == ["45 s", "3 min 05 s",
                                                                  "1 h 02 min"]
     assert _format.money(Decimal("20.5050")) == "20.51" and _format.rate(300) == "300 B/s"
+
+
+def test_a_link_that_would_carry_nothing_is_not_dialled() -> None:
+    small = LinkPlan("iridium", max_size=50_000, accounts=("home",))
+    big_only = Waiting(sizes_out=(2_000_000,))
+    choice = choose((small, GSM), big_only, now=NOON)
+    assert choice.order == ()
+    assert choice.excluded == (
+        Excluded("iridium", "carries nothing that waits (max_size, accounts)"),
+        Excluded("gsm", "carries nothing that waits (max_size, accounts)"),
+    )
+    # An account it fetches is reason enough to dial.
+    with_fetch = Waiting(sizes_out=(2_000_000,), accounts=("home",))
+    assert [e.plan.name for e in choose((small,), with_fetch, now=NOON).order] == ["iridium"]
