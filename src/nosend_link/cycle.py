@@ -22,7 +22,8 @@ One cycle, in order:
    the smarthost; ``up_timeout`` bounds ``up`` and the probe together). If it does not
    come up, ``down`` runs, the attempt and its cost are noted, and the next link is
    tried. Once one is up, ``exchange(online_link)`` runs, cancelled when the link has
-   been online ``max_online`` seconds (counted from the start of ``up``); then ``down``;
+   been online ``max_online`` seconds (counted from the start of ``up``) or when its
+   ``hours`` end, whichever comes first; then ``down``;
 6. append the cycle's record to the ledger -- unless no link was touched (``nothing``,
    ``no usable link``): cron runs a cycle every few minutes, and the ledger is a bill,
    not a log. The record is still returned.
@@ -204,8 +205,9 @@ class OnlineLink:
 
     @property
     def seconds_left(self) -> float:
-        """Seconds until ``max_online`` hangs up (so a message that cannot make it in
-        time can be left for the next cycle rather than cut and sent again)."""
+        """Seconds until ``max_online`` or the end of the link's hours hangs up (so a
+        message that cannot make it in time can be left for the next cycle rather than
+        cut and sent again)."""
         return max(0.0, self._deadline - self._monotonic())
 
     def report(
@@ -413,6 +415,14 @@ class ExchangeCycle:
     ) -> CycleResult:
         online_at = self._monotonic()
         deadline = started + plan.max_online
+        why = f"max_online reached ({_format.duration(plan.max_online)})"
+        # Never past the link's hours either: a cheap night rate that ends at 06:00 ends
+        # the call at 06:00.
+        now = self._local_time()
+        closes = plan.hours.window_end(now)
+        if closes is not None and online_at + (closes - now).total_seconds() < deadline:
+            deadline = online_at + (closes - now).total_seconds()
+            why = f"the link's hours ended ({closes:%H:%M})"
         online = OnlineLink(
             plan, probed, run.tally, deadline=deadline,
             meter=ProgressMeter(plan, started, online_at, self._monotonic),
@@ -425,7 +435,7 @@ class ExchangeCycle:
             except Exception as exc:  # the exchange's bug or failure: hang up, record it
                 answer = ExchangeResult(False, f"exchange: {type(exc).__name__}: {exc}")
         if answer is None:
-            run.errors.append(f"max_online reached ({_format.duration(plan.max_online)})")
+            run.errors.append(why)
             return CycleResult.PARTLY
         if answer.error:
             run.errors.append(answer.error)

@@ -147,6 +147,21 @@ class Hours:
                 return True
         return False
 
+    def window_end(self, when: datetime) -> datetime | None:
+        """When the window holding ``when`` closes (None: no windows, or ``when`` is in
+        none). Of overlapping windows, the latest end."""
+        if not self.windows or not self.allows(when):
+            return None
+        minute = when.hour * 60 + when.minute
+        base = when.replace(second=0, microsecond=0) - timedelta(minutes=minute)
+        ends = []
+        for start, end in self.windows:
+            inside = (start <= minute < end) if start < end else (minute >= start or minute < end)
+            if inside:
+                days = 1 if end <= start and minute >= start else 0
+                ends.append(base + timedelta(days=days, minutes=end))
+        return max(ends)
+
     def next_allowed(self, when: datetime) -> datetime:
         """The first moment at or after ``when`` that a window allows."""
         if self.allows(when):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from nosend_link.cycle import (
 )
 from nosend_link.cycle_lock import LinkUp, UpMarker
 from nosend_link.ledger import SHARED, Ledger, UserShare
-from nosend_link.plan import Endpoint, LinkPlan, Waiting
+from nosend_link.plan import Endpoint, Hours, LinkPlan, Waiting
 from nosend_link.progress import CycleEnded, LinkState, ProgressEvent, Transfer
 from tests.link.link_scripts import (
     alive,
@@ -402,7 +403,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
 _KILLED_CYCLE = """
 import sys, anyio
 from nosend_link.cycle import ExchangeCycle
-from nosend_link.plan import Endpoint, LinkPlan, Waiting
+from nosend_link.plan import Endpoint, Hours, LinkPlan, Waiting
 state, port, up, down = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 import json
 plan = LinkPlan("sat", up=tuple(json.loads(up)), down=tuple(json.loads(down)),
@@ -447,3 +448,23 @@ async def test_a_cycle_killed_with_the_link_up_is_cleaned_up_by_the_next(
     assert gone(server) and link.ran() == ["up", "down"]
     assert [r.result for r in Ledger(tmp_path / "state" / "cycles.jsonl").records()] == [
         STALE_LINK]
+
+
+async def test_the_end_of_a_links_hours_ends_the_call(tmp_path: Path) -> None:
+    link = banner_link(tmp_path, "night", hours=Hours.parse("22:00-06:00"))
+    seconds_left = []
+
+    async def exchange(online: OnlineLink) -> ExchangeResult:
+        _pids["night"] = link.server_pid()
+        seconds_left.append(online.seconds_left)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    # Two seconds before the cheap rate ends.
+    almost_six = datetime(2026, 12, 8, 5, 59, 58, tzinfo=UTC)
+    outcome = await cycle(tmp_path, [link.plan], exchange,
+                          local_time=lambda: almost_six).run(WAITING)
+    assert outcome.result is CycleResult.PARTLY and outcome.record is not None
+    assert outcome.record.error == "the link's hours ended (06:00)"
+    assert 0 < seconds_left[0] <= 2.0
+    assert link.ran() == ["up", "down"] and gone(_pids["night"])

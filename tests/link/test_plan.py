@@ -90,3 +90,11 @@ def test_plan_from_a_config_link_takes_its_keys_and_the_extra_ones() -> None:
 def test_waiting_has_work_when_mail_or_accounts_wait() -> None:
     assert not Waiting().has_work
     assert Waiting(sizes_out=(10,)).has_work and Waiting(accounts=("a",)).has_work
+
+
+def test_the_end_of_the_window_in_force() -> None:
+    hours = Hours.parse("06:00-08:30, 22:00-01:00")
+    assert hours.window_end(at(7, 15)) == at(8, 30)
+    assert hours.window_end(at(23, 10)) == at(1, day=8)
+    assert hours.window_end(at(0, 30)) == at(1)
+    assert hours.window_end(at(12)) is None and Hours().window_end(at(12)) is None
