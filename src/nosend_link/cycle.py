@@ -36,6 +36,19 @@ shielded cancel scope, and the record is written before the cancellation goes on
 best :attr:`CycleResult.PARTLY` -- a link that may still be up costs money, and cron
 must hear of it.
 
+The exchange's side of the contract (``exchange(online) -> ExchangeResult``):
+
+- relay only messages ``online.plan.carries(size)``, fetch only accounts
+  ``online.plan.fetches(name)``; ``online.seconds_left`` says how long the call may last;
+- count as it goes, so a cut-short cycle still bills what crossed: ``online.tally.wire(up,
+  down)`` for bytes on the wire (protocol included), ``tally.sent(user, size)`` once the
+  upstream accepted a message from local ``user``, ``tally.received(user, size)`` once a
+  fetched message for ``user`` is durably delivered;
+- ``online.report(direction, n, count, bytes_left)`` at each message, for the progress line;
+- return ``ExchangeResult(complete, error)``; an exception counts as incomplete, with its
+  text as the error (so it must hold no secret); never swallow cancellation: it arrives
+  at ``max_online``, at the end of the link's hours, and on Ctrl-C or SIGTERM.
+
 Exit codes (:attr:`CycleResult.exit_code`), chosen for cron and scripts:
 
 ======================  ====  ==========================================================
@@ -47,9 +60,12 @@ result                  code  meaning
 ``partly``              1     a link came up but not everything was done (an error, a
                               deferral, ``max_online``), or ``down`` failed
 ``link failed``         3     no link came up (each failed ``up`` or its probe)
-``no usable link``      4     every link is disabled, outside its hours or over budget
+``no usable link``      4     every link is disabled, outside its hours, over budget or
+                              may carry nothing that waits (``max_size``)
 ``busy``                75    another cycle is running (EX_TEMPFAIL: try again later)
-``interrupted``         130   the cycle was cancelled (Ctrl-C, SIGTERM); ``down`` ran
+``interrupted``         130   the cycle was cancelled; ``down`` ran. When a signal did
+                              it, :func:`~nosend_link.signals.run_until_signalled` gives
+                              the shell's 128 + signal number (143 for SIGTERM) instead
 ======================  ====  ==========================================================
 
 2 is left to argparse, which exits 2 on a usage error.
