@@ -148,18 +148,32 @@ class Hours:
         return False
 
     def window_end(self, when: datetime) -> datetime | None:
-        """When the window holding ``when`` closes (None: no windows, or ``when`` is in
-        none). Of overlapping windows, the latest end."""
+        """The first moment after ``when`` that no window allows (None: ``when`` is in no
+        window, or the windows together cover every minute). Overlapping and adjoining
+        windows count as one: the link is used until none allows it."""
         if not self.windows or not self.allows(when):
             return None
+        limit = when + timedelta(days=2)
+        moment = when
+        while True:
+            moment = self._latest_end(moment)
+            if not self.allows(moment):
+                return moment
+            if moment >= limit:
+                return None
+
+    def _latest_end(self, when: datetime) -> datetime:
+        """The latest end of the windows that hold ``when`` (one must)."""
         minute = when.hour * 60 + when.minute
-        base = when.replace(second=0, microsecond=0) - timedelta(minutes=minute)
+        midnight = when.replace(second=0, microsecond=0) - timedelta(minutes=minute)
         ends = []
         for start, end in self.windows:
-            inside = (start <= minute < end) if start < end else (minute >= start or minute < end)
-            if inside:
-                days = 1 if end <= start and minute >= start else 0
-                ends.append(base + timedelta(days=days, minutes=end))
+            if start < end and start <= minute < end:
+                ends.append(midnight + timedelta(minutes=end))
+            elif end <= start and minute >= start:
+                ends.append(midnight + timedelta(days=1, minutes=end))
+            elif end <= start and minute < end:
+                ends.append(midnight + timedelta(minutes=end))
         return max(ends)
 
     def next_allowed(self, when: datetime) -> datetime:

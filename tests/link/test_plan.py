@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nosend_link.plan import (
     DEFAULT_RATE,
@@ -98,3 +100,33 @@ def test_the_end_of_the_window_in_force() -> None:
     assert hours.window_end(at(23, 10)) == at(1, day=8)
     assert hours.window_end(at(0, 30)) == at(1)
     assert hours.window_end(at(12)) is None and Hours().window_end(at(12)) is None
+    # Adjoining windows are one: the link stays usable across the seam.
+    assert Hours.parse("20:00-23:00, 23:00-02:00").window_end(at(21)) == at(2, day=8)
+    assert Hours.parse("00:00-12:00, 12:00-00:00").window_end(at(21)) is None
+
+
+_minutes = st.integers(min_value=0, max_value=1439)
+
+
+@given(st.lists(st.tuples(_minutes, _minutes).filter(lambda w: w[0] != w[1]), min_size=1,
+                max_size=3), _minutes)
+def test_next_allowed_is_the_first_allowed_minute(
+    windows: list[tuple[int, int]], minute: int
+) -> None:
+    hours = Hours(tuple(windows))
+    now = at(0) + timedelta(minutes=minute)
+    found = hours.next_allowed(now)
+    assert found >= now and hours.allows(found)
+    t = now
+    while t < found:  # no allowed minute is skipped
+        assert not hours.allows(t)
+        t += timedelta(minutes=1)
+    end = hours.window_end(found)
+    if end is None:  # the windows cover the whole day
+        assert all(hours.allows(at(0) + timedelta(minutes=m)) for m in range(1440))
+    else:
+        assert end > found and not hours.allows(end)
+        t = found
+        while t < end:  # allowed all the way from the start to the end
+            assert hours.allows(t)
+            t += timedelta(minutes=1)
