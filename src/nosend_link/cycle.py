@@ -1,8 +1,9 @@
 """The exchange cycle: bring a link up, let the exchange run, bring it down, record it.
 
-Owns: :class:`ExchangeCycle` (the orchestration), :class:`CycleResult` (the results and
-the exit codes the command line uses), :class:`Tally`, :class:`OnlineLink` and
-:class:`ExchangeResult` (the contract with the exchange). Must not: speak SMTP or POP3,
+Owns: :class:`ExchangeCycle` (the orchestration) and :class:`CycleResult` (the results
+and the exit codes the command line uses). It re-exports :class:`Tally`,
+:class:`OnlineLink`, :class:`ExchangeResult` and :data:`Exchange`, the contract with the
+exchange, from :mod:`nosend_link.online`. Must not: speak SMTP or POP3,
 touch the queue or mailboxes (the ``exchange`` callable does), or read ``mail.cfg``
 (plans come in as :class:`~nosend_link.plan.LinkPlan`).
 
@@ -40,11 +41,14 @@ The exchange's side of the contract (``exchange(online) -> ExchangeResult``):
 
 - relay only messages ``online.plan.carries(size)``, fetch only accounts
   ``online.plan.fetches(name)``; ``online.seconds_left`` says how long the call may last;
-- count as it goes, so a cut-short cycle still bills what crossed: ``online.tally.wire(up,
-  down)`` for bytes on the wire (protocol included), ``tally.sent(user, size)`` once the
-  upstream accepted a message from local ``user``, ``tally.received(user, size)`` once a
-  fetched message for ``user`` is durably delivered;
-- ``online.report(direction, n, count, bytes_left)`` at each message, for the progress line;
+- count as it goes, so a cut-short cycle still bills what crossed:
+  ``online.tally.watch(meter)`` for each connection's wire meter (or
+  ``tally.wire(up, down)``), ``tally.sent(user, size)`` once the upstream accepted a
+  message from local ``user``, ``tally.received(user, size)`` once a fetched message
+  for ``user`` is durably delivered -- or hand the transfer events to
+  ``online.on_transfer``, which does the last two and the progress line;
+- else ``online.report(direction, n, count, bytes_left)`` at each message, for the
+  progress line;
 - return ``ExchangeResult(complete, error)``; an exception counts as incomplete, with its
   text as the error (so it must hold no secret); never swallow cancellation: it arrives
   at ``max_online``, at the end of the link's hours, and on Ctrl-C or SIGTERM.
@@ -77,12 +81,11 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -100,6 +103,7 @@ from nosend_link.ledger import (
     month_totals,
     split_cost,
 )
+from nosend_link.online import Exchange, ExchangeResult, OnlineLink, Tally
 from nosend_link.plan import Endpoint, LinkPlan, Waiting
 from nosend_link.probe import RETRY_INTERVAL, ProbeResult, wait_for_probe
 from nosend_link.progress import CycleEnded, LinkState, ProgressEvent, ProgressMeter
@@ -149,98 +153,6 @@ _EXIT_CODES = {
     CycleResult.BUSY: 75,
     CycleResult.INTERRUPTED: 130,
 }
-
-
-@dataclass(slots=True)
-class Tally:
-    """What the exchange moved so far; it adds to this as it goes, so a cycle cut short
-    (``max_online``, Ctrl-C) still records every byte that crossed the link.
-
-    ``bytes_up``/``bytes_down``: on the wire, protocol included. Per user: the message
-    bytes of each local sender (what went out) and recipient (what came in); the cost
-    is divided among users by these.
-    """
-
-    bytes_up: int = 0
-    bytes_down: int = 0
-    messages_out: int = 0
-    messages_in: int = 0
-    users: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-    def wire(self, up: int = 0, down: int = 0) -> None:
-        """Count bytes that crossed the link."""
-        self.bytes_up += up
-        self.bytes_down += down
-
-    def sent(self, user: str, nbytes: int) -> None:
-        """A message of ``nbytes`` from local ``user`` was accepted upstream."""
-        out, inn = self.users.get(user, (0, 0))
-        self.users[user] = (out + nbytes, inn)
-        self.messages_out += 1
-
-    def received(self, user: str, nbytes: int) -> None:
-        """A message of ``nbytes`` for local ``user`` was fetched and delivered."""
-        out, inn = self.users.get(user, (0, 0))
-        self.users[user] = (out, inn + nbytes)
-        self.messages_in += 1
-
-
-@dataclass(frozen=True, slots=True)
-class ExchangeResult:
-    """What the exchange says when it returns: ``complete`` if everything that was to go
-    went and every account was fetched; ``error`` (no secrets) says what did not."""
-
-    complete: bool
-    error: str | None = None
-
-
-class OnlineLink:
-    """The link handed to the exchange while it is up: its ``plan``, the ``probe`` that
-    found it up (None if none ran), the :class:`Tally` to add to, and progress."""
-
-    __slots__ = ("plan", "probe", "tally", "_deadline", "_meter", "_emit", "_monotonic")
-
-    def __init__(
-        self,
-        plan: LinkPlan,
-        probe: ProbeResult | None,
-        tally: Tally,
-        *,
-        deadline: float,
-        meter: ProgressMeter,
-        emit: Callable[[ProgressEvent], None],
-        monotonic: Callable[[], float],
-    ) -> None:
-        self.plan = plan
-        self.probe = probe
-        self.tally = tally
-        self._deadline = deadline
-        self._meter = meter
-        self._emit = emit
-        self._monotonic = monotonic
-
-    @property
-    def seconds_left(self) -> float:
-        """Seconds until ``max_online`` or the end of the link's hours hangs up (so a
-        message that cannot make it in time can be left for the next cycle rather than
-        cut and sent again)."""
-        return max(0.0, self._deadline - self._monotonic())
-
-    def report(
-        self,
-        direction: Literal["out", "in"],
-        index: int,
-        count: int,
-        bytes_left: int | None = None,
-    ) -> None:
-        """Tell the user where the exchange is: message ``index`` of ``count``."""
-        self._emit(self._meter.transfer(direction, index, count, self.tally.bytes_up,
-                                        self.tally.bytes_down, bytes_left))
-
-
-#: The exchange: relay the queue and fetch the accounts over the link, adding to its
-#: tally as it goes. Cancelled at ``max_online``; must not swallow cancellation.
-Exchange = Callable[[OnlineLink], Awaitable[ExchangeResult]]
 
 
 @dataclass(frozen=True, slots=True)
