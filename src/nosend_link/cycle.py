@@ -269,8 +269,10 @@ class ExchangeCycle:
             if not waiting.has_work:
                 result = CycleResult.NOTHING
             else:
-                choice = choose(self._plans, waiting, mode=self._mode,
-                                now=(now := self._local_time()), spent=self._spent(now))
+                now = self._local_time()
+                # The ledger is read off the event loop: serve runs cycles inside it.
+                spent = await anyio.to_thread.run_sync(self._spent, now)
+                choice = choose(self._plans, waiting, mode=self._mode, now=now, spent=spent)
                 result = await self._dial(choice, run)
         except BaseException as exc:
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class()) or isinstance(
