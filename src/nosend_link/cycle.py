@@ -73,6 +73,18 @@ result                  code  meaning
 ======================  ====  ==========================================================
 
 2 is left to argparse, which exits 2 on a usage error.
+
+How ``nosend send`` puts it together (the plans and the waiting list are its own)::
+
+    cycle = ExchangeCycle(plans, state_dir(data_dir), exchange,
+                          default_probe=Endpoint(smarthost.host, smarthost.port),
+                          mode=args.link or AUTO, progress=TerminalRenderer(sys.stderr))
+    if args.dry_run:
+        for line in cycle.dry_run(waiting).lines():
+            print(line)
+        return 0
+    done = anyio.run(run_until_signalled, lambda: cycle.run(waiting))
+    return done.exit_code if done.value is None else done.value.result.exit_code
 """
 
 from __future__ import annotations
