@@ -247,7 +247,7 @@ class ServerConnection:
         (more pipelined commands will be answered right away) and must write it when it
         turns true (RFC 2449 section 6.6: the client may be waiting for these replies).
         """
-        return self._state is S.CLOSED or b"\n" not in self._buf.peek()
+        return self._state is S.CLOSED or not self._buf.has_line()
 
     def is_deleted(self, msgno: int) -> bool:
         """True when message ``msgno`` (1-based) is marked deleted in this session."""

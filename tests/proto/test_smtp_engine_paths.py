@@ -9,7 +9,6 @@ shortcuts must keep.
 from __future__ import annotations
 
 import pickle
-from collections import deque
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -220,38 +219,45 @@ def test_render_reply_lines_and_limits() -> None:
         render_reply(Reply(250, "h"), None, ("x" * 507,))
 
 
-# -- the receive buffer's one-line shortcut ---------------------------------------------
+# -- the receive buffer's one-line shortcut and uncopied chunks ----------------------
 
 
-def test_next_line_from_returns_a_lone_line_without_copying_it() -> None:
+def test_a_lone_line_is_returned_without_copying_it() -> None:
     buf = ReceiveBuffer(20)
     line = b"NOOP\r\n"
-    chunks = deque([line, b"DATA\r\nbody"])
-    assert buf.next_line_from(chunks) is line
-    assert buf.next_line_from(chunks) == b"DATA\r\n"
-    assert buf.peek() == b"body" and not chunks
-    assert buf.next_line_from(chunks) is None
-    assert buf.next_line_from(deque([b" more\n"])) == b"body more\n"
+    buf.feed(line)
+    buf.feed(b"DATA\r\nbody")
+    assert buf.next_line() is line
+    assert buf.next_line() == b"DATA\r\n"
+    assert buf.next_line() is None and len(buf) == 4
+    buf.feed(b" more\n")
+    assert buf.next_line() == b"body more\n"
 
 
-def test_next_line_from_leaves_unneeded_chunks_unbuffered() -> None:
+def test_chunks_a_line_does_not_need_stay_unsearched() -> None:
     buf = ReceiveBuffer(20)
-    chunks = deque([b"DA", b"TA\r\n", b"raw body\r\n.\r\n"])
-    assert buf.next_line_from(chunks) == b"DATA\r\n"
-    assert list(chunks) == [b"raw body\r\n.\r\n"] and len(buf) == 0
+    body = b"raw body\r\n.\r\n"
+    for chunk in (b"DA", b"TA\r\n", body):
+        buf.feed(chunk)
+    assert buf.next_line() == b"DATA\r\n"
+    assert buf.take(1 << 62) is body  # the very chunk received, never copied
 
 
-def test_next_line_from_overlong_lines() -> None:
+def test_overlong_lines_and_the_lone_line_shortcut() -> None:
     buf = ReceiveBuffer(10)
     # A whole line over the limit in one chunk is not taken by the shortcut.
-    assert buf.next_line_from(deque([b"x" * 20 + b"\n"])) is OVERLONG
+    buf.feed(b"x" * 20 + b"\n")
+    assert buf.next_line() is OVERLONG
     # A line cut over chunks: its start is dropped as it comes, then its end is OVERLONG,
     # even when the end arrives as what looks like a lone short line.
-    chunks = deque([b"y" * 15])
-    assert buf.next_line_from(chunks) is None and len(buf) == 0
-    assert buf.next_line_from(deque([b"tail\r\n"])) is OVERLONG
-    assert buf.next_line_from(deque([b"QUIT\r\n"])) == b"QUIT\r\n"
-    assert buf.next_line_from(deque([b"x" * 9 + b"\n"])) == b"x" * 9 + b"\n"
+    buf.feed(b"y" * 15)
+    assert buf.next_line() is None and len(buf) == 0
+    buf.feed(b"tail\r\n")
+    assert buf.next_line() is OVERLONG
+    buf.feed(b"QUIT\r\n")
+    assert buf.next_line() == b"QUIT\r\n"
+    buf.feed(b"x" * 9 + b"\n")
+    assert buf.next_line() == b"x" * 9 + b"\n"
 
 
 def test_pipelined_commands_after_a_lone_line() -> None:
