@@ -6,8 +6,12 @@ and ``send(event)`` turns the application's answer into bytes to write. Engines 
 read no clock, start no thread and log nothing; memory per connection is bounded by
 configured limits whatever the peer sends.
 
-Two errors escape: ``RemoteProtocolError`` (the peer) and ``LocalProtocolError`` (the
-application). Everything else here is a frozen value.
+Errors: the server engines raise only ``LocalProtocolError``, for the application's
+mistakes. A peer's mistake is never an exception: it comes out of ``next_event()`` as an
+event carrying the reply to send (SMTP ``ProtocolViolation``/``DataRejected``; POP3 answers
+with ``-ERR`` itself and ends with ``TooManyErrors``). ``RemoteProtocolError`` is for an
+engine that cannot answer its peer and go on (a client that cannot parse a server's
+reply); no server engine raises it. Everything else here is a frozen value.
 """
 
 from nosend_proto._errors import LocalProtocolError, ProtocolError, RemoteProtocolError

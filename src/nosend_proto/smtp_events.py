@@ -103,19 +103,6 @@ _REPLY_CODES = frozenset(code for code in range(200, 560) if code % 100 < 60)
 _ENHANCED_RE = re.compile(r"[2-5]\.[0-9]{1,3}\.[0-9]{1,3}")
 
 
-def _engine_reply(code: int, text: str, enhanced: str | None = None) -> Reply:
-    """A :class:`Reply` built without ``__post_init__``, for the engine's own replies.
-
-    Only for values the engine has already vouched for (a valid code, text from the
-    validated configuration or constants): applications always go through ``Reply``.
-    """
-    reply = object.__new__(Reply)
-    object.__setattr__(reply, "code", code)
-    object.__setattr__(reply, "text", text)
-    object.__setattr__(reply, "enhanced", enhanced)
-    return reply
-
-
 # ---------------------------------------------------------------------------------------
 # Parameters of MAIL and RCPT (RFC 5321 section 4.1.1.11 and the extensions' RFCs).
 

@@ -60,6 +60,7 @@ How to drive it (the application, or the runner-agnostic session)::
 from __future__ import annotations
 
 import base64
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,7 +120,6 @@ from nosend_proto.smtp_events import (
     SMTPEvent,
     StartTLS,
     Verify,
-    _engine_reply,
 )
 
 __all__ = ["SMTPServerConfig", "SMTPState", "ServerConnection", "BARE_NEWLINE_POLICIES"]
@@ -231,6 +231,12 @@ _CONSTANT_REPLIES: dict[type, Reply] = {
 }
 
 _QueuedEvent = tuple[SMTPEvent, _OwedReply | None]
+
+
+@functools.lru_cache(maxsize=16)
+def _host_replies(host: str) -> tuple[Reply, Reply]:
+    """The 250 (to HELO/EHLO) and 221 (to QUIT) that name ``host``, built once per name."""
+    return Reply(250, host), Reply(221, f"{host} Service closing transmission channel")
 
 
 class ServerConnection:
@@ -492,7 +498,7 @@ class ServerConnection:
             return self._violation(
                 Reply(500, "Control character in command", "5.5.2"), "control character"
             )
-        verb, _, arg = line.partition(" ")  # grammar.split_command, inlined
+        verb, _, arg = line.partition(" ")  # RFC 5321 section 4.1.1: VERB SP argument
         verb = verb.upper()
         # Every verb's limit is at least max_command_line: only a longer line needs its own.
         if len(raw) > self.config.max_command_line and len(raw) > self._line_limit(verb):
@@ -870,7 +876,7 @@ class ServerConnection:
                 self._offered = frozenset([line.partition(" ")[0] for line in extra])
             if not reply.text:
                 # RFC 5321 section 4.1.1.1: the reply's first line names the server.
-                reply = _engine_reply(250, self.config.hostname)
+                reply = _host_replies(self.config.hostname)[0]
         data = render_reply(reply, self._enhanced(owed, reply), extra)
         self._owed = None
         if code == 421:
@@ -1022,18 +1028,18 @@ class ServerConnection:
             return reply
         host = self.config.hostname  # validated printable ASCII: safe in a reply
         if event_type is Hello:
-            return _engine_reply(250, host)
+            return _host_replies(host)[0]
         if event_type is Quit:
-            return _engine_reply(221, f"{host} Service closing transmission channel")
+            return _host_replies(host)[1]
         if isinstance(event, ProtocolViolation | DataRejected | AuthChallenge):
             return event.reply
         if isinstance(event, BdatChunkEnd):
             return Reply(250, f"{event.size} octets received")
         # Subclasses of the event classes get their base class's reply.
         if isinstance(event, Hello):
-            return _engine_reply(250, host)
+            return _host_replies(host)[0]
         if isinstance(event, Quit):
-            return _engine_reply(221, f"{host} Service closing transmission channel")
+            return _host_replies(host)[1]
         for base, reply in _CONSTANT_REPLIES.items():
             if isinstance(event, base):
                 return reply
