@@ -247,10 +247,14 @@ class ServerConnection:
     per-connection string from the application, used for CRAM-MD5 challenges
     ``<nonce.N@hostname>`` (the engine has no randomness of its own).
 
-    Flushing (RFC 2920 section 3.1): reply bytes may be collected and written together;
-    they must be written whenever ``next_event()`` returns ``NEED_DATA`` and whenever
-    ``should_flush`` is true after a ``send()``: when no complete command is left in the
-    input, and always at the sync points (354, 334, 220 to STARTTLS, 221, closing).
+    Flushing, the model both server engines share (RFC 2920 section 3.1): reply bytes may
+    be collected and written together; they must be written whenever ``next_event()``
+    returns ``NEED_DATA`` and whenever ``should_flush`` is true after a ``send()``: when
+    no complete command is left in the input, and always at the sync points (354, 334,
+    220 to STARTTLS, 221, closing). Unlike the POP3 engine, this one never writes a reply
+    of its own choosing: every reply is what ``send()`` returned to the application, so
+    there is no ``data_to_send()`` and no ``NEED_FLUSH`` (the application holds all the
+    output, one reply per event it was given).
     """
 
     # Slots fix the layout of the thirty-odd attributes every command reads. With an
@@ -409,7 +413,9 @@ class ServerConnection:
         """True when the reply bytes returned so far must be written now (RFC 2920 3.1).
 
         False while a reply is still owed or while further complete commands are already
-        buffered (their replies may go out together); true at every sync point.
+        buffered (their replies may go out together); true at every sync point. The POP3
+        engine's ``should_flush`` means the same; the line it looks ahead at stays in the
+        receive buffer for the next ``next_event()``.
         """
         if self._owed is not None or self._events:
             return False
