@@ -29,4 +29,3 @@ def test_every_other_event_is_importable_from_the_package() -> None:
     assert nosend_proto.SMTPServerConnection is smtp_state.ServerConnection
     assert nosend_proto.POP3ServerConnection is pop3_state.ServerConnection
     assert nosend_proto.SMTPState is smtp_state.SMTPState
-

@@ -96,3 +96,41 @@ def test_chunking_does_not_change_lines(data: bytes, cuts: list[int]) -> None:
             got.append(line)
         assert len(pieces) <= 40 + 50
     assert got == expected
+
+
+def test_a_lone_line_is_returned_without_copying_it() -> None:
+    buf = ReceiveBuffer(20)
+    line = b"NOOP\r\n"
+    buf.feed(line)
+    buf.feed(b"DATA\r\nbody")
+    assert buf.next_line() is line
+    assert buf.next_line() == b"DATA\r\n"
+    assert buf.next_line() is None and len(buf) == 4
+    buf.feed(b" more\n")
+    assert buf.next_line() == b"body more\n"
+
+
+def test_chunks_a_line_does_not_need_stay_unsearched() -> None:
+    buf = ReceiveBuffer(20)
+    body = b"raw body\r\n.\r\n"
+    for chunk in (b"DA", b"TA\r\n", body):
+        buf.feed(chunk)
+    assert buf.next_line() == b"DATA\r\n"
+    assert buf.take(1 << 62) is body  # the very chunk received, never copied
+
+
+def test_overlong_lines_and_the_lone_line_shortcut() -> None:
+    buf = ReceiveBuffer(10)
+    # A whole line over the limit in one chunk is not taken by the shortcut.
+    buf.feed(b"x" * 20 + b"\n")
+    assert buf.next_line() is OVERLONG
+    # A line cut over chunks: its start is dropped as it comes, then its end is OVERLONG,
+    # even when the end arrives as what looks like a lone short line.
+    buf.feed(b"y" * 15)
+    assert buf.next_line() is None and len(buf) == 0
+    buf.feed(b"tail\r\n")
+    assert buf.next_line() is OVERLONG
+    buf.feed(b"QUIT\r\n")
+    assert buf.next_line() == b"QUIT\r\n"
+    buf.feed(b"x" * 9 + b"\n")
+    assert buf.next_line() == b"x" * 9 + b"\n"

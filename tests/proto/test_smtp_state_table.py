@@ -11,6 +11,7 @@ the engine remembers (``check_state_facts``): a wrong entry leaves the two disag
 from __future__ import annotations
 
 import base64
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -49,10 +50,9 @@ from nosend_proto.smtp_events import (
     Verify,
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
-from tests.proto.smtp_driver import check_state_facts
+from tests.proto.smtp_driver import HOST, check_state_facts
 
 S = SMTPState
-HOST = "mx.example.org"
 PLAIN = base64.b64encode(b"\0user\0secret").decode()
 
 
@@ -319,3 +319,11 @@ def test_events_after_an_auth_line_owe_what_the_table_expects() -> None:
     got = events(conn, f"AUTH PLAIN {PLAIN}\r\n".encode())
     assert isinstance(got[-1], AuthAttempt) and conn._owed is Owed.AUTH_ATTEMPT
     assert (S.READY, Owed.AUTH_ATTEMPT, True) in REPLIES
+
+
+def test_states_work_as_keys_and_survive_pickling() -> None:
+    table = {state: state.value for state in SMTPState}
+    assert all(table[state] == state.value for state in SMTPState)
+    assert SMTPState.READY in frozenset({SMTPState.READY})
+    assert SMTPState("ready") is SMTPState.READY
+    assert pickle.loads(pickle.dumps(SMTPState.DATA)) is SMTPState.DATA
