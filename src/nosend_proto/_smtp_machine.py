@@ -23,7 +23,7 @@ refused) moves to::
     BDAT        octets read, accepted   -> RCPT, then BdatChunkEnd 250 -> RCPT, refused
                                            -> READY (RFC 3030 2); or EndOfData/DataRejected
                                            -> READY
-    BDAT        octets read, refused    -> back to the state BDAT was read in, then 503/554
+    BDAT        octets read, refused    -> back to the state BDAT was read in, then its 5xx
     CONN, READY StartTLS           220 -> TLS_PENDING, then start_tls_done() -> CONNECTED
     READY       AuthChallenge      334 -> AUTH          (refused: READY)
     AUTH        AuthChallenge      334 -> AUTH          the client's last line -> READY
@@ -285,7 +285,7 @@ class _Resume:
 
 
 #: In ``INPUTS``: back to the command state the BDAT command was read in (a refused
-#: chunk changes nothing; its 503 or 554 follows there).
+#: chunk changes nothing; its 502, 503 or 554 follows there).
 RESUME = _Resume()
 
 #: (state, input) -> the next state.
