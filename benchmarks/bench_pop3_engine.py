@@ -25,7 +25,7 @@ import random
 import time
 import tracemalloc
 
-from nosend_proto._pop3_stuffing import MessageEncoder
+from nosend_proto import MessageEncoder
 from nosend_proto.pop3_events import (
     NEED_DATA,
     Greeting,

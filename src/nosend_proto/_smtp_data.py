@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DotDecoder", "ContentChecker", "dot_stuff"]
+__all__ = ["DotDecoder", "ContentChecker"]
 
 _TERMINATOR = b"\r\n.\r\n"
 _STUFFED = b"\r\n."
@@ -33,17 +33,6 @@ _STUFFED_RE = re.compile(rb"\r\n\.")
 # RFC 5321 section 2.3.8: an LF without the CR before it, a CR without the LF after it.
 _BARE_LF_RE = re.compile(rb"\n(?<!\r\n)")
 _BARE_CR_RE = re.compile(rb"\r(?!\n)")
-
-
-def dot_stuff(body: bytes) -> bytes:
-    """Encode ``body`` for DATA: stuff leading dots, end with ``CRLF.CRLF`` (RFC 5321 4.5.2).
-
-    A body that does not end with CRLF gets one, as a sending client must add it.
-    """
-    if body and not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    stuffed = (b"\r\n" + body).replace(b"\r\n.", b"\r\n..")[2:]
-    return stuffed + b".\r\n"
 
 
 class DotDecoder:

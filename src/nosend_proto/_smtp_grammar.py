@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 
 from nosend_proto.smtp_events import MailParams, OriginalRecipient, RcptParams, Reply
 
 __all__ = [
-    "Path",
-    "split_command",
-    "parse_path",
     "parse_mailbox",
     "parse_params",
     "mail_params",
@@ -67,23 +63,10 @@ _ENVID_MAX = 100
 _ORCPT_MAX = 500
 
 
-@dataclass(frozen=True, slots=True)
-class Path:
-    """A parsed reverse- or forward-path: the mailbox as written, or ``""`` for ``<>``."""
-
-    mailbox: str
-
-
 def quote_for_reply(text: str, limit: int = 64) -> str:
     """Show client input inside a reply: printable ASCII only, bounded in length."""
     shown = "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
     return "'" + shown + ("...'" if len(text) > limit else "'")
-
-
-def split_command(line: str) -> tuple[str, str]:
-    """Split ``VERB SP argument`` (RFC 5321 section 4.1.1); the verb is upper-cased."""
-    verb, _, arg = line.partition(" ")
-    return verb.upper(), arg
 
 
 def is_domain(text: str) -> bool:
@@ -113,18 +96,13 @@ def _literal_ok(literal: str) -> bool:
     return True
 
 
-def parse_path(text: str, *, null_ok: bool, postmaster_ok: bool) -> Path | None:
-    """Parse ``<...>``; ``None`` when it is not a valid path.
+def parse_mailbox(text: str, *, null_ok: bool, postmaster_ok: bool) -> str | None:
+    """Parse a path ``<...>``: the mailbox as written (``""`` for ``<>``), or ``None``.
 
     ``null_ok`` admits ``<>`` (reverse path, RFC 5321 section 4.1.1.2); ``postmaster_ok``
-    admits ``<Postmaster>`` without a domain (section 4.1.1.3, case-insensitive).
+    admits ``<Postmaster>`` without a domain (section 4.1.1.3, case-insensitive). A source
+    route is dropped (section 4.1.1.3: ignored).
     """
-    mailbox = parse_mailbox(text, null_ok=null_ok, postmaster_ok=postmaster_ok)
-    return None if mailbox is None else Path(mailbox)
-
-
-def parse_mailbox(text: str, *, null_ok: bool, postmaster_ok: bool) -> str | None:
-    """:func:`parse_path` without the :class:`Path` wrapper: the mailbox, or ``None``."""
     if text == "<>":
         return "" if null_ok else None
     if postmaster_ok and text.lower() == "<postmaster>":
@@ -204,7 +182,11 @@ def xtext_decode(text: str) -> str | None:
 
 
 def xtext_encode(text: str) -> str:
-    """Encode ``text`` as RFC 3461 section 4 xtext (for a client engine or tests)."""
+    """Encode ``text`` as RFC 3461 section 4 xtext: the inverse of :func:`xtext_decode`.
+
+    The server engine only decodes; this is kept for the client side (ORCPT= and ENVID=
+    of DSN, AUTH= of RFC 4954 section 5), and the tests check the round trip.
+    """
     out = []
     for byte in text.encode("utf-8"):
         if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D):

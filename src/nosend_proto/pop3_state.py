@@ -172,6 +172,17 @@ class ServerConnection:
     :meth:`next_event` returns the next event, ``NEED_DATA`` or ``NEED_FLUSH``,
     :meth:`send` turns the application's answer into bytes (pending engine replies
     first), and :meth:`data_to_send` hands over the replies the engine produced itself.
+
+    Flushing, as in the SMTP engine (RFC 2449 section 6.6): the runner may hold reply
+    bytes and write them together, and must write what it holds whenever
+    ``next_event()`` returns ``NEED_DATA`` and whenever ``should_flush`` is true after a
+    ``send()``. What differs, and why: most POP3 commands (STAT, LIST, UIDL, DELE, NOOP,
+    CAPA, errors) are answered by the engine without an event, so the engine holds those
+    replies itself (``data_to_send()``; ``send()`` puts them in front of its own result),
+    and since a pipelining client may ask for any number of them, ``next_event()``
+    returns ``NEED_FLUSH`` once they pass ``max_output_buffer``: write, then go on
+    without reading. The SMTP engine needs neither, as every SMTP reply is the
+    application's own ``send()`` result.
     """
 
     def __init__(self, config: POP3ServerConfig, *, nonce: str) -> None:
@@ -246,8 +257,10 @@ class ServerConnection:
         A runner that coalesces what ``send()`` returns may hold it while this is false
         (more pipelined commands will be answered right away) and must write it when it
         turns true (RFC 2449 section 6.6: the client may be waiting for these replies).
+        The SMTP engine's ``should_flush`` means the same. The line found stays in the
+        receive buffer for the next ``next_event()`` (and STLS drops it with the rest).
         """
-        return self._state is S.CLOSED or b"\n" not in self._buf.peek()
+        return self._state is S.CLOSED or not self._buf.has_line()
 
     def is_deleted(self, msgno: int) -> bool:
         """True when message ``msgno`` (1-based) is marked deleted in this session."""

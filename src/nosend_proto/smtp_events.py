@@ -1,26 +1,11 @@
 """Public values of the SMTP server engine: replies and events.
 
-The conversation (RFC 5321 section 3 and 4.1.4), as the engine sees it: in each state,
-the events that move it on and the reply that makes the move. A 4xx/5xx reply leaves the
-state as it was::
-
-    GREETING   the application sends 220 (or 554)       -> CONNECTED (or REFUSED)
-    REFUSED    Quit/221; every other command gets 503   -> CLOSED
-    CONNECTED  Hello/250                                -> READY
-    READY      MailFrom/250                             -> MAIL
-               StartTLS/220                             -> TLS_PENDING
-               AuthChallenge/334                        -> AUTH
-    TLS_PENDING   the runner's start_tls_done()         -> CONNECTED (RFC 3207 4.2)
-    AUTH       AuthChallenge/334 (again)                -> AUTH
-               AuthAttempt/any, or a ProtocolViolation  -> READY
-    MAIL, RCPT RcptTo/250                               -> RCPT
-    RCPT       DataStart/354                            -> DATA
-               Bdat (no reply of its own)               -> BDAT
-    DATA       DataChunk..., then EndOfData/any or DataRejected/any   -> READY
-    BDAT       DataChunk..., then BdatChunkEnd/250      -> RCPT (more chunks to come)
-                          or EndOfData/any or DataRejected/any        -> READY
-    any        Reset/250, Hello/250                     -> READY (CONNECTED before Hello)
-    any        Quit/221, any 421, a ProtocolViolation with close, the peer's EOF -> CLOSED
+The conversation's states (:class:`~nosend_proto.smtp_state.SMTPState`) and every move
+between them are one table, read top to bottom in ``nosend_proto._smtp_machine``: in
+short, a positive reply to an event moves the conversation on (Hello/250 to READY,
+MailFrom/250 to MAIL, RcptTo/250 to RCPT, DataStart/354 to DATA, StartTLS/220 to
+TLS_PENDING, Quit/221 to CLOSED), a 4xx/5xx leaves it where it was, and a whole body
+(EndOfData, DataRejected) ends the transaction whatever the reply.
 
 Rules the application follows:
 
@@ -116,19 +101,6 @@ class Reply:
 _REPLY_CODES = frozenset(code for code in range(200, 560) if code % 100 < 60)
 # RFC 3463 section 2: class "." subject "." detail, subject and detail of 1 to 3 digits.
 _ENHANCED_RE = re.compile(r"[2-5]\.[0-9]{1,3}\.[0-9]{1,3}")
-
-
-def _engine_reply(code: int, text: str, enhanced: str | None = None) -> Reply:
-    """A :class:`Reply` built without ``__post_init__``, for the engine's own replies.
-
-    Only for values the engine has already vouched for (a valid code, text from the
-    validated configuration or constants): applications always go through ``Reply``.
-    """
-    reply = object.__new__(Reply)
-    object.__setattr__(reply, "code", code)
-    object.__setattr__(reply, "text", text)
-    object.__setattr__(reply, "enhanced", enhanced)
-    return reply
 
 
 # ---------------------------------------------------------------------------------------

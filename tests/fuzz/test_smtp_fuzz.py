@@ -5,10 +5,16 @@
   within the configured limits;
 * any split of a valid session yields the same events;
 * dot-stuffing round trip is byte-exact for any body;
+* random sessions, answered at random (accept, refuse, 421), make exactly the moves of
+  the transition table (``_smtp_machine.REPLIES``), the table has an entry for every
+  (state, owed reply, outcome) they reach, and the state always agrees with what the
+  engine remembers of the session (``check_state_facts``);
 * a state machine checks command sequencing against a small reference model.
 """
 
 from __future__ import annotations
+
+import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from nosend_proto import _smtp_data
 from nosend_proto._smtp_data import DotDecoder
+from nosend_proto._smtp_machine import REPLIES, Owed
 from nosend_proto.smtp_events import (
     NEED_DATA,
     AuthAttempt,
@@ -29,6 +36,7 @@ from nosend_proto.smtp_events import (
     SMTPEvent,
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
+from tests.proto.smtp_driver import check_state_facts
 
 HOST = "mx.example.org"
 FUZZ_CONFIG = SMTPServerConfig(
@@ -74,8 +82,8 @@ def run(conn: ServerConnection, chunks: list[bytes], close: bool = True) -> list
             conn.send(reply)
             assert conn.should_flush in (True, False)
         # Memory per connection stays bounded whatever the peer sends.
-        assert len(conn._buf) <= conn._buf.max_line + max_chunk
-        assert len(conn._incoming) <= 1
+        # (the longest line, a chunk being searched, and one chunk not read yet).
+        assert len(conn._buf) <= conn._buf.max_line + 2 * max_chunk
         assert len(conn._decoder._hold) <= 4  # the few bytes kept between DATA chunks
     return events
 
@@ -125,6 +133,100 @@ def test_arbitrary_input_never_crashes_and_stays_bounded(
             assert content <= FUZZ_CONFIG.max_message_size
         elif not isinstance(event, Bdat | BdatChunkEnd):
             content = 0
+
+
+# The (state, owed reply, outcome) entries the random sessions reached, for a look at how
+# much of the table they cover (python -m pytest ... -s with a print, when in doubt).
+REACHED: set[tuple[SMTPState, Owed, bool]] = set()
+
+
+_PLAIN = b"AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"
+# Whole commands (and what follows them), so that random sessions get deep into the table.
+_OPEN = b"EHLO a.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
+STEPS = st.sampled_from(
+    [
+        _OPEN, _OPEN, b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n",
+        b"EHLO a.example\r\n", b"EHLO a.example\r\n", b"HELO a.example\r\n", b"EHLO\r\n",
+        b"MAIL FROM:<a@b.example>\r\n", b"MAIL FROM:<a@b.example>\r\n",
+        b"RCPT TO:<c@d.example>\r\n", b"RCPT TO:<c@d.example>\r\n", b"RCPT TO:<x>\r\n",
+        b"DATA\r\nbody\r\n.\r\n", b"DATA\r\nbare\nLF\r\n.\r\n", b"BDAT 3\r\nabc",
+        b"BDAT 3 LAST\r\nabc", b"BDAT 3 LAST\r\na\nb", b"BDAT 0 LAST\r\n", b"RSET\r\n",
+        b"NOOP\r\n", b"VRFY x\r\n", b"HELP\r\n", b"STARTTLS\r\n", b"AUTH PLAIN\r\n", _PLAIN,
+        b"AUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\n", b"AUTH LOGIN\r\n*\r\n", b"*\r\n",
+        b"FROB\r\n", b"QUIT\r\n",
+    ]
+)  # fmt: skip
+
+
+# The (state, owed reply, outcome) entries the random sessions reached, for a look at how
+# much of the table they cover (run the test in a loop and print it, when in doubt).
+REACHED: set[tuple[SMTPState, Owed, bool]] = set()
+
+
+@FAST
+@given(
+    st.lists(STEPS, min_size=10, max_size=40),
+    st.lists(st.integers(min_value=0), max_size=8),
+    st.lists(st.sampled_from(["accept"] * 12 + ["refuse"] * 6 + ["421"]), max_size=20),
+    st.sampled_from([0, 3, 50]),
+)
+def test_random_sessions_make_the_moves_of_the_table(
+    tokens: list[bytes], cuts: list[int], choices: list[str], max_errors: int
+) -> None:
+    config = SMTPServerConfig(
+        hostname=HOST,
+        max_errors=max_errors,
+        auth_mechanisms=("PLAIN", "LOGIN"),
+        auth_requires_tls=False,
+        tls_available=True,
+    )
+    conn = ServerConnection(config, nonce="fuzz")
+    picks = itertools.cycle(choices or ["accept"])
+    reached: set[tuple[SMTPState, Owed, bool]] = set()
+
+    def reply(event: SMTPEvent | None) -> None:
+        owed = conn._owed or Owed.GREETING
+        pick = next(picks)
+        before = conn.state
+        if pick == "421":
+            conn.send(Reply(421, "bye"))
+            assert conn.state is SMTPState.CLOSED
+            return
+        positive = bool(owed.positive) and (pick == "accept" or owed is Owed.QUIT)
+        if event is None:  # the greeting
+            answer_ = Reply(220, "hi") if positive else Reply(554, "no")
+        elif positive:
+            answer_ = conn.default_reply(event)
+            if isinstance(event, AuthAttempt):
+                answer_ = Reply(235, "ok")
+        elif isinstance(event, ProtocolViolation):
+            answer_ = event.reply
+        else:
+            answer_ = Reply(550, "no")
+        assert (before, owed, positive) in REPLIES
+        conn.send(answer_)
+        reached.add((before, owed, positive))
+        if answer_.code != 421:
+            assert conn.state is REPLIES[before, owed, positive]
+        check_state_facts(conn)
+
+    reply(None)
+    pending = [*chunked(b"".join(tokens), cuts), b""]
+    while conn.state is not SMTPState.CLOSED:
+        if conn.state is SMTPState.TLS_PENDING:
+            conn.start_tls_done()
+            assert conn.state is SMTPState.CONNECTED
+        event = conn.next_event()
+        if event is NEED_DATA:
+            conn.receive_data(pending.pop(0))
+            continue
+        assert not isinstance(event, type(NEED_DATA))
+        check_state_facts(conn)
+        if isinstance(event, DataChunk | Bdat):
+            assert conn._owed is None
+        elif not isinstance(event, ConnectionClosed):
+            reply(event)
+    REACHED.update(reached)
 
 
 def merged(events: list[SMTPEvent]) -> list[object]:

@@ -161,3 +161,22 @@ def serve_socket(
                 sock.sendall(out)
     finally:
         sock.close()
+
+
+def check_state_facts(conn: ServerConnection) -> None:
+    """Assert that the state agrees with what the engine remembers of the session.
+
+    The state comes from the transition table, the facts (the HELO name, the open
+    transaction, its recipients) from the side effects of each reply: a wrong table entry
+    or a side effect gone missing makes them disagree.
+    """
+    state = conn.state
+    helo, mail, rcpts = conn.helo_name, conn.mail_params, conn.recipients
+    if state in (SMTPState.GREETING, SMTPState.REFUSED, SMTPState.CONNECTED):
+        assert helo is None and mail is None, state
+    elif state in (SMTPState.READY, SMTPState.AUTH):
+        assert helo is not None and mail is None and rcpts == 0, state
+    elif state is SMTPState.MAIL:
+        assert helo is not None and mail is not None and rcpts == 0, state
+    elif state in (SMTPState.RCPT, SMTPState.DATA):
+        assert helo is not None and mail is not None and rcpts > 0, state

@@ -407,6 +407,21 @@ def test_stls_discards_pipelined_bytes() -> None:
     assert [type(e) for e in session.events] == [StartTLS]
 
 
+def test_stls_drops_a_line_should_flush_found_ahead() -> None:
+    # should_flush looks at the next pipelined line; STLS must drop it with the rest.
+    session = Session.start(config(tls_available=True))
+    conn = session.conn
+    conn.receive_data(b"STLS\r\nUSER evil\r\n")
+    assert isinstance(conn.next_event(), StartTLS)
+    assert conn.should_flush is False  # "USER evil" is a complete line, held ahead
+    assert conn.send(TLSReady()) == b"+OK Begin TLS negotiation\r\n"
+    assert conn.should_flush is True
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"PASS secret\r\n")  # had USER evil been read, this would log in
+    assert conn.next_event() is NEED_DATA
+    assert conn.data_to_send() == b"-ERR USER first\r\n"
+
+
 def test_stls_refused_by_application() -> None:
     session = Session.start(config(tls_available=True))
     conn = session.conn

@@ -614,3 +614,22 @@ def test_empty_hello_reply_text_names_the_server() -> None:
     h.greet()
     assert h.feed(b"HELO a.example\r\n") == b"250 mx.example.org\r\n"
     assert h.feed(b"EHLO a.example\r\n").startswith(b"250-mx.example.org\r\n250-SIZE ")
+
+
+def test_pipelined_commands_after_a_lone_line() -> None:
+    h = Harness()
+    h.greet()
+    out = h.feed(b"EHLO c\r\n")
+    assert out.endswith(b"250 DSN\r\n")
+    out = h.feed(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+    assert out == b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+
+
+def test_absent_parameters_equal_freshly_built_ones() -> None:
+    h = Harness()
+    h.greet()
+    h.feed(b"EHLO c\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\n")
+    mail = next(e for e in h.events if isinstance(e, MailFrom))
+    rcpt = next(e for e in h.events if isinstance(e, RcptTo))
+    assert mail.params == MailParams() and rcpt.params == RcptParams()
+    assert h.conn.mail_params == MailParams()

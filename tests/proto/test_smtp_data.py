@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from nosend_proto._smtp_data import DotDecoder
 from nosend_proto.smtp_events import (
+    NEED_DATA,
     Bdat,
     BdatChunkEnd,
     DataChunk,
@@ -375,3 +377,47 @@ def test_data_takes_no_argument() -> None:
     h.feed(OPEN)
     assert h.feed(b"DATA now\r\n") == b"501 5.5.4 Syntax: DATA\r\n"
     assert h.conn.state is SMTPState.RCPT
+
+
+@pytest.mark.parametrize(
+    ("chunks", "content", "rest"),
+    [
+        ([b"hi\r\n.\r\nNOOP\r\n"], b"hi\r\n", b"NOOP\r\n"),
+        ([b".\r\n"], b"", b""),  # empty body: the command's CRLF ends it
+        ([b"..x\r\n.\r\n"], b".x\r\n", b""),
+        ([b"\r\n.\r\n"], b"\r\n", b""),
+        ([b"", b".\r\n"], b"", b""),  # an empty chunk does not lose the CRLF
+        ([b"", b"..x\r\n.\r\n"], b".x\r\n", b""),
+        ([b"a", b"\r\n", b".", b"\r\n"], b"a\r\n", b""),
+        ([b".", b".\r\n.\r\n"], b".\r\n", b""),
+    ],
+)
+def test_dot_decoder_first_chunks(chunks: list[bytes], content: bytes, rest: bytes) -> None:
+    decoder = DotDecoder()
+    out = b""
+    for chunk in chunks:
+        piece, end = decoder.feed(chunk)
+        out += piece
+        if end >= 0:
+            assert chunk[end:] == rest
+            break
+    else:
+        raise AssertionError("no end of data")
+    assert out == content
+
+
+def test_small_session_events_and_body() -> None:
+    body = b"Subject: x\r\n\r\n" + b"line\r\n" * 26
+    h = Harness()
+    h.greet()
+    for data in (b"EHLO c\r\n", b"MAIL FROM:<a@b.example>\r\n", b"RCPT TO:<c@d.example>\r\n"):
+        h.feed(data)
+    assert h.feed(b"DATA\r\n") == b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    assert h.feed(body + b".\r\n") == b"250 2.0.0 OK\r\n"
+    assert h.messages == [body]
+    assert h.conn.state is SMTPState.READY
+    assert h.feed(b"QUIT\r\n").startswith(b"221 2.0.0 ")
+    assert h.conn.state is SMTPState.CLOSED
+    kinds = [type(e).__name__ for e in h.events]
+    assert kinds == ["Hello", "MailFrom", "RcptTo", "DataStart", "DataChunk", "EndOfData", "Quit"]
+    assert h.conn.next_event() is not NEED_DATA  # ConnectionClosed, never a wait

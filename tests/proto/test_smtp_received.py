@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes
-from email.utils import parsedate_to_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 
 import pytest
 
 from nosend_proto.received import protocol_name, received_header
+from tests.proto.smtp_driver import HOST
 
 WHEN = datetime(2026, 11, 26, 10, 37, 47, tzinfo=timezone(timedelta(hours=1)))
 
@@ -110,3 +111,34 @@ def test_utf8_helo_becomes_an_a_label_outside_smtputf8() -> None:
     assert plain.isascii()
     assert plain.startswith(b"Received: from xn--bcher-kva.example ([192.0.2.7])\r\n")
     assert header("UTF8SMTP").startswith("Received: from bücher.example (".encode())
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        UTC,
+        timezone(timedelta(hours=-5)),
+        timezone(timedelta(hours=5, minutes=30)),
+        timezone(timedelta(hours=-9, minutes=-30)),
+        timezone(timedelta(minutes=-1)),
+        timezone(timedelta(seconds=3725)),  # an offset in seconds
+        timezone(timedelta(seconds=-61, microseconds=-5)),
+    ],
+)
+@pytest.mark.parametrize(
+    "moment",
+    [
+        (2026, 11, 26, 13, 5, 9),
+        (1, 1, 1, 0, 0, 0),
+        (999, 12, 31, 23, 59, 59),
+        (2024, 2, 29, 7, 0, 1),
+    ],
+)
+def test_received_date_is_what_email_utils_writes(
+    zone: timezone, moment: tuple[int, int, int, int, int, int]
+) -> None:
+    when = datetime(*moment, tzinfo=zone)
+    header = received_header(
+        from_helo="c.example", peer_address="192.0.2.1", by_host=HOST, protocol="ESMTP", when=when
+    )
+    assert header.endswith(f"; {format_datetime(when)}\r\n".encode())
