@@ -21,7 +21,10 @@ states, the events and answers, the errors, the SASL framing, the trace header, 
 helpers a runner may need (``ReceiveBuffer``/``OVERLONG`` for a line protocol of its own,
 ``MessageEncoder``/``wire_size`` for POP3 message bytes). The connections are
 ``SMTPServerConnection`` and ``POP3ServerConnection`` here; in their modules both are
-``ServerConnection``.
+``ServerConnection``. The client engines likewise: ``SMTPClientConnection`` and
+``POP3ClientConnection`` (each ``ClientConnection`` in its module), with their
+configurations; their commands and events stay in ``smtp_client_events`` and
+``pop3_client_events``, whose names overlap the servers' events.
 
 Four event names exist in both protocols with different meanings: ``StartTLS``,
 ``AuthAttempt``, ``Quit`` and ``ConnectionClosed``. They are not exported here (a prefixed
@@ -191,3 +194,34 @@ __all__ += [
     "wire_size",
 ]
 # --- end POP3 exports ---
+
+# --- client exports (the SMTP and POP3 client engines) ---
+# Their commands and events live in ``nosend_proto.smtp_client_events`` and
+# ``nosend_proto.pop3_client_events``: many names (Greeting, Quit, ConnectionClosed, Top...)
+# mean something else on the server side, so only the connections and configurations come
+# here, prefixed like the servers'.
+from nosend_proto import pop3_client, pop3_client_events, smtp_client, smtp_client_events  # noqa: E402,I001
+from nosend_proto._sasl import CLIENT_MECHANISMS  # noqa: E402
+from nosend_proto.pop3_client import ClientConnection as POP3ClientConnection  # noqa: E402
+from nosend_proto.pop3_client import ClientState as POP3ClientState  # noqa: E402
+from nosend_proto.pop3_client_events import Capabilities as POP3Capabilities  # noqa: E402
+from nosend_proto.pop3_client_events import POP3ClientConfig  # noqa: E402
+from nosend_proto.smtp_client import ClientConnection as SMTPClientConnection  # noqa: E402
+from nosend_proto.smtp_client import ClientState as SMTPClientState  # noqa: E402
+from nosend_proto.smtp_client_events import SMTPClientConfig  # noqa: E402
+
+__all__ += [
+    "smtp_client",
+    "smtp_client_events",
+    "pop3_client",
+    "pop3_client_events",
+    "CLIENT_MECHANISMS",
+    "SMTPClientConnection",
+    "SMTPClientState",
+    "SMTPClientConfig",
+    "POP3ClientConnection",
+    "POP3ClientState",
+    "POP3ClientConfig",
+    "POP3Capabilities",
+]
+# --- end client exports ---
