@@ -571,13 +571,20 @@ class _Session:
         commands.append(Quit())
         self._hook("before_dele")
         accepted = 0
+        signed_off = False
         async for event in client.exchange(commands):
             if isinstance(event, CommandOK) and isinstance(event.command, Dele):
                 accepted += 1
             elif isinstance(event, CommandFailed):
                 self.tally.errors.append(f"DELE {getattr(event.command, 'msgno', '?')} "
                                          f"refused: {event.text}")
+            elif isinstance(event, ConnectionClosed) and not signed_off:
+                # RFC 1939 section 6: without the answer to QUIT nothing was deleted; the
+                # next session asks again, without downloading (the UIDLs are recorded).
+                raise FetchError(f"{self.account.host}: the connection closed before QUIT "
+                                 "was answered")
             elif isinstance(event, SignedOff):
+                signed_off = True
                 if event.ok:
                     self.tally.deleted = accepted
                 elif accepted:

@@ -108,3 +108,66 @@ def test_keep_yes_never_deletes_and_never_fetches_again(
     second = site.fetch()
     assert second.ok and (second.fetched, second.deleted) == (1, 0)
     assert len(site.messages("skipper")) == 4 and len(provider.messages("alice")) == 4
+
+
+# -- a link that drops ------------------------------------------------------------------
+
+
+def test_a_cut_mid_retr_loses_nothing_and_the_next_fetch_brings_the_rest_once(
+    tmp_path: Path, provider: NosendServer
+) -> None:
+    sent = fill(provider, 5, size=20_000)
+    with LinkProxy("127.0.0.1", provider.port("pop3"), cut_down=50_000) as proxy:
+        site = site_for(tmp_path, provider, proxy.port)
+        first = site.fetch()
+        assert not first.ok and first.deleted == 0
+        assert 0 < first.fetched < 5
+        assert site.tmp_files("skipper") == []  # the half message left nothing behind
+        assert len(provider.messages("alice")) == 5
+        proxy.cut_down = None
+        second = site.fetch()
+    assert second.ok, second.errors
+    assert second.fetched == 5 - first.fetched and second.deleted == 5
+    assert sorted(bodies_without_trace(site.messages("skipper"))) == sorted(sent)
+    assert provider.messages("alice") == []
+
+
+def test_a_cut_before_quit_is_answered_brings_deletions_not_downloads(
+    tmp_path: Path, provider: NosendServer
+) -> None:
+    sent = fill(provider, 4, size=20_000)
+    with LinkProxy("127.0.0.1", provider.port("pop3")) as proxy:
+        site = site_for(tmp_path, provider, proxy.port)
+
+        def cut_before_dele(step: str) -> None:
+            if step == "before_dele":
+                # the DELEs and QUIT never arrive whole: the server deletes nothing
+                proxy.cut_up = proxy.counters.snapshot()["bytes_up"] + 3
+
+        first = site.fetch(crash_hook=cut_before_dele)
+        assert not first.ok and first.fetched == 4 and first.deleted == 0
+        assert len(provider.messages("alice")) == 4
+        proxy.cut_up = None
+        second = site.fetch()
+    assert second.ok and second.fetched == 0 and second.deleted == 4, second
+    # no message crossed the link again: a few hundred bytes of commands and answers
+    assert second.bytes_received < 10_000 < 60_000 < first.bytes_received
+    assert sorted(bodies_without_trace(site.messages("skipper"))) == sorted(sent)
+    assert provider.messages("alice") == []
+
+
+def test_round_trips_do_not_grow_with_the_number_of_messages(
+    tmp_path: Path, nosend_factory: ServerFactory  # noqa: F811
+) -> None:
+    trips = {}
+    for count in (5, 25):
+        server = nosend_factory(services=("pop3",))
+        fill(server, count)
+        with LinkProxy("127.0.0.1", server.port("pop3")) as proxy:
+            site = site_for(tmp_path / str(count), server, proxy.port)
+            report = site.fetch()
+            assert report.ok and report.fetched == report.deleted == count, report
+            trips[count] = (report.round_trips, proxy.counters.snapshot()["turnarounds"])
+    assert trips[5] == trips[25]
+    # greeting, CAPA, STLS, TLS handshake, CAPA, login, UIDL+LIST, RETRs, DELEs+QUIT
+    assert trips[5][0] <= 11
