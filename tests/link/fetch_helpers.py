@@ -30,6 +30,7 @@ class LocalSite:
     root: Path
     account: dict[str, str]
     events: list[TransferEvent] = field(default_factory=list)
+    extra: str = ""  # more sections for mail.cfg
 
     @property
     def config_path(self) -> Path:
@@ -51,7 +52,7 @@ class LocalSite:
         lines += ["[aliases]", f"all@{LOCAL_DOMAIN} = crew1, crew2", ""]
         lines += ["[account isp]", "type = pop3"]
         lines += [f"{k} = {v}" for k, v in self.account.items()]
-        self.config_path.write_text("\n".join(lines) + "\n")
+        self.config_path.write_text("\n".join(lines) + "\n\n" + self.extra)
         self.config_path.chmod(0o600)
 
     def config(self) -> Config:
