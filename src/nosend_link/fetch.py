@@ -25,8 +25,10 @@ holds for its UIDL:
   ``keep = no``;
 * unknown and larger: ``TOP n 20`` (RFC 1939 section 7), one notice to the mailbox owner
   (delivered exactly once by the same protocol), and the message is recorded as held;
-* held: nothing, until ``nosend held fetch`` (RETR whatever the cap, over any link or the
-  link named) or ``nosend held delete`` (DELE unread).
+* held: nothing while it is over this session's cap (no second notice); fetched without
+  a request in a session whose cap lets it through (held over the satellite, fetched at
+  the harbour); ``nosend held fetch`` fetches it whatever the cap, over any link or the
+  link named; ``nosend held delete`` has it deleted unread.
 
 Where the mail goes: ``deliver_to`` (single-drop) names a mailbox or a local address;
 ``multidrop = FALLBACK`` delivers each message to the local recipients named in its
@@ -456,7 +458,10 @@ class _Session:
                 if record.link is None or record.link == self.link:
                     work.append(_Work(entry.msgno, entry.uid, size, "retr"))
             elif status is FetchStatus.HELD:
-                continue
+                # Held under a smaller cap (a costly link): fetched once a session's cap
+                # lets it through (the cheap link), with no request needed.
+                if self.cap is None or size <= self.cap:
+                    work.append(_Work(entry.msgno, entry.uid, size, "retr"))
             elif self.cap is not None and size > self.cap:
                 work.append(_Work(entry.msgno, entry.uid, size, "top"))
             else:

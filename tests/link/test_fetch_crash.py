@@ -102,3 +102,24 @@ def test_sigkill_while_a_crashed_delivery_is_rolled_forward(
     assert report.ok, report.errors
     assert sorted(bodies_without_trace(site.messages("skipper"))) == sorted(sent)
     assert provider.messages("alice") == []
+
+
+@pytest.mark.parametrize(("kill_at", "nth"), [
+    ("before_fsync", 1),  # the notice staged, not fsynced: garbage, no pending entry
+    ("before_fsync", 2),  # the pending entry of the notice, not fsynced
+    ("before_publish", 1),  # pending entry durable, notice still in tmp/
+    ("after_hold", 1),
+])
+def test_sigkill_while_a_notice_is_delivered_then_exactly_one_notice(
+    tmp_path: Path, nosend_factory: ServerFactory, kill_at: str, nth: int  # noqa: F811
+) -> None:
+    provider = nosend_factory(services=("pop3",))
+    fill(provider, 1, size=30_000)
+    site = site_for(tmp_path, provider, max_size="10K")
+    site.write()
+    assert run_child(site.config_path, kill_at, nth).returncode == -9
+    for _ in range(2):
+        assert site.fetch().ok
+    notices = [m for m in site.messages("skipper") if b"Held on the server" in m]
+    assert len(notices) == 1 and len(site.messages("skipper")) == 1
+    assert len(provider.messages("alice")) == 1

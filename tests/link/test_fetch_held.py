@@ -60,6 +60,10 @@ def test_a_message_over_the_cap_is_held_with_one_notice_even_over_two_cycles(
     provider.deliver_directly("alice", message(2, size=8000))
     third = site.fetch(link_max_size=4000)
     assert third.ok and third.held == 1 and third.fetched == 0
+    # on a link without a cap of its own it fits the account's: fetched, no request needed
+    fourth = site.fetch()
+    assert fourth.ok and (fourth.fetched, fourth.held, fourth.deleted) == (1, 0, 1)
+    assert len(provider.messages("alice")) == 1  # the big one, still held
 
 
 def test_held_fetch_and_delete_requests_are_honoured_next_cycle(

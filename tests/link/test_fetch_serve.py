@@ -160,7 +160,7 @@ def test_round_trips_do_not_grow_with_the_number_of_messages(
     tmp_path: Path, nosend_factory: ServerFactory  # noqa: F811
 ) -> None:
     trips = {}
-    for count in (5, 25):
+    for count in (5, 25, 70):
         server = nosend_factory(services=("pop3",))
         fill(server, count)
         with LinkProxy("127.0.0.1", server.port("pop3")) as proxy:
@@ -168,6 +168,9 @@ def test_round_trips_do_not_grow_with_the_number_of_messages(
             report = site.fetch()
             assert report.ok and report.fetched == report.deleted == count, report
             trips[count] = (report.round_trips, proxy.counters.snapshot()["turnarounds"])
+    print("round trips (meter, proxy turnarounds) by message count:", trips)
     assert trips[5] == trips[25]
+    # past the window of 64 commands: one more write of RETRs, one more of DELEs
+    assert trips[70] == (trips[25][0] + 2, trips[25][1] + 2)
     # greeting, CAPA, STLS, TLS handshake, CAPA, login, UIDL+LIST, RETRs, DELEs+QUIT
     assert trips[5][0] <= 11
