@@ -564,6 +564,7 @@ class _Session:
             copies.abort()
             raise
         await anyio.to_thread.run_sync(copies.publish)
+        self._hook("after_publish")
         await anyio.to_thread.run_sync(partial(state.hold, uidl, item.size, info))
         self._hook("after_hold")
         self.tally.held += 1

@@ -108,6 +108,7 @@ def test_sigkill_while_a_crashed_delivery_is_rolled_forward(
     ("before_fsync", 1),  # the notice staged, not fsynced: garbage, no pending entry
     ("before_fsync", 2),  # the pending entry of the notice, not fsynced
     ("before_publish", 1),  # pending entry durable, notice still in tmp/
+    ("after_publish", 1),  # notice visible, not yet recorded as held
     ("after_hold", 1),
 ])
 def test_sigkill_while_a_notice_is_delivered_then_exactly_one_notice(
