@@ -99,7 +99,7 @@ def _states(config: Config) -> Iterator[tuple[str, FetchState]]:
 def _describe(record: FetchRecord) -> str:
     if record.status is FetchStatus.FETCH_REQUESTED:
         return "fetch requested" + (f" (link {record.link})" if record.link else "")
-    return record.status.value
+    return str(record.status.value)
 
 
 def _list(args: argparse.Namespace) -> int:

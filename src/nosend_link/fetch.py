@@ -313,9 +313,12 @@ async def fetch_account(
         return report(str(exc))
     try:
         await session.run()
-    except (FetchError, POP3Error, UpstreamError, SecretError, OSError) as exc:
-        return report(str(exc) if not isinstance(exc, OSError) else
-                      f"local error: {exc.strerror or exc}")
+    except (FetchError, POP3Error, UpstreamError, SecretError) as exc:
+        return report(str(exc))
+    except OSError as exc:  # the local disk: full, read-only, permissions
+        return report(f"local error: {exc.strerror or exc}")
+    except ValueError as exc:  # e.g. a UIDL the record cannot keep (RFC 1939 section 7)
+        return report(f"cannot record a message of the server: {exc}")
     except LockBusy:
         return report("another fetch of this account is running")
     return report()
@@ -597,9 +600,7 @@ class _Session:
                     self.tally.errors.append(f"{self.account.host}: deletions failed at "
                                              f"QUIT: {event.text}")
         self._hook("after_quit")
-        for item in deletions:
-            if item.uidl is not None and (
-                self.state is not None
-                and self.state.status(item.uidl) is FetchStatus.DELETE_REQUESTED
-            ):
-                self._done(item, "deleted")
+        if self.tally.deleted:
+            for item in deletions:
+                if item.action == "dele":  # the fetched ones were reported as fetched
+                    self._done(item, "deleted")

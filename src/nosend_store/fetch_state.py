@@ -76,7 +76,7 @@ Servers without UIDL. UIDL is optional in RFC 1939 (section 7), and without it n
 recognises a message from one session to the next: message numbers hold for one session
 only, and headers such as Message-ID are neither unique nor always present. Such an
 account can only be fetched with ``keep = no``, and nothing is recorded here for it:
-each message is deleted (DELE) in the same session right after its durable delivery.
+each message is deleted (DELE) in the same session once durably delivered.
 But POP3 deletes only at QUIT (RFC 1939 section 6, the UPDATE state): if the link drops
 after some deliveries and before the server has answered QUIT, the server still has
 those messages and the next session fetches and delivers them again. Nothing is lost;

@@ -148,8 +148,11 @@ def test_a_cut_before_quit_is_answered_brings_deletions_not_downloads(
         assert not first.ok and first.fetched == 4 and first.deleted == 0
         assert len(provider.messages("alice")) == 4
         proxy.cut_up = None
+        site.events.clear()
         second = site.fetch()
     assert second.ok and second.fetched == 0 and second.deleted == 4, second
+    done = [e for e in site.events if isinstance(e, MessageDone)]
+    assert [(e.n, e.of, e.outcome) for e in done] == [(i, 4, "deleted") for i in (1, 2, 3, 4)]
     # no message crossed the link again: a few hundred bytes of commands and answers
     assert second.bytes_received < 10_000 < 60_000 < first.bytes_received
     assert sorted(bodies_without_trace(site.messages("skipper"))) == sorted(sent)
@@ -169,8 +172,11 @@ def test_round_trips_do_not_grow_with_the_number_of_messages(
             assert report.ok and report.fetched == report.deleted == count, report
             trips[count] = (report.round_trips, proxy.counters.snapshot()["turnarounds"])
     print("round trips (meter, proxy turnarounds) by message count:", trips)
-    assert trips[5] == trips[25]
+    # The meter counts our own turnarounds, exactly; the proxy's threads see the same
+    # ones but may split one when a TLS record arrives in two reads, so they are shown.
+    meter = {count: trip[0] for count, trip in trips.items()}
+    assert meter[5] == meter[25]
     # past the window of 64 commands: one more write of RETRs, one more of DELEs
-    assert trips[70] == (trips[25][0] + 2, trips[25][1] + 2)
+    assert meter[70] == meter[25] + 2
     # greeting, CAPA, STLS, TLS handshake, CAPA, login, UIDL+LIST, RETRs, DELEs+QUIT
-    assert trips[5][0] <= 11
+    assert meter[5] <= 9
