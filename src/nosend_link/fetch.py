@@ -106,6 +106,8 @@ log = logging.getLogger("nosend.link.fetch")
 HEADER_LIMIT = 256 * 1024
 #: Octets of a TOP answer kept for the notice.
 _TOP_LIMIT = 64 * 1024
+#: What a RETR answer may exceed twice its listed size by before it is refused.
+_SLACK = 1024 * 1024
 
 
 class FetchError(Exception):
@@ -224,17 +226,28 @@ class _Delivery:
 
 class _Incoming:
     """One RETR answer on its way into the Maildirs: the header is held back (bounded)
-    until the recipients are known, then everything streams into staged copies."""
+    until the recipients are known, then everything streams into staged copies.
 
-    def __init__(self, delivery: _Delivery, hook: Callable[[str], None] | None) -> None:
+    The chunks are written from the event loop: they go to the page cache in batches
+    (``StagedFile``), and the fsyncs, which do wait for the disk, run in a thread."""
+
+    def __init__(
+        self, delivery: _Delivery, hook: Callable[[str], None] | None, listed: int
+    ) -> None:
         self.delivery = delivery
         self.hook = hook
         self.header = bytearray()
         self.copies: StagedCopies | None = None
         self.size = 0
+        # RFC 1939 section 5 makes LIST's size exact; a server that sends far more than
+        # it listed is not trusted with our disk (the size cap was judged on the listing).
+        self.limit = 2 * listed + _SLACK
 
     def feed(self, data: bytes) -> None:
         self.size += len(data)
+        if self.size > self.limit:
+            raise FetchError(f"{self.delivery.account.host}: a message is much larger than "
+                             "the server listed it; not fetched")
         if self.copies is not None:
             self.copies.write(data)
             return
@@ -349,6 +362,8 @@ class _Session:
             raise FetchError(f"account {account.name} is not a pop3 account")
         if account.user is None:
             raise FetchError(f"account {account.name}: no user")
+        if link is not None and account.links and link not in account.links:
+            raise FetchError(f"account {account.name} is not used over link {link}")
         if account.tls != "none" and not account.tls_verify and account.fingerprint is None:
             # The upstream connection verifies by CA or by pin; it has no "trust anything".
             raise FetchError(f"account {account.name}: tls_verify = no is not supported; "
@@ -493,8 +508,9 @@ class _Session:
             async for event in client.exchange(commands):
                 if isinstance(event, MessageBegins):
                     top = bytearray()
-                    incoming = (_Incoming(self.delivery, self.hook)
-                                if isinstance(event.command, Retr) else None)
+                    incoming = (
+                        _Incoming(self.delivery, self.hook, by_msgno[event.command.msgno].size)
+                        if isinstance(event.command, Retr) else None)
                 elif isinstance(event, MessageData):
                     if incoming is not None:
                         incoming.feed(event.data)

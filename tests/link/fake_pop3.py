@@ -12,10 +12,10 @@ class FakePOP3:
     """Serves ``messages`` (CRLF line ends) to user ``user`` with password ``password``."""
 
     def __init__(self, messages: list[bytes], user: str = "u", password: str = "p",
-                 *, uidl: bool = False, capa: bool = False) -> None:
+                 *, uidl: bool = False, capa: bool = False, lie: bool = False) -> None:
         self.messages = list(messages)
         self.user, self.password = user, password
-        self.uidl, self.capa = uidl, capa
+        self.uidl, self.capa, self.lie = uidl, capa, lie
         self.commands: list[str] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -56,7 +56,7 @@ class FakePOP3:
                 logged_in = words[1:] == [self.password]
                 conn.sendall(b"+OK in\r\n" if logged_in else b"-ERR [AUTH] no\r\n")
             elif verb == "LIST" and logged_in:
-                rows = b"".join(b"%d %d\r\n" % (i + 1, len(m)) for i, m in
+                rows = b"".join(b"%d %d\r\n" % (i + 1, 10 if self.lie else len(m)) for i, m in
                                 enumerate(self.messages) if i not in deleted)
                 conn.sendall(b"+OK\r\n" + rows + b".\r\n")
             elif verb == "UIDL" and logged_in and self.uidl:

@@ -79,3 +79,32 @@ def test_a_clear_login_is_refused_when_the_account_requires_tls(tmp_path: Path) 
         assert "USER" not in server.commands and "PASS" not in server.commands
     finally:
         server.close()
+
+
+def test_a_message_far_larger_than_listed_is_refused_and_left_on_the_server(
+    tmp_path: Path,
+) -> None:
+    huge = b"Subject: lies\r\n\r\n" + b"z" * 100 + b"\r\n" * 600_000
+    server = FakePOP3([huge], lie=True)
+    try:
+        site = local_site(tmp_path, "127.0.0.1", server.port, "u", "p", tls="none")
+        report = site.fetch()
+        assert not report.ok and "larger than the server listed" in report.errors[0]
+        assert site.messages("skipper") == [] and site.tmp_files("skipper") == []
+        assert len(server.messages) == 1 and "DELE" not in server.commands
+    finally:
+        server.close()
+
+
+def test_an_account_is_not_fetched_over_a_link_it_does_not_list(tmp_path: Path) -> None:
+    server = FakePOP3(MESSAGES)
+    try:
+        site = local_site(tmp_path, "127.0.0.1", server.port, "u", "p", tls="none",
+                          links="wifi")
+        site.extra = "[link wifi]\n\n[link sat]\n"
+        refused = site.fetch(link="sat")
+        assert not refused.ok and "not used over link sat" in refused.errors[0]
+        assert server.commands == []
+        assert site.fetch(link="wifi").fetched == 3
+    finally:
+        server.close()
