@@ -73,6 +73,7 @@ from nosend_link.transfer_events import (
     TransferFinished,
     TransferStarted,
 )
+from nosend_proto import ProtocolError
 from nosend_proto.pop3_client_events import (
     CommandFailed,
     CommandOK,
@@ -334,6 +335,8 @@ async def fetch_account(
         return report(f"cannot record a message of the server: {exc}")
     except LockBusy:
         return report("another fetch of this account is running")
+    except ProtocolError as exc:  # e.g. bytes injected before TLS, a name POP3 cannot carry
+        return report(f"{account.host}: {exc}")
     return report()
 
 

@@ -12,10 +12,11 @@ class FakePOP3:
     """Serves ``messages`` (CRLF line ends) to user ``user`` with password ``password``."""
 
     def __init__(self, messages: list[bytes], user: str = "u", password: str = "p",
-                 *, uidl: bool = False, capa: bool = False, lie: bool = False) -> None:
+                 *, uidl: bool = False, capa: bool = False, lie: bool = False,
+                 inject: bool = False) -> None:
         self.messages = list(messages)
         self.user, self.password = user, password
-        self.uidl, self.capa, self.lie = uidl, capa, lie
+        self.uidl, self.capa, self.lie, self.inject = uidl, capa, lie, inject
         self.commands: list[str] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -49,7 +50,11 @@ class FakePOP3:
             verb = words[0].upper() if words else ""
             self.commands.append(verb)
             if verb == "CAPA" and self.capa:
-                conn.sendall(b"+OK\r\nUSER\r\n" + (b"UIDL\r\n" if self.uidl else b"") + b".\r\n")
+                conn.sendall(b"+OK\r\nUSER\r\n" + (b"UIDL\r\n" if self.uidl else b"")
+                             + (b"STLS\r\n" if self.inject else b"") + b".\r\n")
+            elif verb == "STLS" and self.inject:
+                # CVE-2011-0411's attack: an answer in clear, to be read as if under TLS
+                conn.sendall(b"+OK go ahead\r\n+OK logged in\r\n")
             elif verb == "USER":
                 conn.sendall(b"+OK\r\n")
             elif verb == "PASS":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.interop.conftest import TLSFiles, tls_files  # noqa: F401 -- fixture
 from tests.link.fake_pop3 import FakePOP3
 from tests.link.fetch_helpers import bodies_without_trace, local_site
 from tests.link.link_proxy import LinkProxy
@@ -106,5 +107,19 @@ def test_an_account_is_not_fetched_over_a_link_it_does_not_list(tmp_path: Path) 
         assert not refused.ok and "not used over link sat" in refused.errors[0]
         assert server.commands == []
         assert site.fetch(link="wifi").fetched == 3
+    finally:
+        server.close()
+
+
+def test_bytes_injected_after_the_stls_answer_stop_the_session(
+    tmp_path: Path, tls_files: TLSFiles  # noqa: F811
+) -> None:
+    server = FakePOP3(MESSAGES, capa=True, inject=True)
+    try:
+        site = local_site(tmp_path, "127.0.0.1", server.port, "u", "p", tls="starttls",
+                          ca_file=str(tls_files.cert))
+        report = site.fetch()
+        assert not report.ok and "STLS" in report.errors[0], report.errors
+        assert "USER" not in server.commands and site.messages("skipper") == []
     finally:
         server.close()

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nosend_proto._errors import RemoteProtocolError
+from nosend_proto import RemoteProtocolError
 from nosend_proto.pop3_client import ClientConnection
 from nosend_proto.pop3_client_events import (
     Apop,
