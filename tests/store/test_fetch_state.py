@@ -339,3 +339,16 @@ def test_a_pending_notice_becomes_held_with_its_summary(tmp_path: Path) -> None:
         assert record.get("subject") == "Fotos ünd mehr"
         state.hold("big", 10**7)  # the fetch code confirming: nothing changes
         assert state.records()["big"].info == info
+
+
+def test_records_written_before_the_extra_field_still_read(tmp_path: Path) -> None:
+    import zlib
+
+    (tmp_path / FETCH_DIR).mkdir()
+    body = b"H big 9000"
+    (tmp_path / FETCH_DIR / "isp.uidl").write_bytes(b"%s %08x\n" % (body, zlib.crc32(body)))
+    with FetchState.open(tmp_path, "isp") as state:
+        assert state.records()["big"] == FetchRecord(H, 9000)
+        state.request_fetch("big", link="harbour")
+    with FetchState.open(tmp_path, "isp") as state:
+        assert state.records()["big"] == FetchRecord(F, 9000, link="harbour")
