@@ -43,7 +43,6 @@ from nosend_proto.pop3_client_events import (
     Capa,
     Capabilities,
     CapabilitiesReceived,
-    CommandFailed,
     ConnectionClosed,
     Greeting,
     GreetingRefused,
@@ -52,7 +51,6 @@ from nosend_proto.pop3_client_events import (
     POP3ClientConfig,
     POP3ClientEvent,
     POP3Command,
-    Quit,
     Sentinel,
     Stls,
     StlsAccepted,
@@ -62,7 +60,6 @@ from nosend_runners.client.connection import (
     LinkMeter,
     TLSMode,
     UpstreamConnection,
-    UpstreamError,
     open_upstream,
 )
 
@@ -253,20 +250,7 @@ class POP3Client:
             if isinstance(event, ConnectionClosed | StlsAccepted):
                 return
 
-    async def quit(self) -> None:
-        """QUIT without waiting long; for error paths (a normal end pipelines QUIT)."""
-        try:
-            async for _ in self.exchange((Quit(),)):
-                pass
-        except (POP3Error, UpstreamError, Exception):  # noqa: BLE001 -- closing anyway
-            pass
-
     async def aclose(self) -> None:
         """Close the connection; never raises."""
         await self.upstream.aclose()
 
-
-def describe_failure(event: CommandFailed) -> str:
-    """A one-line description of a refused command (for reports)."""
-    code = f" [{event.code}]" if event.code else ""
-    return f"{type(event.command).__name__.upper()} refused{code}: {event.text}"
