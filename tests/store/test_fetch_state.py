@@ -352,3 +352,22 @@ def test_records_written_before_the_extra_field_still_read(tmp_path: Path) -> No
         state.request_fetch("big", link="harbour")
     with FetchState.open(tmp_path, "isp") as state:
         assert state.records()["big"] == FetchRecord(F, 9000, link="harbour")
+
+
+def test_staged_copies_are_ordinary_maildir_messages(tmp_path: Path) -> None:
+    from nosend_store.maildir import MaildirMailbox
+
+    box = tmp_path / "alice"
+    message = b"Subject: s\r\n\r\n.line\r\nlast\r\n"
+    copies = StagedCopies([box, box])  # the same Maildir twice: one copy
+    copies.write(message[:7])
+    copies.write(message[7:])
+    (key,) = copies.finish()
+    copies.publish()
+    (listed,) = MaildirMailbox(box).list_messages()
+    assert listed.key == key[1] and listed.size == len(message)
+    assert b"".join(MaildirMailbox(box).wire_chunks(listed.key)) == message
+    aborted = StagedCopies([box])
+    aborted.write(b"x\r\n")
+    aborted.abort()
+    assert list((box / "tmp").iterdir()) == []
