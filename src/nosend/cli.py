@@ -21,6 +21,9 @@ def _command_modules() -> list[ModuleType]:
     from nosend import admin  # noqa: PLC0415
 
     modules.append(admin)
+    from nosend import held  # noqa: PLC0415
+
+    modules.append(held)
     try:
         from nosend import serve  # noqa: PLC0415
     except ImportError:  # the server commands arrive with the runners

@@ -5,7 +5,8 @@ command line can draw a progress line and the link layer can total a cycle, whic
 direction the mail goes. Must not: draw, log or count anything itself.
 
 Order for one account: :class:`TransferStarted`, then one :class:`MessageDone` per
-message that was handled (sent, fetched, held, deferred or refused), then
+message that was handled (sent, fetched, held, deferred, refused, deleted unread on the
+server, or failed), then
 :class:`TransferFinished`. ``BytesMoved`` may come at any time in between, as often as
 the transfer likes (the relay and the fetch send one per body chunk they pass on).
 """
@@ -18,16 +19,20 @@ from typing import Literal
 
 __all__ = [
     "Direction",
+    "Outcome",
     "TransferStarted",
     "BytesMoved",
     "MessageDone",
     "TransferFinished",
     "TransferEvent",
     "Progress",
+    "ProgressCallback",
 ]
 
 #: ``out``: the queue to the smarthost; ``in``: a remote mailbox to local Maildirs.
 Direction = Literal["out", "in"]
+#: What became of one message.
+Outcome = Literal["sent", "fetched", "held", "deferred", "refused", "deleted", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +66,7 @@ class MessageDone:
     message: int  # 1-based
     of: int
     size: int
-    outcome: Literal["sent", "fetched", "held", "deferred", "refused", "deleted"]
+    outcome: Outcome
     user: str | None = None
 
 
@@ -79,3 +84,4 @@ TransferEvent = TransferStarted | BytesMoved | MessageDone | TransferFinished
 
 #: The callback a transfer reports to; it must return quickly and never raise.
 Progress = Callable[[TransferEvent], None]
+ProgressCallback = Progress

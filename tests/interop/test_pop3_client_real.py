@@ -10,15 +10,8 @@ independent server: every login method, then the same fetch-and-delete.
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import signal
 import socket
 import ssl
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,13 +43,11 @@ from nosend_proto.pop3_client_events import (
     UidlReply,
     UserPass,
 )
-from tests.conftest import require_tool
-from tests.interop.conftest import (
-    SAMPLE_MESSAGES,
-    NosendServer,
-    ServerFactory,
-    free_port,
-    wait_for_port,
+from tests.interop.conftest import SAMPLE_MESSAGES, NosendServer, ServerFactory
+from tests.interop.dovecot_fixture import (  # noqa: F401 -- fixtures
+    DOVECOT_PASSWORD,
+    DovecotServer,
+    dovecot_server,
 )
 from tests.proto.pop3_client_driver import bodies
 
@@ -167,92 +158,13 @@ def test_stls_then_auth_plain_with_require_tls(nosend_factory: ServerFactory) ->
     assert len(server.messages("bob")) == 1  # nothing was marked deleted
 
 
-# --- Dovecot -------------------------------------------------------------------------
-
-DOVECOT_CONF = """\
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-protocols = pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5 apop
-mail_location = maildir:{root}/mail/%u
-first_valid_uid = 1
-default_login_user = {login_user}
-default_internal_user = {internal_user}
-passdb {{
-  driver = static
-  args = password={password}
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={root}/home/%u
-}}
-service pop3-login {{
-  chroot =
-  inet_listener pop3 {{
-    port = {port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-"""
-DOVECOT_PASSWORD = "dove-Secret-3"
+# --- Dovecot (tests/interop/dovecot_fixture.py) -----------------------------------
 
 
 @pytest.fixture
-def dovecot() -> Iterator[tuple[int, Path]]:
-    """A Dovecot POP3 server on a free port, every user's password DOVECOT_PASSWORD:
-    yields (port, the Maildir root with one directory per user). Stopped by its pid.
-
-    Its files live in a fresh directory of their own under the system's temporary
-    directory (pytest's is private to the user running the tests, and Dovecot's mail
-    and login processes run as other users when the tests run as root).
-    """
-    binary = require_tool("dovecot")
-    root = Path(tempfile.mkdtemp(prefix="nosend-dovecot-"))
-    root.chmod(0o755)
-    (root / "home").mkdir()
-    (root / "mail").mkdir()
-    if os.getuid() == 0:
-        # Dovecot never serves mail as uid 0: use its own unprivileged users.
-        owner = pwd.getpwnam("dovecot")
-        login_user, internal_user = "dovenull", "dovecot"
-    else:
-        owner = pwd.getpwuid(os.getuid())
-        login_user = internal_user = owner.pw_name
-    port = free_port()
-    config = root / "dovecot.conf"
-    config.write_text(
-        DOVECOT_CONF.format(
-            root=root, port=port, password=DOVECOT_PASSWORD, uid=owner.pw_uid,
-            gid=owner.pw_gid, login_user=login_user, internal_user=internal_user,
-        )
-    )  # fmt: skip
-    for sub in ("tmp", "new", "cur"):
-        (root / "mail" / "alice" / sub).mkdir(parents=True)
-    for i, message in enumerate(SAMPLE_MESSAGES):
-        (root / "mail" / "alice" / "new" / f"{i}.M{i}P1.test").write_bytes(message)
-    for path in [root / "home", *(root / "mail").rglob("*"), root / "mail"]:
-        os.chown(path, owner.pw_uid, owner.pw_gid)
-    proc = subprocess.Popen(
-        [binary, "-F", "-c", str(config)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for_port(port, proc)
-        yield port, root / "mail"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+def dovecot(dovecot_server: DovecotServer) -> tuple[int, Path]:  # noqa: F811
+    """(the POP3 port, the Maildir root) of a running Dovecot."""
+    return dovecot_server.port, dovecot_server.mail
 
 
 def test_every_login_then_fetch_and_delete_from_dovecot(dovecot: tuple[int, Path]) -> None:

@@ -93,19 +93,20 @@ class _Pipe:
         ready: threading.Condition,
     ) -> None:
         source, _ = self.sockets[direction]
-        limit = self.proxy.cut_up if direction == "up" else self.proxy.cut_down
         while True:
             try:
                 data = source.recv(_CHUNK)
             except OSError:
                 data = b""
             cut = False
-            if data and limit is not None:
-                with self.lock:
+            # Read afresh for each chunk: a test may cut at a moment of its choosing.
+            limit = self.proxy.cut_up if direction == "up" else self.proxy.cut_down
+            with self.lock:
+                if data and limit is not None:
                     room = limit - self.sent[direction]
                     if len(data) >= room:
                         data, cut = data[: max(room, 0)], True
-                    self.sent[direction] += len(data)
+                self.sent[direction] += len(data)
             if data:
                 with self.lock:
                     self._count(direction, len(data))
@@ -170,7 +171,8 @@ class LinkProxy:
 
     ``delay`` is added to each direction (so a round trip costs ``2 * delay``);
     ``cut_up``/``cut_down`` drop every connection once that many bytes went that way
-    (``None``: never). Settings may be changed between connections. Use as a context
+    (``None``: never), counted per connection. Settings may be changed at any time; a
+connection reads them afresh for each chunk. Use as a context
     manager, or call :meth:`start` and :meth:`stop`.
     """
 

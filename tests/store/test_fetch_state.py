@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from nosend_store.fetch_state import FETCH_DIR, FetchRecord, FetchState, FetchStatus
+from nosend_store.fetch_state import (
+    FETCH_DIR,
+    FetchRecord,
+    FetchState,
+    FetchStatus,
+    StagedCopies,
+)
 from nosend_store.locks import LockBusy
 
 D, H = FetchStatus.DELIVERED, FetchStatus.HELD
@@ -261,3 +267,107 @@ def test_a_leftover_temporary_file_is_removed_on_open(tmp_path: Path) -> None:
     with FetchState.open(tmp_path, "isp") as state:
         assert list(state.records()) == ["a"]
     assert not tmp.exists()
+
+
+# -- pending deliveries: the window between the Maildir rename and the record ---------------
+
+
+def _maildir_files(maildir: Path) -> list[str]:
+    return sorted(p.name for sub in ("new", "cur") for p in (maildir / sub).iterdir())
+
+
+def test_a_pending_delivery_left_in_tmp_is_rolled_forward_on_open(tmp_path: Path) -> None:
+    box = tmp_path / "mail" / "alice"
+    with FetchState.open(tmp_path, "isp") as state:
+        copies = StagedCopies([box])
+        copies.write(b"Subject: x\r\n\r\nbody\r\n")
+        keys = copies.finish()
+        state.begin("u1", 20, keys)
+        assert state.status("u1") is FetchStatus.PENDING
+        # crash here: the copy is complete in tmp/, not yet in new/
+    assert _maildir_files(box) == []
+    with FetchState.open(tmp_path, "isp") as state:
+        assert state.records()["u1"] == FetchRecord(D, 20)
+    assert _maildir_files(box) == [keys[0][1]]
+    assert (box / "new" / keys[0][1]).read_bytes() == b"Subject: x\n\nbody\n"
+    assert list((box / "tmp").iterdir()) == []
+
+
+def test_a_published_pending_delivery_counts_as_delivered_even_from_cur(tmp_path: Path) -> None:
+    boxes = [tmp_path / "mail" / "alice", tmp_path / "mail" / "bob"]
+    with FetchState.open(tmp_path, "isp") as state:
+        copies = StagedCopies(boxes)
+        copies.write(b"body\n")
+        keys = copies.finish()
+        state.begin("u1", 5, keys)
+        copies.publish()
+    # a reader already moved alice's copy to cur/ with flags
+    (boxes[0] / "new" / keys[0][1]).rename(boxes[0] / "cur" / (keys[0][1] + ":2,S"))
+    with FetchState.open(tmp_path, "isp") as state:
+        assert state.status("u1") is D
+    assert len(_maildir_files(boxes[0])) == len(_maildir_files(boxes[1])) == 1
+
+
+def test_a_pending_delivery_whose_copy_vanished_reverts(tmp_path: Path) -> None:
+    box = tmp_path / "mail" / "alice"
+    with FetchState.open(tmp_path, "isp") as state:
+        state.hold("big", 9000, [("subject", "huge")])
+        state.request_fetch("big", link="harbour")
+        copies = StagedCopies([box])
+        copies.write(b"body\n")
+        state.begin("big", 9000, copies.finish())
+        state.begin("new", 5, StagedCopies([box]).finish())
+        for tmp in (box / "tmp").iterdir():
+            tmp.unlink()  # swept as stale before the next session
+    with FetchState.open(tmp_path, "isp") as state:
+        # back to what it was: fetched again rather than lost
+        assert state.records()["big"] == FetchRecord(
+            F, 9000, link="harbour", info=(("subject", "huge"),))
+        assert not state.seen("new")
+
+
+def test_a_pending_notice_becomes_held_with_its_summary(tmp_path: Path) -> None:
+    box = tmp_path / "mail" / "alice"
+    info = (("from", "Ann <ann@example.org>"), ("subject", "Fotos ünd mehr"))
+    with FetchState.open(tmp_path, "isp") as state:
+        copies = StagedCopies([box])
+        copies.write(b"notice\n")
+        state.begin("big", 10**7, copies.finish(), then=H, info=info)
+    with FetchState.open(tmp_path, "isp") as state:
+        record = state.records()["big"]
+        assert record.status is H and record.info == info and record.size == 10**7
+        assert record.get("subject") == "Fotos ünd mehr"
+        state.hold("big", 10**7)  # the fetch code confirming: nothing changes
+        assert state.records()["big"].info == info
+
+
+def test_records_written_before_the_extra_field_still_read(tmp_path: Path) -> None:
+    import zlib
+
+    (tmp_path / FETCH_DIR).mkdir()
+    body = b"H big 9000"
+    (tmp_path / FETCH_DIR / "isp.uidl").write_bytes(b"%s %08x\n" % (body, zlib.crc32(body)))
+    with FetchState.open(tmp_path, "isp") as state:
+        assert state.records()["big"] == FetchRecord(H, 9000)
+        state.request_fetch("big", link="harbour")
+    with FetchState.open(tmp_path, "isp") as state:
+        assert state.records()["big"] == FetchRecord(F, 9000, link="harbour")
+
+
+def test_staged_copies_are_ordinary_maildir_messages(tmp_path: Path) -> None:
+    from nosend_store.maildir import MaildirMailbox
+
+    box = tmp_path / "alice"
+    message = b"Subject: s\r\n\r\n.line\r\nlast\r\n"
+    copies = StagedCopies([box, box])  # the same Maildir twice: one copy
+    copies.write(message[:7])
+    copies.write(message[7:])
+    (key,) = copies.finish()
+    copies.publish()
+    (listed,) = MaildirMailbox(box).list_messages()
+    assert listed.key == key[1] and listed.size == len(message)
+    assert b"".join(MaildirMailbox(box).wire_chunks(listed.key)) == message
+    aborted = StagedCopies([box])
+    aborted.write(b"x\r\n")
+    aborted.abort()
+    assert list((box / "tmp").iterdir()) == []
