@@ -3,7 +3,8 @@
 Owns: binding (or inheriting, via systemd socket activation) the listening sockets for
 SMTP, submission, SMTPS, POP3 and POP3S; accepting connections on asyncio or trio
 through anyio; implicit TLS (RFC 8314) before a session starts; refusing connections
-over the overall and per-address limits; running one session task per connection;
+over the connection limits (overall, per service and per client, with reserves for each
+service and for trusted networks: ``serve.limits``); running one session task per connection;
 SIGHUP reload of ``mail.cfg`` (a bad file is logged with file:line and the old one
 kept); SIGTERM/SIGINT graceful shutdown; the periodic queue and mailbox housekeeping
 (:mod:`nosend_runners.mail.housekeeping`) alongside the sessions. Must not: speak SMTP or
@@ -122,7 +123,14 @@ class MailServer:
             hostname=settings.hostname,
             timeouts=settings.timeouts,
         )
-        self.connections = ConnectionLimiter(limits.max_connections, limits.max_per_address)
+        self.connections = ConnectionLimiter(
+            limits.max_connections,
+            limits.max_per_address,
+            services=self._sessions,
+            service_reserve=limits.service_reserve,
+            trusted_reserve=limits.trusted_reserve,
+            trusted=self._trusted,
+        )
         self._reloader = reloader
         self._handle_signals = handle_signals
         self._live = 0
@@ -132,6 +140,12 @@ class MailServer:
         self._force: anyio.CancelScope | None = None
         #: Where the server listens, once started: (service, host, port).
         self.addresses: list[BoundAddress] = []
+
+    def _trusted(self, address: str) -> bool:
+        """Whether ``address`` is on the current configuration's trusted networks."""
+        config = self.state.config
+        is_trusted = getattr(config, "is_trusted", None)
+        return bool(is_trusted(address)) if is_trusted is not None else False
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -308,12 +322,13 @@ class MailServer:
             tls_handshake_timeout=timeouts.tls_handshake,
         )
         ctx = SessionContext(service, state=self.state, peer=lambda: stream.peer, guard=guard)
-        if not self.connections.try_acquire(peer.address):
+        if not self.connections.try_acquire(service, peer.address):
             ctx.log.warning(
                 "refused",
                 reason="too many connections",
                 total=self.connections.total,
-                from_address=self.connections.count(peer.address),
+                in_service=self.connections.in_service(service),
+                from_client=self.connections.count(service, peer.address),
             )
             await self._refuse(stream, ctx, "busy")
             return
@@ -321,7 +336,7 @@ class MailServer:
         try:
             await run_connection(stream, ctx, self._sessions[service])
         finally:
-            self.connections.release(peer.address)
+            self.connections.release(service, peer.address)
             self._live -= 1
             if self._live == 0 and self.state.shutdown.requested and self._drained is not None:
                 self._drained.set()
@@ -378,5 +393,7 @@ class MailServer:
         self.state.timeouts = settings.timeouts
         self.connections.max_total = settings.limits.max_connections
         self.connections.max_per_address = settings.limits.max_per_address
+        self.connections.service_reserve = settings.limits.service_reserve
+        self.connections.trusted_reserve = settings.limits.trusted_reserve
         _log.info("configuration reloaded")
         return True

@@ -118,7 +118,7 @@ lan_plaintext_auth = no       # ...unless yes here and the client is on a truste
 max_message_size = 35M
 max_recipients = 100
 max_connections = 100
-max_connections_per_ip = 20
+max_connections_per_ip = 50   # per client (IPv6: per /64) and service
 smtp_timeout = 5m
 pop3_timeout = 10m
 
