@@ -194,8 +194,9 @@ def authenticate(config: Config, credentials: Credentials) -> str | None:
     mailbox = config.login_mailbox(credentials.username)
     if mailbox is None:
         if credentials.password is not None:
-            # Spend hashing time anyway so a probe cannot tell unknown users by speed.
-            passwords.verify_password(credentials.password, "{unknown}")
+            # The same hash at the same cost as a real user's (the default scheme, as
+            # `nosend user add` makes), so a probe cannot tell unknown users by speed.
+            passwords.verify_password(credentials.password, passwords.dummy_hash())
         return None
     if credentials.authzid:
         wanted = config.login_mailbox(credentials.authzid)
