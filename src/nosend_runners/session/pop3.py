@@ -93,8 +93,10 @@ class POP3Session(WireSession):
     async def write(self, data: bytes) -> None:
         if data:
             # The engine answers most commands itself, so a reply (not an event) is what
-            # marks a command as done and restarts the autologout timer.
+            # marks a command as done and restarts the autologout timer, and says the
+            # engine made something of the input.
             self.command_started = None
+            self.silent = 0
             await self.stream.send(data)
 
     async def flush(self) -> None:
@@ -112,6 +114,10 @@ class POP3Session(WireSession):
     async def shutting_down(self) -> None:
         self.ctx.log.event("shutdown", result="-ERR")
         await self.write(replies.POP3_SHUTDOWN)
+
+    async def flooded(self) -> None:
+        self.ctx.log.warning("input_flood", octets=self.silent, result="-ERR")
+        await self.write(replies.POP3_FLOODED)
 
     # -- the conversation ----------------------------------------------------------------
 
@@ -142,7 +148,9 @@ class POP3Session(WireSession):
                 )
                 if event.auth_failures:
                     await anyio.sleep(self.ctx.auth_failures.failure_delay(self.ctx.peer.address))
-                await self.flush()
+                await self.flush()  # the engine's answer to the last one
+                # Then say why the connection ends, rather than just dropping it.
+                await self.write(replies.POP3_TOO_MANY_ERRORS)
                 return
             elif isinstance(event, ConnectionClosed):
                 await self.flush()

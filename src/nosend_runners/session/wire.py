@@ -2,10 +2,15 @@
 
 Owns: :class:`WireSession`, the base of both sessions: the command timer (a timeout
 covers a whole command, so a client trickling a byte at a time cannot hold a connection
-past it: slowloris), the receive that turns a timeout or a graceful shutdown into the
-session's goodbye and :class:`Abort`, and :func:`serve_until_done`, which runs a session
-to its end and always lets it clean up. Must not: know a protocol; each session says
-its own goodbye in :meth:`WireSession.timed_out` and :meth:`WireSession.shutting_down`.
+past it: slowloris), the bound on input read without any answer (a client that keeps
+sending, say an endless command line or a body without line ends past the size limit,
+never falls silent, so no timeout ends it: the engines throw those bytes away and the
+session closes once more than :meth:`WireSession.silent_limit` of them went by), the
+receive that turns a timeout, a graceful shutdown or such a flood into the session's
+goodbye and :class:`Abort`, and :func:`serve_until_done`, which runs a session to its
+end and always lets it clean up. Must not: know a protocol; each session says its own
+goodbye in :meth:`WireSession.timed_out`, :meth:`WireSession.shutting_down` and
+:meth:`WireSession.flooded`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ __all__ = ["Abort", "WireSession", "serve_until_done"]
 
 #: Bytes asked of the stream per receive.
 RECEIVE_SIZE = 65536
+#: Input read without the engine making anything of it (no event, no reply) after which
+#: a session outside a message body gives up: far more than any command line, AUTH
+#: exchange or pipelined burst leaves unanswered (each command is answered as it ends).
+MAX_SILENT_INPUT = 1 << 20
 
 
 class Abort(Exception):
@@ -31,6 +40,8 @@ class WireSession:
         self.ctx = ctx
         #: When we began waiting for the command now arriving (None: none under way).
         self.command_started: float | None = None
+        #: Octets received since the engine last made something of the input.
+        self.silent = 0
 
     def command_time_left(self, limit: float) -> float:
         """Seconds left of ``limit`` for the command now arriving; starts its timer."""
@@ -52,17 +63,36 @@ class WireSession:
         """Log and answer a graceful shutdown (the session ends after it)."""
         raise NotImplementedError
 
+    def silent_limit(self) -> int:
+        """Octets the client may send without any answer before the session ends."""
+        return MAX_SILENT_INPUT
+
+    async def flooded(self) -> None:
+        """Log and answer input past :meth:`silent_limit` (the session ends after it)."""
+        raise NotImplementedError
+
+    def heard(self) -> None:
+        """The engine made something of the input (an event, a reply): reset the count
+        of unanswered octets."""
+        self.silent = 0
+
     async def receive(self) -> bytes:
         """Next bytes from the client (``b""`` when it left); raises :class:`Abort`
-        after answering a timeout or a shutdown."""
+        after answering a timeout, a shutdown, or more unanswered input than
+        :meth:`silent_limit`."""
         try:
-            return await self.stream.receive(RECEIVE_SIZE, timeout=self.receive_timeout())
+            data = await self.stream.receive(RECEIVE_SIZE, timeout=self.receive_timeout())
         except TimeoutError:
             await self.timed_out()
             raise Abort from None
         except ShutdownRequested:
             await self.shutting_down()
             raise Abort from None
+        self.silent += len(data)
+        if self.silent > self.silent_limit():
+            await self.flooded()
+            raise Abort
+        return data
 
     async def serve(self) -> None:
         """The conversation, from greeting to close."""
