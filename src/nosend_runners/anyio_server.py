@@ -41,6 +41,7 @@ from nosend_runners.mail.housekeeping import DEFAULT_INTERVAL, run_housekeeping
 from nosend_runners.serve import fastpath
 from nosend_runners.serve.activation import InheritedSocket
 from nosend_runners.serve.connection import run_connection
+from nosend_runners.serve.datadir import secure_data_dir, set_private_umask
 from nosend_runners.serve.limits import AuthFailureTracker, ConnectionLimiter
 from nosend_runners.serve.settings import ServerSettings
 from nosend_runners.serve.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
@@ -82,6 +83,8 @@ class MailServer:
     asked once per service at start-up, so a missing session module fails the start
     rather than the first connection. ``inherited`` are listening sockets from systemd
     (``activation.listen_fds``); when given, they replace ``settings.listen``.
+    ``handle_signals`` says the process is the server's: it then handles SIGTERM,
+    SIGINT and SIGHUP and runs with umask 077 (``serve.datadir``).
     With a ``config``, queue expiry, delivery reports and ``tmp/`` cleanup run at start
     and every ``housekeeping_interval`` seconds (None: never).
     """
@@ -154,6 +157,12 @@ class MailServer:
     ) -> None:
         """Listen, serve until ``shutdown()`` (or a signal), then shut down gracefully."""
         limits = self.settings.limits
+        if self._handle_signals:
+            # The process is the server's (the command line): what it creates is private.
+            set_private_umask()
+        data_dir = getattr(getattr(self.state.config, "server", None), "data_dir", None)
+        if data_dir is not None:
+            await anyio.to_thread.run_sync(secure_data_dir, data_dir)
         self.state.blocking_limiter = anyio.CapacityLimiter(limits.blocking_threads)
         if fastpath.active():
             self.state.thread_pool = fastpath.ThreadPool(limits.disk_threads)
