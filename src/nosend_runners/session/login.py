@@ -15,6 +15,7 @@ reply) or decide whose credentials are good (the backend does,
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -46,10 +47,14 @@ class LoginCheck:
 
 
 async def check_login(
-    ctx: SessionContext, backend: Authenticator, credentials: Credentials
+    ctx: SessionContext,
+    backend: Authenticator,
+    credentials: Credentials,
+    pause: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> LoginCheck:
     """Check ``credentials`` with ``backend`` for the session's peer, with the lockout,
-    the delay and the log lines."""
+    the delay (``pause(seconds)``: the session's, which ends early when the client
+    leaves) and the log lines."""
     tracker = ctx.auth_failures
     address = ctx.peer.address
     user, mechanism = credentials.username, credentials.mechanism
@@ -82,7 +87,7 @@ async def check_login(
             # Also when the session is cancelled during the check: the guess was made.
             failures = tracker.fail(address, ticket)
     if name is None:
-        await anyio.sleep(tracker.delay_for(failures))
+        await pause(tracker.delay_for(failures))
         ctx.log.warning("auth_failed", user=user, mechanism=mechanism, failures=failures)
         now_locked = failures >= tracker.max_failures
         if now_locked:

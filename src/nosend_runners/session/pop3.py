@@ -147,7 +147,7 @@ class POP3Session(WireSession):
                     auth_failures=event.auth_failures,
                 )
                 if event.auth_failures:
-                    await anyio.sleep(self.ctx.auth_failures.failure_delay(self.ctx.peer.address))
+                    await self.pause(self.ctx.auth_failures.failure_delay(self.ctx.peer.address))
                 await self.flush()  # the engine's answer to the last one
                 # Then say why the connection ends, rather than just dropping it.
                 await self.write(replies.POP3_TOO_MANY_ERRORS)
@@ -161,7 +161,7 @@ class POP3Session(WireSession):
     async def login(self, event: AuthAttempt) -> None:
         ctx, conn = self.ctx, self.conn
         credentials = event.credentials
-        check = await check_login(ctx, self.backend, credentials)
+        check = await check_login(ctx, self.backend, credentials, self.pause)
         if check.locked_out:
             await self.write(conn.send(LoginRejected(replies.LOCKED_OUT_TEXT, "AUTH")))
             raise Abort

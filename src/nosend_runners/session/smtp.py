@@ -394,7 +394,7 @@ class SMTPSession(WireSession):
     async def authenticate(self, event: AuthAttempt) -> Reply:
         ctx = self.ctx
         credentials = event.credentials
-        check = await check_login(ctx, self.backend, credentials)
+        check = await check_login(ctx, self.backend, credentials, self.pause)
         if check.locked_out:
             return replies.AUTH_LOCKED_OUT
         name = check.name

@@ -15,6 +15,8 @@ goodbye in :meth:`WireSession.timed_out`, :meth:`WireSession.shutting_down` and
 
 from __future__ import annotations
 
+import anyio
+
 from nosend_runners.session.boundary import SessionContext, ShutdownRequested, Stream
 
 __all__ = ["Abort", "WireSession", "serve_until_done"]
@@ -42,6 +44,10 @@ class WireSession:
         self.command_started: float | None = None
         #: Octets received since the engine last made something of the input.
         self.silent = 0
+        #: What the client sent during a :meth:`pause`, not yet handed to the engine.
+        self.held = bytearray()
+        #: The client closed during a :meth:`pause` (``receive`` returns ``b""`` next).
+        self.peer_left = False
 
     def command_time_left(self, limit: float) -> float:
         """Seconds left of ``limit`` for the command now arriving; starts its timer."""
@@ -80,19 +86,53 @@ class WireSession:
         """Next bytes from the client (``b""`` when it left); raises :class:`Abort`
         after answering a timeout, a shutdown, or more unanswered input than
         :meth:`silent_limit`."""
+        if self.held:
+            data = bytes(self.held)
+            self.held.clear()
+        elif self.peer_left:
+            return b""
+        else:
+            data = await self._receive_now()
+        self.silent += len(data)
+        if self.silent > self.silent_limit():
+            await self.flooded()
+            raise Abort
+        return data
+
+    async def _receive_now(self) -> bytes:
         try:
-            data = await self.stream.receive(RECEIVE_SIZE, timeout=self.receive_timeout())
+            return await self.stream.receive(RECEIVE_SIZE, timeout=self.receive_timeout())
         except TimeoutError:
             await self.timed_out()
             raise Abort from None
         except ShutdownRequested:
             await self.shutting_down()
             raise Abort from None
-        self.silent += len(data)
-        if self.silent > self.silent_limit():
-            await self.flooded()
-            raise Abort
-        return data
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (a delay after a failed login) unless the client leaves
+        first: a client gone is noticed at once, so its session ends and its connection
+        slot is free again without sitting out the delay. What the client sends
+        meanwhile is kept, in order, for the engine (up to :data:`MAX_SILENT_INPUT`;
+        past that the rest of the delay is waited without reading)."""
+        deadline = self.ctx.monotonic() + seconds
+        while not self.peer_left:
+            left = deadline - self.ctx.monotonic()
+            if left <= 0:
+                return
+            if len(self.held) > MAX_SILENT_INPUT:
+                await anyio.sleep(left)
+                return
+            try:
+                data = await self.stream.receive(RECEIVE_SIZE, timeout=left)
+            except TimeoutError:
+                return
+            except ShutdownRequested:
+                return  # the next receive says goodbye
+            if not data:
+                self.peer_left = True
+                return
+            self.held += data
 
     async def serve(self) -> None:
         """The conversation, from greeting to close."""
