@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_SCHEME",
     "SCHEMES",
     "dummy_hash",
+    "dummy_hash_like",
     "hash_password",
     "verify_password",
     "needs_rehash",
@@ -195,6 +196,22 @@ def dummy_hash(scheme: str = DEFAULT_SCHEME) -> str:
         salt = "nosend.dummy.slt"[:_PBKDF2_SALT_CHARS]
         return f"{{PBKDF2}}$1${salt}${_PBKDF2_ROUNDS}${'0' * 40}"
     raise ValueError(f"unsupported password scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+
+
+def dummy_hash_like(stored: str) -> str:
+    """A hash no password matches, of the scheme and parameters of ``stored`` (salt
+    and digest of the same lengths), or :func:`dummy_hash` when ``stored`` is no usable
+    hash: for a site whose mailboxes use other parameters than today's defaults, so that
+    an unknown user costs what its real users cost."""
+    parsed = _parse(stored)
+    if isinstance(parsed, _Scrypt):
+        salt = _b64encode(b"\1" * len(parsed.salt))
+        digest = _b64encode(b"\0" * len(parsed.digest))
+        return f"{{SCRYPT}}$scrypt$ln={parsed.ln},r={parsed.r},p={parsed.p}${salt}${digest}"
+    if isinstance(parsed, _Pbkdf2):
+        salt = "." * len(parsed.salt)
+        return f"{{PBKDF2}}$1${salt}${parsed.rounds}${'0' * 2 * len(parsed.digest)}"
+    return dummy_hash()
 
 
 def verify_password(password: str, stored: str) -> bool:

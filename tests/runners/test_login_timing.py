@@ -70,3 +70,19 @@ def test_the_dummy_hash_never_matches_and_follows_the_default_parameters(
     passwords.verify_password("x", passwords.dummy_hash())
     passwords.verify_password("x", passwords.hash_password("y"))
     assert spy[0] == spy[-1]
+
+
+def test_a_site_with_other_hashes_gets_a_dummy_like_its_own(
+    tmp_path: Path, spy: list[tuple[str, tuple[Any, ...]]]
+) -> None:
+    """Mailboxes hashed with PBKDF2 (say, copied from Dovecot): an unknown user costs
+    that, not the default scheme, which would stand out the other way."""
+    from tests.runners.session_support import make_config
+
+    config = make_config(tmp_path)  # cheap PBKDF2 hashes for alice, bob and carol
+    spy.clear()
+    assert policy.authenticate(config, Credentials("PLAIN", "alice", password="wrong")) is None
+    known = list(spy)
+    spy.clear()
+    assert policy.authenticate(config, Credentials("PLAIN", "nobody", password="wrong")) is None
+    assert known[0][0] == "pbkdf2" and spy == known
