@@ -36,7 +36,7 @@ Examples (``--log-file`` or syslog: never stderr, which is the socket)::
     socat TCP-LISTEN:2525,reuseaddr,fork EXEC:"nosend inetd smtp"
 
 Connection limits under inetd are the super-server's job (xinetd ``instances`` and
-``per_source``, openbsd-inetd ``nowait.N``). The per-address lockout after repeated
+``per_source``, openbsd-inetd ``nowait.N``). The per-client lockout after repeated
 authentication failures holds across connections: each process reads and updates the
 table in ``data_dir/state/auth-failures.json`` (see ``shared_limits``).
 """

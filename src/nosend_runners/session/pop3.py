@@ -2,7 +2,7 @@
 
 Owns: one POP3 or POP3S connection from greeting to close, on the wire side: credentials
 through the shared login guard (a delay after each failure and the server-wide
-per-address lockout) and the backend session
+per-client lockout) and the backend session
 (:class:`~nosend_runners.session.backend.POP3BackendSession`), the maildrop it opens for
 the user (a second login gets ``-ERR [IN-USE]``, RFC 2449 section 8), the listing handed
 to the engine, RETR/TOP read through :mod:`nosend_store.message_reader` (whole messages

@@ -4,7 +4,7 @@ Owns: one SMTP, submission or SMTPS connection from greeting to close, on the wi
 The engine (:mod:`nosend_proto.smtp_state`) parses and sequences; this module answers its
 events: the sender and each recipient through the backend session
 (:class:`~nosend_runners.session.backend.SMTPBackendSession`), credentials through the
-shared login guard (a delay after each failure and the server-wide per-address lockout),
+shared login guard (a delay after each failure and the server-wide per-client lockout),
 STARTTLS, the body streamed in batches into the backend's
 :class:`~nosend_runners.session.backend.BodySink` inside the graceful-shutdown guard,
 timeouts, flushing, and one log line per session event.
