@@ -42,7 +42,8 @@ class WireSession:
         self.ctx = ctx
         #: When we began waiting for the command now arriving (None: none under way).
         self.command_started: float | None = None
-        #: Octets received since the engine last made something of the input.
+        #: Octets received since the engine last made something of the input (the
+        #: session sets it to 0 on each event or reply).
         self.silent = 0
         #: What the client sent during a :meth:`pause`, not yet handed to the engine.
         self.held = bytearray()
@@ -76,11 +77,6 @@ class WireSession:
     async def flooded(self) -> None:
         """Log and answer input past :meth:`silent_limit` (the session ends after it)."""
         raise NotImplementedError
-
-    def heard(self) -> None:
-        """The engine made something of the input (an event, a reply): reset the count
-        of unanswered octets."""
-        self.silent = 0
 
     async def receive(self) -> bytes:
         """Next bytes from the client (``b""`` when it left); raises :class:`Abort`
