@@ -3,7 +3,8 @@
 Owns: binding (or inheriting, via systemd socket activation) the listening sockets for
 SMTP, submission, SMTPS, POP3 and POP3S; accepting connections on asyncio or trio
 through anyio; implicit TLS (RFC 8314) before a session starts; refusing connections
-over the overall and per-address limits; running one session task per connection;
+over the connection limits (overall, per service and per client, with reserves for each
+service and for trusted networks: ``serve.limits``); running one session task per connection;
 SIGHUP reload of ``mail.cfg`` (a bad file is logged with file:line and the old one
 kept); SIGTERM/SIGINT graceful shutdown; the periodic queue and mailbox housekeeping
 (:mod:`nosend_runners.mail.housekeeping`) alongside the sessions. Must not: speak SMTP or
@@ -40,6 +41,7 @@ from nosend_runners.mail.housekeeping import DEFAULT_INTERVAL, run_housekeeping
 from nosend_runners.serve import fastpath
 from nosend_runners.serve.activation import InheritedSocket
 from nosend_runners.serve.connection import run_connection
+from nosend_runners.serve.datadir import secure_data_dir, set_private_umask
 from nosend_runners.serve.limits import AuthFailureTracker, ConnectionLimiter
 from nosend_runners.serve.settings import ServerSettings
 from nosend_runners.serve.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
@@ -81,6 +83,8 @@ class MailServer:
     asked once per service at start-up, so a missing session module fails the start
     rather than the first connection. ``inherited`` are listening sockets from systemd
     (``activation.listen_fds``); when given, they replace ``settings.listen``.
+    ``handle_signals`` says the process is the server's: it then handles SIGTERM,
+    SIGINT and SIGHUP and runs with umask 077 (``serve.datadir``).
     With a ``config``, queue expiry, delivery reports and ``tmp/`` cleanup run at start
     and every ``housekeeping_interval`` seconds (None: never).
     """
@@ -122,7 +126,14 @@ class MailServer:
             hostname=settings.hostname,
             timeouts=settings.timeouts,
         )
-        self.connections = ConnectionLimiter(limits.max_connections, limits.max_per_address)
+        self.connections = ConnectionLimiter(
+            limits.max_connections,
+            limits.max_per_address,
+            services=self._sessions,
+            service_reserve=limits.service_reserve,
+            trusted_reserve=limits.trusted_reserve,
+            trusted=self._trusted,
+        )
         self._reloader = reloader
         self._handle_signals = handle_signals
         self._live = 0
@@ -133,6 +144,12 @@ class MailServer:
         #: Where the server listens, once started: (service, host, port).
         self.addresses: list[BoundAddress] = []
 
+    def _trusted(self, address: str) -> bool:
+        """Whether ``address`` is on the current configuration's trusted networks."""
+        config = self.state.config
+        is_trusted = getattr(config, "is_trusted", None)
+        return bool(is_trusted(address)) if is_trusted is not None else False
+
     # -- life cycle ----------------------------------------------------------------------
 
     async def serve(
@@ -140,6 +157,12 @@ class MailServer:
     ) -> None:
         """Listen, serve until ``shutdown()`` (or a signal), then shut down gracefully."""
         limits = self.settings.limits
+        if self._handle_signals:
+            # The process is the server's (the command line): what it creates is private.
+            set_private_umask()
+        data_dir = getattr(getattr(self.state.config, "server", None), "data_dir", None)
+        if data_dir is not None:
+            await anyio.to_thread.run_sync(secure_data_dir, data_dir)
         self.state.blocking_limiter = anyio.CapacityLimiter(limits.blocking_threads)
         if fastpath.active():
             self.state.thread_pool = fastpath.ThreadPool(limits.disk_threads)
@@ -308,12 +331,13 @@ class MailServer:
             tls_handshake_timeout=timeouts.tls_handshake,
         )
         ctx = SessionContext(service, state=self.state, peer=lambda: stream.peer, guard=guard)
-        if not self.connections.try_acquire(peer.address):
+        if not self.connections.try_acquire(service, peer.address):
             ctx.log.warning(
                 "refused",
                 reason="too many connections",
                 total=self.connections.total,
-                from_address=self.connections.count(peer.address),
+                in_service=self.connections.in_service(service),
+                from_client=self.connections.count(service, peer.address),
             )
             await self._refuse(stream, ctx, "busy")
             return
@@ -321,7 +345,7 @@ class MailServer:
         try:
             await run_connection(stream, ctx, self._sessions[service])
         finally:
-            self.connections.release(peer.address)
+            self.connections.release(service, peer.address)
             self._live -= 1
             if self._live == 0 and self.state.shutdown.requested and self._drained is not None:
                 self._drained.set()
@@ -378,5 +402,7 @@ class MailServer:
         self.state.timeouts = settings.timeouts
         self.connections.max_total = settings.limits.max_connections
         self.connections.max_per_address = settings.limits.max_per_address
+        self.connections.service_reserve = settings.limits.service_reserve
+        self.connections.trusted_reserve = settings.limits.trusted_reserve
         _log.info("configuration reloaded")
         return True

@@ -36,7 +36,7 @@ Examples (``--log-file`` or syslog: never stderr, which is the socket)::
     socat TCP-LISTEN:2525,reuseaddr,fork EXEC:"nosend inetd smtp"
 
 Connection limits under inetd are the super-server's job (xinetd ``instances`` and
-``per_source``, openbsd-inetd ``nowait.N``). The per-address lockout after repeated
+``per_source``, openbsd-inetd ``nowait.N``). The per-client lockout after repeated
 authentication failures holds across connections: each process reads and updates the
 table in ``data_dir/state/auth-failures.json`` (see ``shared_limits``).
 """
@@ -54,6 +54,7 @@ import anyio.abc
 
 from nosend_runners.serve.activation import listen_fds
 from nosend_runners.serve.connection import run_connection
+from nosend_runners.serve.datadir import secure_data_dir, set_private_umask
 from nosend_runners.serve.fdstream import FdByteStream
 from nosend_runners.serve.limits import AuthFailureTracker, LimitSettings
 from nosend_runners.serve.settings import ServerSettings
@@ -142,9 +143,13 @@ async def run_inetd(
     """Serve one ``service`` session on the inherited connection, then return.
 
     With ``handle_signals`` (the command line), SIGTERM/SIGINT shut the session down
-    gracefully, as under ``nosend serve``.
+    gracefully, as under ``nosend serve``, and the process runs with umask 077.
     """
     env = os.environ if environ is None else environ
+    if handle_signals:
+        set_private_umask()  # the process is ours (the command line): files stay private
+    if isinstance(config, Config):
+        await anyio.to_thread.run_sync(secure_data_dir, config.server.data_dir)
     ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     inner, peer = await _open_connection(env, read_fd, write_fd)
     limits: LimitSettings = settings.limits

@@ -117,8 +117,8 @@ lan_plaintext_auth = no       # ...unless yes here and the client is on a truste
 
 max_message_size = 35M
 max_recipients = 100
-max_connections = 100
-max_connections_per_ip = 20
+max_connections = 100         # a tenth kept for each service, a tenth for trusted_networks
+max_connections_per_ip = 50   # per client (IPv6: per /64) and service; trusted_networks: no cap
 smtp_timeout = 5m
 pop3_timeout = 10m
 

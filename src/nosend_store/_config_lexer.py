@@ -18,6 +18,10 @@ Grammar (line oriented, UTF-8)::
 
 A ``#`` preceded by whitespace starts a trailing comment, so a value cannot contain
 " #"; a ``#`` glued to other text is part of the value.
+
+Outside comments a line may hold no control character (TAB aside) and no space other
+than SP and TAB: ``str.strip`` removes form feeds, vertical tabs, U+0085, no-break
+spaces and the like, so a name ending in one would read back as another name.
 """
 
 from __future__ import annotations
@@ -45,6 +49,18 @@ class _Line:
 
 _SECTION_RE = re.compile(r"\[\s*([A-Za-z_]+)(?:\s+(\S+))?\s*\]")
 _TRAILING_COMMENT_RE = re.compile(r"\s#")
+#: Control characters but TAB, and every space and invisible format character but SP:
+#: what a line outside its comment may not hold (see the module docstring).
+FORBIDDEN_RE = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u00a0\u1680\u180e\u2000-\u200f"
+    "\u2028-\u202f\u205f-\u2064\u3000\ufeff]"
+)
+
+
+def forbidden_character(text: str) -> str | None:
+    """Describe the first character of ``text`` no name or value may hold, or ``None``."""
+    m = FORBIDDEN_RE.search(text)
+    return None if m is None else f"control or space character U+{ord(m[0]):04X}"
 
 
 def _strip_comment(text: str) -> str:
@@ -74,6 +90,10 @@ def _tokenize(text: str, path: str) -> list[_Line]:
         if stripped.startswith("#"):
             lines.append(_Line(number, raw, "comment"))
             continue
+        comment = _TRAILING_COMMENT_RE.search(raw)
+        bad = forbidden_character(raw[: comment.start()] if comment else raw)
+        if bad is not None:
+            raise ConfigError(path, number, f"{bad} (only SP and TAB may separate words)")
         content = _strip_comment(stripped)
         if content.startswith("["):
             m = _SECTION_RE.fullmatch(content)

@@ -93,8 +93,10 @@ class ServerOptions:
     max_message_size: int = 35 * 1024 * 1024
     #: RFC 5321 section 4.5.3.1.8: at least 100 recipients must be accepted.
     max_recipients: int = 100
+    #: Concurrent connections overall, and per client (an IPv4 address or an IPv6 /64)
+    #: and service; 50 is Postfix's smtpd_client_connection_count_limit.
     max_connections: int = 100
-    max_connections_per_ip: int = 20
+    max_connections_per_ip: int = 50
     #: RFC 5321 section 4.5.3.2.7: the server timeout is at least 5 minutes.
     smtp_timeout: float = 300.0
     #: RFC 1939 section 3: the autologout timer is at least 10 minutes.

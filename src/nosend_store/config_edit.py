@@ -20,7 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from nosend_store._config_lexer import _TRAILING_COMMENT_RE, _Line, _split_lines, _tokenize
+from nosend_store._config_lexer import (
+    _TRAILING_COMMENT_RE,
+    _Line,
+    _split_lines,
+    _tokenize,
+    forbidden_character,
+)
+from nosend_store._config_values import _Bad, _mailbox_name
 from nosend_store.config import (
     Config,
     ConfigError,
@@ -147,6 +154,10 @@ class ConfigDocument:
     def _check_value(value: str) -> None:
         if "\n" in value or "\r" in value:
             raise ConfigEditError("a value cannot contain a line break")
+        bad = forbidden_character(value)
+        if bad is not None:
+            # The file would read it back as another value (mail.cfg's lexer).
+            raise ConfigEditError(f"bad value {value!r}: {bad}")
         if _TRAILING_COMMENT_RE.search(value) or value.startswith("#"):
             raise ConfigEditError("a value cannot contain ' #' (it would start a comment)")
 
@@ -253,7 +264,12 @@ class ConfigDocument:
         ]
 
     def add_mailbox(self, name: str, password_hash: str, shared_secret: str | None = None) -> None:
-        """Add ``[mailbox name]`` after the last mailbox (``ConfigEditError`` if it exists)."""
+        """Add ``[mailbox name]`` after the last mailbox (``ConfigEditError`` if it exists
+        or ``name`` is no valid mailbox name)."""
+        try:
+            _mailbox_name(name)  # the rule the file's parser applies
+        except _Bad as exc:
+            raise ConfigEditError(str(exc)) from None
         self._check_value(password_hash)
         if name in self.mailboxes():
             raise ConfigEditError(f"mailbox {name!r} already exists")

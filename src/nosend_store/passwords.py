@@ -37,6 +37,8 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_SCHEME",
     "SCHEMES",
+    "dummy_hash",
+    "dummy_hash_like",
     "hash_password",
     "verify_password",
     "needs_rehash",
@@ -178,6 +180,40 @@ def hash_password(password: str, scheme: str = DEFAULT_SCHEME) -> str:
     raise ValueError(f"unsupported password scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
 
 
+def dummy_hash(scheme: str = DEFAULT_SCHEME) -> str:
+    """A hash of ``scheme`` with today's parameters that no password matches.
+
+    Check the password of a user who does not exist against it: the check then costs
+    what a real user's does (same scheme, same parameters), so the time of a failed
+    login does not tell which user names exist. Its digest is all zeros, which no
+    password is known to produce (finding one means breaking the hash).
+    """
+    if scheme == "SCRYPT":
+        salt = _b64encode(b"nosend-dummy-slt"[:_SCRYPT_SALT_BYTES])
+        digest = _b64encode(b"\0" * _SCRYPT_HASH_BYTES)
+        return f"{{SCRYPT}}$scrypt$ln={_SCRYPT_LN},r={_SCRYPT_R},p={_SCRYPT_P}${salt}${digest}"
+    if scheme == "PBKDF2":
+        salt = "nosend.dummy.slt"[:_PBKDF2_SALT_CHARS]
+        return f"{{PBKDF2}}$1${salt}${_PBKDF2_ROUNDS}${'0' * 40}"
+    raise ValueError(f"unsupported password scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+
+
+def dummy_hash_like(stored: str) -> str:
+    """A hash no password matches, of the scheme and parameters of ``stored`` (salt
+    and digest of the same lengths), or :func:`dummy_hash` when ``stored`` is no usable
+    hash: for a site whose mailboxes use other parameters than today's defaults, so that
+    an unknown user costs what its real users cost."""
+    parsed = _parse(stored)
+    if isinstance(parsed, _Scrypt):
+        salt = _b64encode(b"\1" * len(parsed.salt))
+        digest = _b64encode(b"\0" * len(parsed.digest))
+        return f"{{SCRYPT}}$scrypt$ln={parsed.ln},r={parsed.r},p={parsed.p}${salt}${digest}"
+    if isinstance(parsed, _Pbkdf2):
+        salt = "." * len(parsed.salt)
+        return f"{{PBKDF2}}$1${salt}${parsed.rounds}${'0' * 2 * len(parsed.digest)}"
+    return dummy_hash()
+
+
 def verify_password(password: str, stored: str) -> bool:
     """Return whether ``password`` matches ``stored``; compares in constant time.
 
@@ -190,8 +226,8 @@ def verify_password(password: str, stored: str) -> bool:
     elif isinstance(parsed, _Pbkdf2):
         computed = _pbkdf2(password, parsed)
     else:
-        # Spend comparable time on unknown entries so a probe cannot tell them apart.
-        hashlib.pbkdf2_hmac("sha1", password.encode("utf-8"), b"nosend", 1000)
+        # A broken entry costs what a real one does, so a probe cannot tell it apart.
+        verify_password(password, dummy_hash())
         return False
     return hmac.compare_digest(computed, parsed.digest)
 

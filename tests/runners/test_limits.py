@@ -79,16 +79,16 @@ async def test_refusal_on_implicit_tls_is_sent_inside_tls(tls_cert: CertFiles) -
 
 def test_connection_limiter_counts_per_address_and_overall() -> None:
     limiter = ConnectionLimiter(max_total=3, max_per_address=2)
-    assert limiter.try_acquire("a") and limiter.try_acquire("a")
-    assert not limiter.try_acquire("a")
-    assert limiter.try_acquire("b")
-    assert not limiter.try_acquire("c")  # overall limit
-    limiter.release("a")
-    assert limiter.count("a") == 1 and limiter.total == 2
-    assert limiter.try_acquire("c")
+    assert limiter.try_acquire("smtp", "a") and limiter.try_acquire("smtp", "a")
+    assert not limiter.try_acquire("smtp", "a")
+    assert limiter.try_acquire("smtp", "b")
+    assert not limiter.try_acquire("smtp", "c")  # overall limit
+    limiter.release("smtp", "a")
+    assert limiter.count("smtp", "a") == 1 and limiter.total == 2
+    assert limiter.try_acquire("smtp", "c")
     for address in ("a", "b", "c"):
-        limiter.release(address)
-    assert limiter.total == 0 and limiter.count("a") == 0
+        limiter.release("smtp", address)
+    assert limiter.total == 0 and limiter.count("smtp", "a") == 0
 
 
 class FakeClock:

@@ -251,8 +251,12 @@ def test_edit_config_refuses_an_invalid_result(tmp_path: Path) -> None:
     path = tmp_path / "mail.cfg"
     write_atomically(path, ORIGINAL)
     with pytest.raises(ConfigEditError) as info:
+        edit_config(path, lambda d: d.set_value("server", "", "max_recipients", "lots"))
+    assert "refused, the file would become invalid: " in str(info.value)
+    assert "max_recipients" in str(info.value)
+    # A bad mailbox name is refused before the file is even re-read, by the same rule.
+    with pytest.raises(ConfigEditError, match="bad mailbox name 'Bad'"):
         edit_config(path, lambda d: d.add_mailbox("Bad", HASH))
-    assert "refused, the file would become invalid: bad mailbox name 'Bad'" in str(info.value)
     assert path.read_text() == ORIGINAL
 
 

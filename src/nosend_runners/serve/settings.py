@@ -79,10 +79,15 @@ def settings_from_config(config: Config) -> ServerSettings:
         data_block=server.smtp_timeout,
         pop3_idle=server.pop3_timeout,
     )
+    # A tenth of the pool kept for each service and another for trusted networks
+    # (serve.limits): 10 each with the default 100.
+    reserve = max(1, server.max_connections // 10)
     limits = dataclasses.replace(
         LimitSettings(),
         max_connections=server.max_connections,
         max_per_address=server.max_connections_per_ip,
+        service_reserve=reserve,
+        trusted_reserve=reserve,
     )
     return ServerSettings(
         hostname=server.hostname,

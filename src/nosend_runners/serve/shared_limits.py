@@ -5,8 +5,10 @@ whose memory is a small JSON file under the data folder. Under a super-server ev
 connection is a new process, so an in-memory tracker forgot each guess with its
 connection: a guesser got fresh attempts by reconnecting. With the file, the per-address
 lockout (issue 5: "a per-address lockout after repeated failures") holds across
-connections, as under ``nosend serve``. Must not: hold the lock across a password check
-or a delay; it is taken only to read and to update the file.
+connections, as under ``nosend serve``; an attempt is counted when it is admitted, in
+the same exclusive lock as the lockout check, so parallel connections cannot all slip
+past the check. Must not: hold the lock across a password check or a delay; it is taken
+only to read and to update the file.
 
 The file is advisory state, not mail: it is replaced atomically (a crash leaves the old
 or the new table, never half of one) but not fsynced; after a power cut the worst case is
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nosend_runners.serve.limits import AuthFailureTracker
+from nosend_runners.serve.limits import Admission, AuthFailureTracker
 
 __all__ = ["FileAuthFailureTracker", "auth_failures_path"]
 
@@ -77,16 +79,33 @@ class FileAuthFailureTracker(AuthFailureTracker):
         with self._shared(write=False):
             return super().failure_delay(address)
 
-    def record_failure(self, address: str) -> int:
+    def admit(self, address: str, user: str = "") -> Admission:
+        """Count one attempt in the shared table if the client has attempts left; the
+        check and the count happen under one exclusive lock, so processes started
+        together cannot all pass the check before any of them counted."""
+        with self._shared(write=True):
+            return super().admit(address, user)
+
+    def fail(self, address: str, ticket: int) -> int:
+        """The attempt ``ticket`` failed, in the shared table (see the base class)."""
+        with self._shared(write=True):
+            return super().fail(address, ticket)
+
+    def succeed(self, address: str, ticket: int, user: str = "") -> None:
+        """The attempt ``ticket`` proved ``user``, in the shared table."""
+        with self._shared(write=True):
+            super().succeed(address, ticket, user)
+
+    def record_failure(self, address: str, user: str = "") -> int:
         """Note one failed authentication from ``address`` in the shared table; return
         its failures within the window."""
         with self._shared(write=True):
-            return super().record_failure(address)
+            return super().record_failure(address, user)
 
-    def record_success(self, address: str) -> None:
-        """Forget the failures of ``address`` in the shared table."""
+    def record_success(self, address: str, user: str = "") -> None:
+        """Forget ``user``'s failures from ``address`` in the shared table."""
         with self._shared(write=True):
-            super().record_success(address)
+            super().succeed(address, 0, user)
 
     @contextmanager
     def _shared(self, *, write: bool) -> Iterator[None]:
@@ -121,9 +140,9 @@ class FileAuthFailureTracker(AuthFailureTracker):
         try:
             table = json.loads(raw)
             loaded = {
-                str(address): [float(t) for t in stamps]
-                for address, stamps in table.items()
-                if isinstance(stamps, list)
+                str(client): [_entry(item) for item in entries]
+                for client, entries in table.items()
+                if isinstance(entries, list)
             }
         except (ValueError, TypeError, AttributeError):
             # Unreadable state is no reason to refuse logins: start an empty table.
@@ -132,6 +151,8 @@ class FileAuthFailureTracker(AuthFailureTracker):
         self._failures = loaded
 
     def _save(self) -> None:
+        # Entries as [time, user, ticket]; a file from before user names and tickets
+        # held bare time stamps, read as failures of no particular user.
         tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(self._failures, separators=(",", ":")))
@@ -149,3 +170,13 @@ class FileAuthFailureTracker(AuthFailureTracker):
                 self._path,
                 exc.strerror or exc,
             )
+
+
+def _entry(item: object) -> list[float | str | int]:
+    """One attempt read from the file: ``[time, user, ticket]``, or a bare time stamp
+    (the format before user names), which is a failure of no particular user."""
+    if isinstance(item, list) and len(item) == 3:
+        return [float(item[0]), str(item[1]), int(item[2])]
+    if isinstance(item, int | float):
+        return [float(item), "", 0]
+    raise ValueError("not an attempt")

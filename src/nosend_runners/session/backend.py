@@ -14,7 +14,7 @@ Must not: know sockets, TLS or timeouts (the sessions keep those) or any store f
 
 What the sessions keep for every backend: the engine and its replies, timeouts, TLS,
 flushing, the graceful-shutdown guard around a body and its commit, and the protection
-against password guessing (the per-address lockout and the delay after each failure,
+against password guessing (the per-client lockout and the delay after each failure,
 :mod:`nosend_runners.session.login`).
 
 Blocking calls: the methods marked *blocking* below run in a worker thread

@@ -260,7 +260,8 @@ class ServerState:
 
     ``config`` is the current ``mail.cfg`` (a reload replaces it; a session keeps the one
     it started with in ``SessionContext.config``). ``auth_failures`` tracks guessing per
-    peer address. ``blocking_limiter`` bounds worker threads for disk work.
+    client (an IPv4 address or IPv6 /64) and user name. ``blocking_limiter`` bounds
+    worker threads for disk work.
     """
 
     config: Any = None
@@ -354,7 +355,7 @@ class SessionContext:
 
     @property
     def auth_failures(self) -> AuthFailureTracker:
-        """The server-wide per-address authentication-failure tracker."""
+        """The server-wide authentication-failure tracker (per client and user name)."""
         return self.state.auth_failures
 
     @property

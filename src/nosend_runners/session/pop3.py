@@ -2,7 +2,7 @@
 
 Owns: one POP3 or POP3S connection from greeting to close, on the wire side: credentials
 through the shared login guard (a delay after each failure and the server-wide
-per-address lockout) and the backend session
+per-client lockout) and the backend session
 (:class:`~nosend_runners.session.backend.POP3BackendSession`), the maildrop it opens for
 the user (a second login gets ``-ERR [IN-USE]``, RFC 2449 section 8), the listing handed
 to the engine, RETR/TOP read through :mod:`nosend_store.message_reader` (whole messages
@@ -93,8 +93,10 @@ class POP3Session(WireSession):
     async def write(self, data: bytes) -> None:
         if data:
             # The engine answers most commands itself, so a reply (not an event) is what
-            # marks a command as done and restarts the autologout timer.
+            # marks a command as done and restarts the autologout timer, and says the
+            # engine made something of the input.
             self.command_started = None
+            self.silent = 0
             await self.stream.send(data)
 
     async def flush(self) -> None:
@@ -112,6 +114,10 @@ class POP3Session(WireSession):
     async def shutting_down(self) -> None:
         self.ctx.log.event("shutdown", result="-ERR")
         await self.write(replies.POP3_SHUTDOWN)
+
+    async def flooded(self) -> None:
+        self.ctx.log.warning("input_flood", octets=self.silent, result="-ERR")
+        await self.write(replies.POP3_FLOODED)
 
     # -- the conversation ----------------------------------------------------------------
 
@@ -141,8 +147,10 @@ class POP3Session(WireSession):
                     auth_failures=event.auth_failures,
                 )
                 if event.auth_failures:
-                    await anyio.sleep(self.ctx.auth_failures.failure_delay(self.ctx.peer.address))
-                await self.flush()
+                    await self.pause(self.ctx.auth_failures.failure_delay(self.ctx.peer.address))
+                await self.flush()  # the engine's answer to the last one
+                # Then say why the connection ends, rather than just dropping it.
+                await self.write(replies.POP3_TOO_MANY_ERRORS)
                 return
             elif isinstance(event, ConnectionClosed):
                 await self.flush()
@@ -153,7 +161,7 @@ class POP3Session(WireSession):
     async def login(self, event: AuthAttempt) -> None:
         ctx, conn = self.ctx, self.conn
         credentials = event.credentials
-        check = await check_login(ctx, self.backend, credentials)
+        check = await check_login(ctx, self.backend, credentials, self.pause)
         if check.locked_out:
             await self.write(conn.send(LoginRejected(replies.LOCKED_OUT_TEXT, "AUTH")))
             raise Abort

@@ -20,6 +20,9 @@ __all__ = [
     "refusal",
     "smtp_timeout",
     "smtp_shutdown",
+    "smtp_flooded",
+    "POP3_FLOODED",
+    "POP3_TOO_MANY_ERRORS",
     "POP3_TIMEOUT",
     "POP3_SHUTDOWN",
     "LOCKED_OUT_TEXT",
@@ -83,6 +86,17 @@ def smtp_shutdown(hostname: str) -> Reply:
     """The 421 to an idle client when the server stops (RFC 5321 section 3.8)."""
     return Reply(421, f"{hostname} {_capital(_SHUTTING_DOWN)}", "4.3.2")
 
+
+def smtp_flooded(hostname: str) -> Reply:
+    """The 421 to a client that sent more than a session reads without answering (an
+    endless line, a body far past the size limit); RFC 5321 section 3.8 allows it."""
+    return Reply(421, f"{hostname} Too much input without a line end, closing", "4.7.0")
+
+
+#: POP3's goodbye to a client that sent more than a session reads without answering.
+POP3_FLOODED = b"-ERR too much input without a line end, closing\r\n"
+#: POP3's goodbye after the engine's answer to the last of too many bad commands.
+POP3_TOO_MANY_ERRORS = b"-ERR too many errors, closing\r\n"
 
 #: POP3's goodbye when the autologout timer expires (RFC 1939 section 3: no UPDATE).
 POP3_TIMEOUT = b"-ERR [SYS/TEMP] autologout timer expired, closing\r\n"

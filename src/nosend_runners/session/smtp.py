@@ -4,7 +4,7 @@ Owns: one SMTP, submission or SMTPS connection from greeting to close, on the wi
 The engine (:mod:`nosend_proto.smtp_state`) parses and sequences; this module answers its
 events: the sender and each recipient through the backend session
 (:class:`~nosend_runners.session.backend.SMTPBackendSession`), credentials through the
-shared login guard (a delay after each failure and the server-wide per-address lockout),
+shared login guard (a delay after each failure and the server-wide per-client lockout),
 STARTTLS, the body streamed in batches into the backend's
 :class:`~nosend_runners.session.backend.BodySink` inside the graceful-shutdown guard,
 timeouts, flushing, and one log line per session event.
@@ -49,7 +49,7 @@ from nosend_proto.smtp_events import (
     Verify,
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
-from nosend_runners.session import replies
+from nosend_runners.session import replies, wire
 from nosend_runners.session.backend import BodyInfo, BodySink, SMTPBackend, SMTPBackendSession
 from nosend_runners.session.boundary import SessionContext, SessionFunc, Stream
 from nosend_runners.session.login import check_login
@@ -112,6 +112,7 @@ class SMTPSession(WireSession):
         self.sink: BodySink | None = None
         self.pending = bytearray()  # body octets not yet handed to the sink
         self.close_after: Reply | None = None
+        self.max_message_size = offer.max_message_size
         self._busy = False  # inside the guard's busy stretch (body and commit)
         self.messages = 0
 
@@ -140,6 +141,19 @@ class SMTPSession(WireSession):
         self.ctx.log.event("shutdown", result="421")
         await self.final_reply(replies.smtp_shutdown(self.ctx.hostname))
 
+    def silent_limit(self) -> int:
+        if self.conn.state in (SMTPState.DATA, SMTPState.BDAT):
+            # A body past the size limit (or a refused BDAT chunk) is read and thrown
+            # away until its end: at most a whole message's worth more, plus the margin.
+            return self.max_message_size + wire.MAX_SILENT_INPUT
+        return wire.MAX_SILENT_INPUT
+
+    async def flooded(self) -> None:
+        self.ctx.log.warning(
+            "input_flood", state=self.conn.state.value, octets=self.silent, result="421"
+        )
+        await self.final_reply(replies.smtp_flooded(self.ctx.hostname))
+
     async def final_reply(self, reply: Reply) -> None:
         """Send a 421 (allowed at any time, RFC 5321 section 3.8) and flush."""
         if self.conn.state is not SMTPState.CLOSED:
@@ -160,6 +174,7 @@ class SMTPSession(WireSession):
                 continue
             assert not isinstance(event, Sentinel)
             self.command_started = None
+            self.silent = 0  # the engine made something of the input
             kind = type(event)
             if kind is DataChunk:
                 await self.body(event.data)  # type: ignore[union-attr]
@@ -379,7 +394,7 @@ class SMTPSession(WireSession):
     async def authenticate(self, event: AuthAttempt) -> Reply:
         ctx = self.ctx
         credentials = event.credentials
-        check = await check_login(ctx, self.backend, credentials)
+        check = await check_login(ctx, self.backend, credentials, self.pause)
         if check.locked_out:
             return replies.AUTH_LOCKED_OUT
         name = check.name
