@@ -197,7 +197,7 @@ class ExchangeCycle:
     status is trusted). ``mode`` is ``auto``, ``cost`` or a link's name. ``progress``
     receives :mod:`~nosend_link.progress` events. ``local_time`` gives the time for
     ``hours`` and the budget month. ``down_timeout`` bounds ``down`` (None: the link's
-    ``up_timeout``).
+    own ``down_timeout``, else its ``up_timeout``).
     """
 
     def __init__(
@@ -408,6 +408,8 @@ class ExchangeCycle:
     def _down_timeout_for(self, plan: LinkPlan | None) -> float:
         if self._down_timeout is not None:
             return self._down_timeout
+        if plan is not None and plan.down_timeout is not None:
+            return plan.down_timeout
         return plan.up_timeout if plan is not None else LinkPlan("").up_timeout
 
     async def _bring_down_stale(self) -> list[str]:
