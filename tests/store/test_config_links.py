@@ -15,6 +15,7 @@ from nosend_store.config import (
     create_default_config,
     parse_config,
 )
+from nosend_store.config_edit import ConfigDocument, ConfigEditError
 from nosend_store.link_values import Budget, Endpoint, Hours, LinkValueError, parse_rate
 
 HASH = "{PBKDF2}$1$salt$2$ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957"
@@ -189,3 +190,68 @@ def test_the_sample_file_has_a_schedule_and_parses(tmp_path: Path) -> None:
     linked = parse_config(BASE + "\n" + body + "\n").links["gsm"]
     assert linked.probe == Endpoint("smtp.example.net", 587) and linked.max_size == 1024**2
     assert linked.rate == 1200.0 and linked.smarthost == "smarthost"
+
+
+# -- comment-keeping edits of links and the schedule ------------------------------------
+
+EDITABLE = BASE + """
+# the satellite: dear
+[link iridium]   # Iridium GO
+up = pon iridium
+priority = 50   # last resort
+
+[account sat]
+type = smtp
+host = sat.example
+links = iridium
+"""
+
+
+def test_add_link_goes_after_the_last_link_and_keeps_comments() -> None:
+    doc = ConfigDocument(EDITABLE)
+    doc.add_link("gsm", [("up", "nmcli connection up gsm"), ("priority", "20"),
+                         ("probe", "smtp.example.net:587")])
+    text = doc.text()
+    assert text.startswith(EDITABLE.split("[link iridium]")[0])
+    assert "priority = 50   # last resort\n\n[link gsm]\nup = nmcli connection up gsm\n" in text
+    link = doc.config().links["gsm"]
+    assert link.up == ("nmcli", "connection", "up", "gsm") and link.priority == 20
+    with pytest.raises(ConfigEditError, match="link 'gsm' already exists"):
+        doc.add_link("gsm", [])
+
+
+def test_the_first_link_goes_before_the_accounts() -> None:
+    doc = ConfigDocument(BASE)
+    doc.add_link("lan", [("up", "")])
+    text = doc.text()
+    assert text.index("[link lan]") < text.index("[account smarthost]")
+    assert doc.config().links["lan"].up == ()
+
+
+def test_remove_link_refuses_while_an_account_names_it() -> None:
+    doc = ConfigDocument(EDITABLE)
+    with pytest.raises(ConfigEditError, match="in the links of account sat"):
+        doc.remove_link("iridium")
+    with pytest.raises(ConfigEditError, match="no link 'ghost'"):
+        doc.remove_link("ghost")
+
+
+def test_remove_link_takes_its_lines_and_resets_the_link_in_use() -> None:
+    doc = ConfigDocument(
+        BASE + "\n[schedule]\nlink = gsm   # the usual\n\n[link gsm]\nup = pon gsm\n"
+    )
+    assert doc.remove_link("gsm") is True
+    text = doc.text()
+    assert "[link gsm]" not in text and "pon gsm" not in text
+    assert "link = auto   # the usual" in text
+    assert doc.config().schedule.link == "auto"
+
+
+def test_set_schedule_adds_the_section_when_missing() -> None:
+    doc = ConfigDocument(EDITABLE)
+    doc.set_schedule("link", "iridium")
+    text = doc.text()
+    assert text.index("[schedule]\nlink = iridium\n") < text.index("# the satellite")
+    assert doc.config().schedule.link == "iridium"
+    doc.set_schedule("link", "cost")
+    assert doc.text().count("[schedule]") == 1 and doc.config().schedule.link == "cost"
