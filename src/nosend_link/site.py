@@ -48,6 +48,7 @@ from nosend_link.cycle import STALE_LINK
 from nosend_link.ledger import CycleRecord, LinkTotals
 from nosend_link.plan import Endpoint, LinkPlan, Waiting
 from nosend_link.schedule import SchedulePolicy, ScheduleState
+from nosend_link.trial import TEST_RESULT
 from nosend_store.config import URGENT_ANYONE, Account, Config
 from nosend_store.fetch_state import FETCH_DIR, FetchState, FetchStatus
 from nosend_store.locks import LockBusy
@@ -131,8 +132,9 @@ def schedule_policy(config: Config) -> SchedulePolicy:
 
 def last_cycle(records: Iterable[CycleRecord]) -> float | None:
     """When the last cycle in the ledger started (epoch seconds; None: none yet). A
-    ``stale link`` record bills a link left up; it is not a cycle."""
-    starts = [r.start for r in records if r.result != STALE_LINK]
+    ``stale link`` record bills a link left up and a ``link test`` a test by hand;
+    neither is a cycle."""
+    starts = [r.start for r in records if r.result not in (STALE_LINK, TEST_RESULT)]
     return max(starts) if starts else None
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from nosend_store._config_lexer import _TRAILING_COMMENT_RE, _Line, _split_lines, _tokenize
+from nosend_store._config_values import _Bad, _name
 from nosend_store.config import (
     Config,
     ConfigError,
@@ -389,6 +390,10 @@ class ConfigDocument:
     def add_link(self, name: str, entries: list[tuple[str, str]]) -> None:
         """Add ``[link name]`` with ``key = value`` entries after the last link (else
         before the first account, else at the end); ``ConfigEditError`` if it exists."""
+        try:
+            _name(name)
+        except _Bad as e:
+            raise ConfigEditError(f"link: {e}") from None
         if name in self.links():
             raise ConfigEditError(f"link {name!r} already exists")
         for key, value in entries:
