@@ -38,7 +38,8 @@ TEST_RESULT = "link test"
 @dataclass(slots=True)
 class Trial:
     """What a test did: each step's result (None: not run), the seconds from the start
-    of ``up`` to the end of ``down``, and the cost of that time by the link's rates."""
+    of ``up`` to the end of ``down``, and the cost of that time by the link's rates.
+    ``interrupted`` stays True if the steps did not run to their end (cancelled)."""
 
     link: str
     up: CommandResult | None = None
@@ -48,11 +49,14 @@ class Trial:
     seconds: float = 0.0
     cost_text: str = ""
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = True
 
     @property
     def ok(self) -> bool:
-        """``up`` (if any) exited 0, the probe (if any) answered, ``down`` (if any) too."""
-        return all(r is None or r.ok for r in (self.up, self.probe, self.down))
+        """Not interrupted; ``up`` (if any) exited 0, the probe (if any) answered,
+        ``down`` (if any) too."""
+        return not self.interrupted and all(
+            r is None or r.ok for r in (self.up, self.probe, self.down))
 
 
 async def try_link(
@@ -89,6 +93,7 @@ async def try_link(
                 trial.probe = await wait_for_probe(
                     trial.probe_target, within=max(within, 0.001), interval=probe_interval,
                     monotonic=monotonic)
+            trial.interrupted = False
         finally:
             with anyio.CancelScope(shield=True):
                 if plan.dialled:
@@ -108,7 +113,8 @@ async def try_link(
                     record = CycleRecord(
                         start=start, duration=trial.seconds, result=TEST_RESULT,
                         link=plan.name, online_seconds=trial.seconds, cost=cost,
-                        error=None if trial.ok else "test failed",
+                        error=("interrupted" if trial.interrupted
+                               else None if trial.ok else "test failed"),
                         users=split_cost(cost, {}),
                     )
                     await anyio.to_thread.run_sync(ledger.append, record)
