@@ -74,11 +74,14 @@ result                  code  meaning
 
 2 is left to argparse, which exits 2 on a usage error.
 
-How ``nosend send`` puts it together (the plans and the waiting list are its own)::
+How ``nosend send`` puts it together (:mod:`nosend_link.site` reads the plans, with each
+link's probe resolved to its smarthost, the link in use and what waits)::
 
+    plans = link_plans(config)
+    waiting = site.waiting(config, read_queue(config), read_held(config))
     cycle = ExchangeCycle(plans, state_dir(data_dir), exchange,
-                          default_probe=Endpoint(smarthost.host, smarthost.port),
-                          mode=args.link or AUTO, progress=TerminalRenderer(sys.stderr))
+                          mode=args.link or choice_mode(config),
+                          progress=TerminalRenderer(sys.stderr))
     if args.dry_run:
         for line in cycle.dry_run(waiting).lines():
             print(line)
