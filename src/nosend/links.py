@@ -40,6 +40,7 @@ examples:
 """
 
 #: (option, mail.cfg key, help) for every value ``link add`` writes as given.
+#: The metavar of each is in :data:`_METAVARS`.
 _VALUE_OPTIONS = (
     ("--up", "up", "command that brings the link up (none: always up)"),
     ("--down", "down", "command that brings it down"),
@@ -61,6 +62,15 @@ _VALUE_OPTIONS = (
 )
 
 
+_METAVARS = {
+    "up": "CMD", "down": "CMD", "probe": "HOST:PORT", "priority": "N",
+    "cost_per_minute": "X", "cost_per_megabyte": "X", "max_size": "SIZE", "accounts": "A,B",
+    "hours": "HH:MM-HH:MM", "budget": "AMOUNT", "smarthost": "ACCOUNT", "rate": "RATE",
+    "setup_seconds": "DURATION", "up_timeout": "DURATION", "down_timeout": "DURATION",
+    "max_online": "DURATION",
+}
+
+
 def register(subparsers: Any) -> None:
     """Add ``nosend link`` and its actions to the ``nosend`` parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -78,7 +88,7 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("add", help="add a link", parents=[common])
     p.add_argument("name", help="the link's name (letters, digits, '.', '_', '-')")
     for option, key, help_text in _VALUE_OPTIONS:
-        p.add_argument(option, dest=key, metavar=key.upper(), help=help_text)
+        p.add_argument(option, dest=key, metavar=_METAVARS[key], help=help_text)
     p.add_argument("--disabled", action="store_true",
                    help="add it switched off (enabled = no)")
     p.set_defaults(handler=_guarded(_add))

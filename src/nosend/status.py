@@ -23,10 +23,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nosend.admin import _config_path, _guarded
 from nosend_store.config import Config, load_config
+
+if TYPE_CHECKING:  # imported when used: `nosend --help` stays fast
+    from nosend_link.cycle_lock import LinkUp
+    from nosend_link.ledger import CycleRecord, MonthTotals
+    from nosend_link.plan import LinkPlan
+    from nosend_link.schedule import NextCycle
+    from nosend_link.site import HeldSnapshot, MailboxSnapshot, QueueSnapshot
+    from nosend_link.status import LinkStatus
 
 __all__ = ["RECENT", "StatusReport", "gather", "register"]
 
@@ -53,14 +61,14 @@ class StatusReport:
 
     config: Config
     now: datetime
-    queue: Any  # nosend_link.site.QueueSnapshot
-    held: tuple[Any, ...]  # nosend_link.site.HeldSnapshot
-    mailboxes: tuple[Any, ...]  # nosend_link.site.MailboxSnapshot
-    up_now: tuple[Any, ...]  # nosend_link.cycle_lock.LinkUp
-    recent: tuple[Any, ...]  # nosend_link.ledger.CycleRecord, newest first
-    month: Any  # nosend_link.ledger.MonthTotals
-    links: tuple[Any, ...]  # nosend_link.status.LinkStatus
-    next_cycle: Any  # nosend_link.schedule.NextCycle
+    queue: QueueSnapshot
+    held: tuple[HeldSnapshot, ...]
+    mailboxes: tuple[MailboxSnapshot, ...]
+    up_now: tuple[LinkUp, ...]
+    recent: tuple[CycleRecord, ...]  # newest first
+    month: MonthTotals
+    links: tuple[LinkStatus, ...]
+    next_cycle: NextCycle
 
 
 def gather(config: Config, now: datetime | None = None) -> StatusReport:
@@ -200,7 +208,7 @@ def text_lines(report: StatusReport) -> list[str]:
     when = "%Y-%m-%d %H:%M"
     q = report.queue
     lines = []
-    if q.count:
+    if q.count and q.oldest is not None:
         oldest = datetime.fromtimestamp(q.oldest, tz).strftime(when)
         extra = f", {q.urgent} urgent" if q.urgent else ""
         lines.append(f"queue: {_plural(q.count, 'message')}, {_size(q.bytes)}, oldest "
@@ -243,7 +251,7 @@ def text_lines(report: StatusReport) -> list[str]:
     return lines
 
 
-def _plans(config: Config) -> tuple[Any, ...]:
+def _plans(config: Config) -> tuple[LinkPlan, ...]:
     from nosend_link.site import link_plans  # noqa: PLC0415
 
     return link_plans(config)

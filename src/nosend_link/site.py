@@ -3,7 +3,8 @@
 Owns: the bridge from a :class:`~nosend_store.config.Config` to the link layer's pure
 inputs -- :func:`link_plans` (every ``[link]`` as a :class:`~nosend_link.plan.LinkPlan`
 with its probe resolved), :func:`smarthost_for` (the smtp account a link relays
-through), :func:`choice_mode` and :func:`plans_in_use` (``[schedule] link``),
+through), :func:`accounts_over` (the pop3 accounts fetched over a link),
+:func:`choice_mode` and :func:`plans_in_use` (``[schedule] link``),
 :func:`schedule_policy` and :func:`schedule_state` -- and the snapshots of what waits:
 :func:`read_queue` (the outbound queue: count, bytes, oldest, urgent, each due
 message's size), :func:`read_held` (remote messages held for their size, per
@@ -59,6 +60,7 @@ __all__ = [
     "HeldSnapshot",
     "MailboxSnapshot",
     "QueueSnapshot",
+    "accounts_over",
     "choice_mode",
     "is_urgent",
     "last_cycle",
@@ -107,6 +109,20 @@ def link_plans(config: Config) -> tuple[LinkPlan, ...]:
             plan = replace(plan, smarthost=account.name)
         plans.append(plan)
     return tuple(plans)
+
+
+def accounts_over(config: Config, link: str) -> tuple[str, ...]:
+    """The pop3 accounts fetched over ``link``, in file order: those its ``accounts``
+    names (empty: all) whose own ``links`` is empty or names it. The link's plan
+    (:meth:`~nosend_link.plan.LinkPlan.fetches`) knows only the link's side; the
+    exchange fetches these."""
+    own = config.links[link].accounts if link in config.links else ()
+    return tuple(
+        name for name, account in config.accounts.items()
+        if account.type == "pop3"
+        and (not own or name in own)
+        and (not account.links or link in account.links)
+    )
 
 
 def choice_mode(config: Config) -> str:

@@ -14,6 +14,7 @@ from nosend_link.plan import Endpoint, Hours
 from nosend_link.schedule import next_cycle
 from nosend_link.site import (
     QueueSnapshot,
+    accounts_over,
     choice_mode,
     is_urgent,
     last_cycle,
@@ -237,3 +238,18 @@ def test_last_cycle_ignores_stale_link_records() -> None:
                CycleRecord(start=200.0, duration=1, result="partly", link="a")]
     assert last_cycle(records) == 200.0
     assert last_cycle([]) is None
+
+
+def test_accounts_over_a_link_honour_both_sides(tmp_path: Path) -> None:
+    extra = """
+[account work]
+type = pop3
+host = pop.work.example
+user = me
+secret = {PLAIN.B64}cA==
+deliver_to = cook
+links = marina
+"""
+    config = make_config(tmp_path, extra=extra)
+    assert accounts_over(config, "marina") == ("home", "work")
+    assert accounts_over(config, "gsm") == ("home",)  # work only over marina
