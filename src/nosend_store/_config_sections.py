@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +28,7 @@ from nosend_store._config_lexer import (
     _tokenize,
 )
 from nosend_store._config_model import (
+    URGENT_ANYONE,
     Account,
     Alias,
     Config,
@@ -339,7 +340,8 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
     _cross_check(config, server_section, domain_section, errors)
     _cross_check_links(config, link_sections, schedule_section, errors)
     errors.raise_if_any()
-    return config
+    # The cross-checks may have added warnings too.
+    return replace(config, warnings=tuple(sorted(errors.warnings, key=lambda w: w[0])))
 
 
 def _build_server(
@@ -646,10 +648,21 @@ def _cross_check_links(
         elif account.links and link.name not in account.links:
             errors.add(line, f"smarthost: [account {name}] is not used over [link {link.name}] "
                              f"(its links = {', '.join(account.links)})")
+    for link in config.links.values():
+        if link.up and link.probe is None and not any(
+            a.type == "smtp" and (not a.links or link.name in a.links)
+            for a in config.accounts.values()
+        ):
+            errors.warn(link.line, f"[link {link.name}] has no probe and no smtp account to "
+                                   "probe: only up's exit status will say whether it is up")
     schedule = config.schedule
+    if URGENT_ANYONE in schedule.urgent:
+        errors.warn(_key_line(schedule_section, "urgent"),
+                    "urgent = all: anyone who can send through this server can start a call "
+                    "by marking a message urgent")
     if schedule.link not in ("auto", "cost") and schedule.link not in config.links:
         errors.add(_key_line(schedule_section, "link"),
                    f"link: no [link {schedule.link}] (auto, cost or a link's name)")
     for name in schedule.urgent:
-        if name != "*" and name not in config.mailboxes:
+        if name != URGENT_ANYONE and name not in config.mailboxes:
             errors.add(_key_line(schedule_section, "urgent"), f"urgent: no mailbox named {name!r}")

@@ -255,3 +255,24 @@ def test_set_schedule_adds_the_section_when_missing() -> None:
     assert doc.config().schedule.link == "iridium"
     doc.set_schedule("link", "cost")
     assert doc.text().count("[schedule]") == 1 and doc.config().schedule.link == "cost"
+
+
+def test_warnings_for_a_link_nothing_can_probe_and_urgent_from_anyone() -> None:
+    config = parse_config(BASE.replace("[account smarthost]\ntype = smtp", "[account smarthost]\n"
+                                       "type = smtp\nlinks = lan")
+                          .replace("[account marina-smtp]\ntype = smtp",
+                                   "[account marina-smtp]\ntype = smtp\nlinks = lan")
+                          + "\n[link lan]\n\n[link modem]\nup = pon modem\n"
+                          "\n[schedule]\nurgent = all\n")
+    messages = [m for _, m in config.warnings]
+    assert messages == [
+        "[link modem] has no probe and no smtp account to probe: only up's exit status "
+        "will say whether it is up",
+        "urgent = all: anyone who can send through this server can start a call by marking "
+        "a message urgent",
+    ]
+    tail = TAIL + 2  # the two "links = lan" lines added to BASE
+    assert [line for line, _ in config.warnings] == [tail + 3, tail + 7]
+    # A probe of its own, or an smtp account usable over it, and there is no warning.
+    quiet = parse_config(BASE + "\n[link modem]\nup = pon modem\n")
+    assert quiet.warnings == ()
