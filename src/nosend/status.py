@@ -9,8 +9,9 @@ this month's cost per link (with budgets) and per user
 (:func:`nosend_link.status.link_status`, :func:`nosend_link.ledger.month_totals`) and
 the next cycle the schedule would start (:func:`nosend_link.schedule.next_cycle`).
 
-Must not: change anything (it takes no lock a cycle could trip over -- the link-up
-marker says what is up -- and creates no folder), or print a secret.
+Must not: change mail or records (see :mod:`nosend_link.site` for what opening them
+may repair), take a lock a cycle could trip over (the link-up marker says what is up),
+create a folder, or print a secret.
 Exit status: 0, 1 a user error (a broken mail.cfg), 2 usage.
 """
 

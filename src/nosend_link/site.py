@@ -30,9 +30,11 @@ Decisions:
   are the held messages the administrator asked for (the rest is unknown before the
   call).
 
-Must not: change anything on disk (a snapshot reads; the queue and the fetch records
-are opened only if they exist, and a fetch record another process holds is reported as
-busy, not waited for), run commands or open connections.
+Must not: change mail, queue entries or fetch records (a snapshot reads: the queue, the
+fetch records and the Maildirs are opened only if they exist, and a fetch record another
+process holds is reported as busy, not waited for; what the store does whenever it opens
+one still happens -- a fetch record with a torn last line is rewritten, a Maildir's size
+cache is filled), run commands or open connections.
 """
 
 from __future__ import annotations
