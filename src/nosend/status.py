@@ -9,9 +9,9 @@ this month's cost per link (with budgets) and per user
 (:func:`nosend_link.status.link_status`, :func:`nosend_link.ledger.month_totals`) and
 the next cycle the schedule would start (:func:`nosend_link.schedule.next_cycle`).
 
-Must not: change mail or records (see :mod:`nosend_link.site` for what opening them
-may repair), take a lock a cycle could trip over (the link-up marker says what is up),
-create a folder, or print a secret.
+Must not: change mail or records, take a lock a cycle could trip over (the link-up
+marker says what is up; the fetch records are read without their lock, see
+:mod:`nosend_link.site`), create a folder, or print a secret.
 Exit status: 0, 1 a user error (a broken mail.cfg), 2 usage.
 """
 
@@ -144,7 +144,7 @@ def as_json(report: StatusReport) -> dict[str, Any]:
         "queue": {"count": q.count, "bytes": q.bytes, "oldest": _iso(q.oldest, tz),
                   "urgent": q.urgent, "due": len(q.due), "unreadable": q.unreadable},
         "held": [{"account": h.account, "count": h.count, "bytes": h.bytes,
-                  "fetch_requested": h.fetch_requested, "busy": h.busy}
+                  "fetch_requested": h.fetch_requested}
                  for h in report.held],
         "mailboxes": [{"name": m.name, "count": m.count, "bytes": m.bytes}
                       for m in report.mailboxes],
@@ -220,9 +220,7 @@ def text_lines(report: StatusReport) -> list[str]:
         lines.append(f"  {q.unreadable} unreadable entr{'y' if q.unreadable == 1 else 'ies'}"
                      " (see nosend queue list)")
     for h in report.held:
-        if h.busy:
-            lines.append(f"held on {h.account}: unknown, a fetch is running")
-        elif h.count:
+        if h.count:
             wanted = f" ({h.fetch_requested} to fetch)" if h.fetch_requested else ""
             lines.append(f"held on {h.account}: {_plural(h.count, 'message')}, "
                          f"{_size(h.bytes)}{wanted} (nosend held list)")

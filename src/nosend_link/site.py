@@ -30,16 +30,14 @@ Decisions:
   are the held messages the administrator asked for (the rest is unknown before the
   call).
 
-Must not: change mail, queue entries or fetch records (a snapshot reads: the queue, the
-fetch records and the Maildirs are opened only if they exist, and a fetch record another
-process holds is reported as busy, not waited for; what the store does whenever it opens
-one still happens -- a fetch record with a torn last line is rewritten, a Maildir's size
-cache is filled), run commands or open connections.
+Must not: change mail, queue entries or fetch records, or take a lock a cycle could
+trip over (a snapshot reads: the queue and the Maildirs are opened only if they exist --
+a Maildir's size cache may still be filled -- and the fetch records are read without
+their lock, see :func:`_records_unlocked`), run commands or open connections.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -53,8 +51,7 @@ from nosend_link.plan import Endpoint, LinkPlan, Waiting
 from nosend_link.schedule import SchedulePolicy, ScheduleState
 from nosend_link.trial import TEST_RESULT
 from nosend_store.config import URGENT_ANYONE, Account, Config
-from nosend_store.fetch_state import FETCH_DIR, FetchState, FetchStatus
-from nosend_store.locks import LockBusy
+from nosend_store.fetch_state import FETCH_DIR, FetchRecord, FetchStatus, _decode
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import OutboundQueue, QueueEntry
 
@@ -280,37 +277,51 @@ def _head_is_urgent(queue: OutboundQueue, qid: str) -> bool:
 class HeldSnapshot:
     """One pop3 account's messages left on the server for their size: ``count`` and
     ``bytes`` (sizes as the server listed them), of which ``fetch_requested`` (count and
-    bytes) the administrator asked to fetch anyway. ``busy``: a fetch held the record,
-    so nothing could be read (the numbers are 0)."""
+    bytes) the administrator asked to fetch anyway."""
 
     account: str
     count: int = 0
     bytes: int = 0
     fetch_requested: int = 0
     fetch_bytes: int = 0
-    busy: bool = False
 
 
 _HELD = (FetchStatus.HELD, FetchStatus.FETCH_REQUESTED, FetchStatus.DELETE_REQUESTED)
 
 
+def _records_unlocked(path: Path) -> dict[str, FetchRecord]:
+    """The records in a fetch record file, read without its lock.
+
+    A fetch opens the record without waiting for the lock, so holding the lock even for
+    a moment could make a cycle's fetch of the account fail. Reading without it is
+    safe: records are appended whole with one ``write`` and carry a CRC, so a reader sees
+    whole lines and at worst a torn last one, which :func:`_decode` refuses (the same
+    rule the record applies when it opens the file). A later line replaces an earlier
+    one for its UIDL. ``_decode`` is the record's own line parser, so both read a line
+    alike; a public read-only reader in :mod:`nosend_store.fetch_state` should replace
+    this use of a private name.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    records: dict[str, FetchRecord] = {}
+    for line in data.split(b"\n")[:-1]:  # what follows the last LF is not whole
+        decoded = _decode(line)
+        if decoded is not None:
+            records[decoded[0]] = decoded[1]
+    return records
+
+
 def read_held(config: Config) -> tuple[HeldSnapshot, ...]:
     """Every pop3 account's held messages, in file order."""
     out = []
-    data_dir = config.server.data_dir
+    directory = Path(config.server.data_dir) / FETCH_DIR
     for name, account in config.accounts.items():
         if account.type != "pop3":
             continue
-        if not os.path.exists(Path(data_dir) / FETCH_DIR / f"{name}.uidl"):
-            out.append(HeldSnapshot(name))
-            continue
-        try:
-            state = FetchState.open(data_dir, name, timeout=0.0)
-        except LockBusy:
-            out.append(HeldSnapshot(name, busy=True))
-            continue
-        with state:
-            held = [r for r in state.records().values() if r.status in _HELD]
+        records = _records_unlocked(directory / f"{name}.uidl")
+        held = [r for r in records.values() if r.status in _HELD]
         wanted = [r for r in held if r.status is FetchStatus.FETCH_REQUESTED]
         out.append(HeldSnapshot(
             name, len(held), sum(r.size or 0 for r in held),

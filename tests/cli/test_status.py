@@ -141,7 +141,7 @@ def test_status_json(
     oldest = datetime.fromisoformat(data["queue"]["oldest"])
     assert abs(oldest.timestamp() - (time.time() - 7200)) < 60
     assert data["held"] == [{"account": "home", "count": 1, "bytes": 4_000_000,
-                             "fetch_requested": 0, "busy": False}]
+                             "fetch_requested": 0}]
     assert data["mailboxes"] == [{"name": "captain", "count": 1, "bytes": 22}]
     assert data["link_in_use"] == "auto" and data["links_up"] == []
     links = {entry["name"]: entry for entry in data["links"]}

@@ -192,8 +192,13 @@ def test_held_messages_per_account(tmp_path: Path) -> None:
     (held,) = read_held(config)
     assert (held.account, held.count, held.bytes) == ("home", 2, 2_500_000)
     assert (held.fetch_requested, held.fetch_bytes) == (1, 500_000)
-    with FetchState.open(data, "home"):  # a fetch is running: busy, not waited for
-        assert read_held(config)[0].busy
+    with FetchState.open(data, "home") as fetching:  # a fetch is running
+        assert read_held(config)[0].count == 2  # read without the lock: no wait
+        fetching.hold("uid-4", 10)  # and the fetch keeps its lock and goes on
+    # A torn last line (a crash mid-append) is not a record.
+    record_file = data / "fetch" / "home.uidl"
+    record_file.write_bytes(record_file.read_bytes() + b"H uid-5 99")
+    assert read_held(config)[0].count == 3
 
 
 def test_mailboxes_count_messages_and_bytes(tmp_path: Path) -> None:
