@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -39,8 +40,10 @@ if TYPE_CHECKING:  # imported when used: `nosend --help` stays fast
 
 __all__ = ["RECENT", "StatusReport", "gather", "register"]
 
-#: How many of the latest ledger records ``nosend status`` shows.
+#: How many of the latest ledger records ``nosend status`` shows, in all and per link
+#: (``--json``: each link's own, whatever the other links did since).
 RECENT = 10
+RECENT_PER_LINK = 3
 
 
 def register(subparsers: Any) -> None:
@@ -67,6 +70,7 @@ class StatusReport:
     mailboxes: tuple[MailboxSnapshot, ...]
     up_now: tuple[LinkUp, ...]
     recent: tuple[CycleRecord, ...]  # newest first
+    recent_per_link: Mapping[str, tuple[CycleRecord, ...]]  # newest first
     month: MonthTotals
     links: tuple[LinkStatus, ...]
     next_cycle: NextCycle
@@ -107,10 +111,19 @@ def gather(config: Config, now: datetime | None = None) -> StatusReport:
         mailboxes=read_mailboxes(config),
         up_now=tuple(up_now),
         recent=tuple(reversed(records[-RECENT:])),
+        recent_per_link=_per_link(records),
         month=month,
         links=link_status(link_plans(config), month, now),
         next_cycle=next_cycle(now, sched),
     )
+
+
+def _per_link(records: list[CycleRecord]) -> dict[str, tuple[CycleRecord, ...]]:
+    found: dict[str, list[CycleRecord]] = {}
+    for record in reversed(records):
+        if record.link is not None and len(found.setdefault(record.link, [])) < RECENT_PER_LINK:
+            found[record.link].append(record)
+    return {link: tuple(rs) for link, rs in found.items()}
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -160,16 +173,12 @@ def as_json(report: StatusReport) -> dict[str, Any]:
                        "cost": str(s.totals.cost)},
              "budget": None if s.budget is None else {
                  "amount": str(s.budget.amount), "unit": s.budget.unit,
-                 "left": str(s.left)}}
+                 "left": str(s.left)},
+             "recent_cycles": [_cycle_json(r, tz)
+                               for r in report.recent_per_link.get(s.name, ())]}
             for s in report.links
         ],
-        "recent_cycles": [
-            {"start": _iso(r.start, tz), "link": r.link, "result": r.result,
-             "seconds": round(r.online_seconds, 3), "bytes_up": r.bytes_up,
-             "bytes_down": r.bytes_down, "messages_out": r.messages_out,
-             "messages_in": r.messages_in, "cost": str(r.cost), "error": r.error}
-            for r in report.recent
-        ],
+        "recent_cycles": [_cycle_json(r, tz) for r in report.recent],
         "month": {
             "year": month.year, "month": month.month, "cost": str(month.cost),
             "users": [{"user": u, "bytes_out": t.bytes_out, "bytes_in": t.bytes_in,
@@ -181,6 +190,13 @@ def as_json(report: StatusReport) -> dict[str, Any]:
             "scheduler": report.config.schedule.scheduler,
         },
     }
+
+
+def _cycle_json(r: CycleRecord, tz: Any) -> dict[str, Any]:
+    return {"start": _iso(r.start, tz), "link": r.link, "result": r.result,
+            "seconds": round(r.online_seconds, 3), "bytes_up": r.bytes_up,
+            "bytes_down": r.bytes_down, "messages_out": r.messages_out,
+            "messages_in": r.messages_in, "cost": str(r.cost), "error": r.error}
 
 
 def _size(nbytes: int) -> str:

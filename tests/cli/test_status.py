@@ -148,6 +148,10 @@ def test_status_json(
     assert links["iridium"]["month"]["cost"] == "2.40"
     assert links["iridium"]["budget"] == {"amount": "50", "unit": "money", "left": "47.60"}
     assert links["marina"]["budget"] is None and links["marina"]["usable"] is True
+    # Each link's own latest cycles, newest first, the one of last year included.
+    assert [c["result"] for c in links["iridium"]["recent_cycles"]] == ["done", "done"]
+    assert links["iridium"]["recent_cycles"][0]["cost"] == "2.40"
+    assert [c["error"] for c in links["marina"]["recent_cycles"]] == ["deferred: 451 try later"]
     assert [c["result"] for c in data["recent_cycles"]] == ["partly", "done", "done"]
     assert data["recent_cycles"][1]["bytes_down"] == 30_000
     assert data["month"]["cost"] == "2.40"
