@@ -30,6 +30,9 @@ def _command_modules() -> list[ModuleType]:
         pass
     else:
         modules.append(serve)
+    from nosend import links, status  # noqa: PLC0415
+
+    modules += [links, status]
     return modules
 
 

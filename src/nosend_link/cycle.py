@@ -74,11 +74,14 @@ result                  code  meaning
 
 2 is left to argparse, which exits 2 on a usage error.
 
-How ``nosend send`` puts it together (the plans and the waiting list are its own)::
+How ``nosend send`` puts it together (:mod:`nosend_link.site` reads the plans, with each
+link's probe resolved to its smarthost, the link in use and what waits)::
 
+    plans = link_plans(config)
+    waiting = site.waiting(config, read_queue(config), read_held(config))
     cycle = ExchangeCycle(plans, state_dir(data_dir), exchange,
-                          default_probe=Endpoint(smarthost.host, smarthost.port),
-                          mode=args.link or AUTO, progress=TerminalRenderer(sys.stderr))
+                          mode=args.link or choice_mode(config),
+                          progress=TerminalRenderer(sys.stderr))
     if args.dry_run:
         for line in cycle.dry_run(waiting).lines():
             print(line)
@@ -197,7 +200,7 @@ class ExchangeCycle:
     status is trusted). ``mode`` is ``auto``, ``cost`` or a link's name. ``progress``
     receives :mod:`~nosend_link.progress` events. ``local_time`` gives the time for
     ``hours`` and the budget month. ``down_timeout`` bounds ``down`` (None: the link's
-    ``up_timeout``).
+    own ``down_timeout``, else its ``up_timeout``).
     """
 
     def __init__(
@@ -408,6 +411,8 @@ class ExchangeCycle:
     def _down_timeout_for(self, plan: LinkPlan | None) -> float:
         if self._down_timeout is not None:
             return self._down_timeout
+        if plan is not None and plan.down_timeout is not None:
+            return plan.down_timeout
         return plan.up_timeout if plan is not None else LinkPlan("").up_timeout
 
     async def _bring_down_stale(self) -> list[str]:

@@ -1,14 +1,15 @@
 """What the link layer knows about one link, and what waits to cross it.
 
-Owns: :class:`LinkPlan` (a ``[link NAME]`` section plus the keys the link layer needs
-that ``nosend_store.config.Link`` does not hold yet: ``probe``, ``max_size``, ``hours``,
-``budget``, ``rate``, ``setup_seconds``), the value types :class:`Hours`,
-:class:`Budget`, :class:`Endpoint` and :class:`Waiting`, their small parsers, and the
-one cost formula (:func:`cost_of`) that estimates, the ledger and the budget all use.
+Owns: :class:`LinkPlan` (a ``[link NAME]`` section as the link layer uses it, with
+every default filled in), :class:`Waiting`, and the one cost formula (:func:`cost_of`)
+that estimates, the ledger and the budget all use. The value types :class:`Hours`,
+:class:`Budget` and :class:`Endpoint` and their parsers live in
+:mod:`nosend_store.link_values` (``mail.cfg`` is parsed there) and are re-exported
+here; :data:`PlanError` is their error.
 
 Must not: read ``mail.cfg`` or any file, start processes, or know the clock. The caller
-builds plans from the configuration (:meth:`LinkPlan.from_link` plus the extra values)
-and passes them in, so the configuration can change shape without touching this layer.
+builds plans from the configuration (:meth:`LinkPlan.from_link`;
+:func:`nosend_link.site.link_plans` does it for a whole ``Config``) and passes them in.
 
 Units, decided once here:
 
@@ -26,13 +27,20 @@ Units, decided once here:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # only its attributes are read; the config module is being reshaped
+from nosend_store.link_values import (
+    BYTES_PER_MEGABYTE,
+    Budget,
+    Endpoint,
+    Hours,
+    LinkValueError,
+    megabytes,
+)
+
+if TYPE_CHECKING:  # only its attributes are read
     from nosend_store.config import Link
 
 __all__ = [
@@ -50,19 +58,13 @@ __all__ = [
     "megabytes",
 ]
 
-BYTES_PER_MEGABYTE = 1_000_000
 COST_QUANTUM = Decimal("0.0001")
 DEFAULT_RATE = 300.0
 DEFAULT_SETUP_SECONDS = 20.0
 
 
-class PlanError(ValueError):
-    """A value for the link layer (hours, budget, probe address) could not be read."""
-
-
-def megabytes(nbytes: int) -> Decimal:
-    """``nbytes`` in megabytes of 1,000,000 bytes, exactly."""
-    return Decimal(nbytes) / BYTES_PER_MEGABYTE
+#: The error the value parsers raise (:class:`~nosend_store.link_values.LinkValueError`).
+PlanError = LinkValueError
 
 
 def cost_of(
@@ -79,150 +81,6 @@ def cost_of(
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A host and a TCP port (the probe target)."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """``host:port`` or ``[v6-address]:port``."""
-        match = re.fullmatch(r"\s*(?:\[([^\]]+)\]|([^\s:]+)):(\d{1,5})\s*", text)
-        if not match:
-            raise PlanError(f"not host:port: {text!r}")
-        port = int(match.group(3))
-        if not 0 < port < 65536:
-            raise PlanError(f"port out of range: {text!r}")
-        return cls(match.group(1) or match.group(2), port)
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Hours:
-    """When a link may be used: windows of local wall-clock time, minutes since midnight.
-
-    A window ``(start, end)`` with ``end <= start`` runs past midnight (``22:00-06:00``).
-    No windows means at any time.
-    """
-
-    windows: tuple[tuple[int, int], ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> Hours:
-        """``06:00-22:00, 23:30-01:00``; empty, ``always`` or ``any`` for any time."""
-        text = text.strip()
-        if text.lower() in ("", "always", "any"):
-            return cls()
-        windows = []
-        for part in text.split(","):
-            match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", part)
-            if not match:
-                raise PlanError(f"not HH:MM-HH:MM: {part.strip()!r}")
-            h1, m1, h2, m2 = (int(g) for g in match.groups())
-            if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
-                raise PlanError(f"not a time of day: {part.strip()!r}")
-            start, end = h1 * 60 + m1, h2 * 60 + m2
-            if start % 1440 == end % 1440:
-                return cls()  # 00:00-24:00 and the like: the whole day
-            windows.append((start % 1440, end % 1440))
-        return cls(tuple(windows))
-
-    @property
-    def always(self) -> bool:
-        """True when the link may be used at any time."""
-        return not self.windows
-
-    def allows(self, when: datetime) -> bool:
-        """Whether ``when`` (its own wall-clock time) falls inside a window."""
-        if not self.windows:
-            return True
-        minute = when.hour * 60 + when.minute
-        for start, end in self.windows:
-            if start < end and start <= minute < end:
-                return True
-            if end <= start and (minute >= start or minute < end):
-                return True
-        return False
-
-    def window_end(self, when: datetime) -> datetime | None:
-        """The first moment after ``when`` that no window allows (None: ``when`` is in no
-        window, or the windows together cover every minute). Overlapping and adjoining
-        windows count as one: the link is used until none allows it."""
-        if not self.windows or not self.allows(when):
-            return None
-        limit = when + timedelta(days=2)
-        moment = when
-        while True:
-            moment = self._latest_end(moment)
-            if not self.allows(moment):
-                return moment
-            if moment >= limit:
-                return None
-
-    def _latest_end(self, when: datetime) -> datetime:
-        """The latest end of the windows that hold ``when`` (one must)."""
-        minute = when.hour * 60 + when.minute
-        midnight = when.replace(second=0, microsecond=0) - timedelta(minutes=minute)
-        ends = []
-        for start, end in self.windows:
-            if start < end and start <= minute < end:
-                ends.append(midnight + timedelta(minutes=end))
-            elif end <= start and minute >= start:
-                ends.append(midnight + timedelta(days=1, minutes=end))
-            elif end <= start and minute < end:
-                ends.append(midnight + timedelta(minutes=end))
-        return max(ends)
-
-    def next_allowed(self, when: datetime) -> datetime:
-        """The first moment at or after ``when`` that a window allows."""
-        if self.allows(when):
-            return when
-        base = when.replace(second=0, microsecond=0)
-        starts = []
-        for start, _ in self.windows:
-            for day in (0, 1):
-                candidate = datetime.combine(
-                    base.date() + timedelta(days=day), time(start // 60, start % 60),
-                    tzinfo=when.tzinfo,
-                )
-                if candidate >= when:
-                    starts.append(candidate)
-        return min(starts)
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """A monthly cap on a link: money (its currency) or megabytes."""
-
-    amount: Decimal
-    unit: Literal["money", "MB"] = "money"
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        """``120`` or ``120.50`` (money), ``500 MB`` or ``2 GB`` (1 GB = 1000 MB)."""
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-        if not match:
-            raise PlanError(f"not a budget: {text!r}")
-        amount, unit = Decimal(match.group(1)), match.group(2).upper()
-        if unit == "":
-            return cls(amount, "money")
-        if unit == "MB":
-            return cls(amount, "MB")
-        if unit == "GB":
-            return cls(amount * 1000, "MB")
-        raise PlanError(f"budget unit must be MB or GB, or none for money: {text!r}")
-
-    def exhausted(self, cost: Decimal, nbytes: int) -> bool:
-        """Whether a month that has cost ``cost`` and moved ``nbytes`` reached the cap."""
-        if self.unit == "MB":
-            return megabytes(nbytes) >= self.amount
-        return cost >= self.amount
-
-
-@dataclass(frozen=True, slots=True)
 class LinkPlan:
     """One link as the link layer uses it (see the module docstring for units).
 
@@ -230,7 +88,9 @@ class LinkPlan:
     link is always up and is never dialled (``down`` is then not run either).
     ``probe`` is where to check that the link carries traffic (None: the caller's
     default, the smarthost). ``max_size``: messages larger than this many bytes are not
-    sent over this link (None: no cap).
+    sent over this link (None: no cap). ``down_timeout`` bounds ``down`` (None: the
+    cycle's own, else ``up_timeout``). ``smarthost`` names the smtp account to relay
+    through over this link (None: the default one).
     """
 
     name: str
@@ -249,6 +109,8 @@ class LinkPlan:
     budget: Budget | None = None
     rate: float = DEFAULT_RATE
     setup_seconds: float = DEFAULT_SETUP_SECONDS
+    down_timeout: float | None = None
+    smarthost: str | None = None
 
     @classmethod
     def from_link(
@@ -262,7 +124,20 @@ class LinkPlan:
         rate: float | None = None,
         setup_seconds: float | None = None,
     ) -> LinkPlan:
-        """A plan from a ``[link NAME]`` section plus the keys it does not hold yet."""
+        """A plan from a ``[link NAME]`` section; a keyword given here wins over the
+        section's value (the caller's defaults: the probe of the smarthost, say)."""
+        if probe is None:
+            probe = link.probe
+        if max_size is None:
+            max_size = link.max_size
+        if hours is None:
+            hours = link.hours
+        if budget is None:
+            budget = link.budget
+        if rate is None:
+            rate = link.rate if link.rate is not None else DEFAULT_RATE
+        if setup_seconds is None:
+            setup_seconds = link.setup_seconds
         if setup_seconds is None:
             setup_seconds = DEFAULT_SETUP_SECONDS if link.up else 0.0
         return cls(
@@ -278,10 +153,12 @@ class LinkPlan:
             accounts=tuple(link.accounts),
             probe=probe,
             max_size=max_size,
-            hours=hours if hours is not None else Hours(),
+            hours=hours,
             budget=budget,
-            rate=rate if rate is not None else DEFAULT_RATE,
+            rate=rate,
             setup_seconds=setup_seconds,
+            down_timeout=link.down_timeout,
+            smarthost=link.smarthost,
         )
 
     @property

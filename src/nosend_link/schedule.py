@@ -21,31 +21,23 @@ spent its budget there is no next cycle; the caller asks again when something ch
 (a new month, a reloaded ``mail.cfg``). With no links configured, hours and budgets do
 not apply. Pass the links a cycle may use: only the link in use, when one is.
 
+:func:`parse_times` (``06:00, 18:00``) lives in :mod:`nosend_store.link_values`, where
+``mail.cfg``'s ``[schedule] times`` is read, and is re-exported here.
+
 Must not: read the clock, files or the queue; run anything.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 from nosend_link.ledger import LinkTotals
-from nosend_link.plan import LinkPlan, PlanError
+from nosend_link.plan import LinkPlan
+from nosend_store.link_values import parse_times
 
 __all__ = ["NextCycle", "SchedulePolicy", "ScheduleState", "next_cycle", "parse_times"]
-
-
-def parse_times(text: str) -> tuple[time, ...]:
-    """``06:00, 18:00`` -> the times of day, sorted; empty text -> none."""
-    found = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        match = re.fullmatch(r"(\d{1,2}):(\d{2})", part)
-        if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-            raise PlanError(f"not a time of day (HH:MM): {part!r}")
-        found.add(time(int(match.group(1)), int(match.group(2))))
-    return tuple(sorted(found))
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,13 +143,38 @@ password = {password_hash}
 # skipper@{domain} = {mailbox}
 # crew@{domain} = {mailbox}, someone@example.net
 
-# A way out, used by the link layer:
+# When cycles run and which link they use (nosend serve, nosend watch, nosend check).
+[schedule]
+link = auto                   # auto: links by priority; cost: cheapest estimate first;
+                              # or one link's name (`nosend link use NAME|auto|cost`)
+queue_age = 15m               # start a cycle once queued mail has waited this long (no: off)
+urgent = no                   # mail marked urgent (Priority: urgent, X-Priority: 1) from these
+                              # mailboxes starts a cycle at once: no, all, or names
+# times = 06:00, 18:00        # also at these times of day
+# every = 6h                  # also this long after the last cycle
+min_interval = 5m             # never sooner than this after the last cycle started
+scheduler = yes               # nosend serve starts cycles itself (no: cron runs nosend check)
+report = no                   # cycle costs to the postmaster: each (cycle), daily or no
+
+# A way out, used by the link layer (add with: nosend link add NAME --up CMD ...).
+# Whether it is up is decided by a TCP connection that answers with a banner, right
+# after `up` (no ping: satellite gateways and hotspots drop ICMP).
 # [link gsm]
-# up = /usr/local/bin/dial gsm
-# down = /usr/local/bin/hangup gsm
-# priority = 20
+# up = pon gsm                            # empty: always up (LAN, VSAT)
+# down = poff gsm
+# priority = 20                           # lower is tried first (link = auto)
 # cost_per_minute = 0.50
-# accounts = smarthost, isp-pop
+# cost_per_megabyte = 0
+# probe = smtp.example.net:587            # default: the smarthost
+# max_size = 1M                           # larger mail waits for a cheaper link
+# hours = 06:00-22:00                     # when it may be used (default: always)
+# budget = 50                             # a month's cap: money, or 500 MB
+# rate = 9600 bit/s                       # its speed, for estimates
+# setup_seconds = 20s                     # time to come up, for estimates
+# up_timeout = 2m
+# max_online = 30m
+# accounts = smarthost, isp-pop           # default: every account
+# smarthost = smarthost                   # relay through this smtp account on this link
 
 # [account smarthost]
 # type = smtp

@@ -11,7 +11,7 @@ Grammar (line oriented, UTF-8)::
 
     file     = *( blank / comment / section / entry / word )
     comment  = *WSP "#" *any                ; a whole-line comment
-    section  = "[" type [ SP name ] "]"     ; [server] [domains] [aliases]
+    section  = "[" type [ SP name ] "]"     ; [server] [domains] [aliases] [schedule]
                                             ; [mailbox NAME] [link NAME] [account NAME]
     entry    = key *WSP "=" *WSP value      ; value may be empty
     word     = value                        ; a bare line, only in [domains]
@@ -124,7 +124,7 @@ class _Section:
         return f"[{self.type} {self.name}]" if self.name else f"[{self.type}]"
 
 
-_SINGLE_SECTIONS = ("server", "domains", "aliases")
+_SINGLE_SECTIONS = ("server", "domains", "aliases", "schedule")
 _NAMED_SECTIONS = ("mailbox", "link", "account")
 
 

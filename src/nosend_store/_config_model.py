@@ -1,7 +1,8 @@
 """The values of ``mail.cfg``: :class:`Config`, its parts, its error, and address resolution.
 
 Owns: the frozen dataclasses a parsed file becomes (:class:`ServerOptions`,
-:class:`Mailbox`, :class:`Alias`, :class:`Link`, :class:`Account`), :class:`ConfigError`,
+:class:`Mailbox`, :class:`Alias`, :class:`Link`, :class:`Account`, :class:`Schedule`),
+:class:`ConfigError`,
 and :meth:`Config.resolve`. Must not: read files, parse text (that is
 :mod:`nosend_store._config_sections`), or put a password or secret into a ``repr`` or
 an error message. Import these names from :mod:`nosend_store.config`; this module is
@@ -21,11 +22,13 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 from nosend_store import passwords
+from nosend_store.link_values import Budget, Endpoint, Hours
 
 #: The network type of ``trusted_networks``.
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -175,6 +178,20 @@ class Link:
     (decimals for accounting, default 0), ``up_timeout`` (how long ``up`` may take,
     default 2m), ``max_online`` (hang up after, default 30m), ``enabled`` (default yes),
     ``accounts`` (account names used over this link; empty means all).
+
+    What the link layer needs to choose and schedule (value syntax in
+    :mod:`nosend_store.link_values`): ``probe`` (``host:port`` that must accept a TCP
+    connection and send a banner line right after ``up``; default: the smarthost the
+    link relays through), ``max_size`` (a size: larger outbound messages wait for another
+    link; default no cap), ``hours`` (``06:00-22:00, 23:30-01:00`` local time, or
+    ``always``, the default), ``budget`` (a month's cap: ``120`` in the link's money or
+    ``500 MB``/``2 GB``; default none), ``rate`` (the link's speed for estimates, e.g.
+    ``2400 bit/s``, ``64 kbit/s``, ``300 B/s``; default 2400 bit/s), ``setup_seconds``
+    (time to come up before a byte moves, a duration; default 20s with an ``up``, 0
+    without), ``down_timeout`` (how long ``down`` may take; default ``up_timeout``) and
+    ``smarthost`` (an smtp ``[account]`` to relay through over this link, for providers
+    that relay only for their own customers; default: the first smtp account usable
+    over the link). None means the default in each case.
     """
 
     name: str
@@ -187,6 +204,45 @@ class Link:
     max_online: float = 1800.0
     enabled: bool = True
     accounts: tuple[str, ...] = ()
+    line: int = 0
+    probe: Endpoint | None = None
+    max_size: int | None = None
+    hours: Hours = Hours()
+    budget: Budget | None = None
+    rate: float | None = None
+    setup_seconds: float | None = None
+    down_timeout: float | None = None
+    smarthost: str | None = None
+
+
+#: ``[schedule] urgent`` value meaning mail from anyone.
+URGENT_ANYONE = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The ``[schedule]`` section: which link is used and when a cycle starts by itself.
+
+    ``link``: ``auto`` (every usable link by ``priority``), ``cost`` (the cheapest
+    estimate for what waits) or a link's name (that link only; ``nosend link use``
+    edits it). The triggers, for ``nosend serve`` and ``nosend watch`` (the earliest
+    wins): ``queue_age`` (queued mail has waited this long; None: ``no``), ``urgent``
+    (mailboxes whose mail marked urgent starts a cycle at once; ``("*",)``: anyone's;
+    empty: nobody's, the default), ``times`` (times of day), ``every`` (a cycle this
+    long after the last; None: ``no``); never sooner than ``min_interval`` after the
+    last cycle. ``scheduler``: whether ``nosend serve`` starts cycles itself (no: cron or
+    a timer runs ``nosend check``). ``report``: a cost report to the postmaster after
+    ``each`` cycle, ``daily``, or ``no``. Durations in seconds.
+    """
+
+    link: str = "auto"
+    queue_age: float | None = 15 * 60.0
+    urgent: tuple[str, ...] = ()
+    times: tuple[time, ...] = ()
+    every: float | None = None
+    min_interval: float = 5 * 60.0
+    scheduler: bool = True
+    report: Literal["each", "daily", "no"] = "no"
     line: int = 0
 
 
@@ -286,6 +342,9 @@ class Config:
     warnings: tuple[tuple[int, str], ...] = ()
     #: Where postmaster mail goes: a mailbox name or an address (None: no mailboxes).
     postmaster: str | None = None
+    #: The ``[schedule]`` section (defaults when the file has none).
+    schedule: Schedule = Schedule()
+
     def is_local_domain(self, domain: str) -> bool:
         """Whether ``domain`` (any case, optional trailing dot) is a local domain."""
         return domain.lower().rstrip(".") in self.domains

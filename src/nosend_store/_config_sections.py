@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +28,7 @@ from nosend_store._config_lexer import (
     _tokenize,
 )
 from nosend_store._config_model import (
+    URGENT_ANYONE,
     Account,
     Alias,
     Config,
@@ -35,20 +36,26 @@ from nosend_store._config_model import (
     Link,
     ListenAddress,
     Mailbox,
+    Schedule,
     ServerOptions,
 )
 from nosend_store._config_values import (
     _address,
     _Bad,
     _bool,
+    _budget,
     _choice,
     _command,
     _decimal,
     _domain,
     _duration,
+    _duration_or_off,
+    _duration_or_zero,
     _fingerprint,
     _hostname,
+    _hours,
     _int_in,
+    _link_mode,
     _list,
     _listen,
     _mailbox_name,
@@ -58,10 +65,14 @@ from nosend_store._config_values import (
     _password_hash,
     _path_in,
     _plus_separator,
+    _probe,
+    _rate,
     _secret_command,
     _shared_secret,
     _size,
     _text,
+    _times,
+    _urgent,
 )
 
 
@@ -93,7 +104,7 @@ _Parser = Callable[[str], Any]
 _ALLOW_EMPTY = frozenset(
     {"smtp_listen", "submission_listen", "smtps_listen", "pop3_listen", "pop3s_listen"}
     | {"trusted_networks", "plus_separator", "up", "down", "accounts", "links"}
-    | {"tls_cert", "tls_key"}
+    | {"tls_cert", "tls_key", "urgent", "times"}
 )
 
 
@@ -170,6 +181,24 @@ _LINK_SPEC: dict[str, _Parser] = {
     "max_online": _duration,
     "enabled": _bool,
     "accounts": lambda v: tuple(_list(v)),
+    "probe": _probe,
+    "max_size": _size,
+    "hours": _hours,
+    "budget": _budget,
+    "rate": _rate,
+    "setup_seconds": _duration_or_zero,
+    "down_timeout": _duration,
+    "smarthost": _name,
+}
+_SCHEDULE_SPEC: dict[str, _Parser] = {
+    "link": _link_mode,
+    "queue_age": _duration_or_off,
+    "urgent": _urgent,
+    "times": _times,
+    "every": _duration_or_off,
+    "min_interval": _duration_or_zero,
+    "scheduler": _bool,
+    "report": _choice("each", "daily", "no"),
 }
 
 
@@ -223,6 +252,7 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
     server_section: _Section | None = None
     domain_section: _Section | None = None
     alias_section: _Section | None = None
+    schedule_section: _Section | None = None
     mailbox_sections: list[_Section] = []
     link_sections: list[_Section] = []
     account_sections: list[_Section] = []
@@ -247,6 +277,8 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
                 server_section = section
             elif kind == "domains":
                 domain_section = section
+            elif kind == "schedule":
+                schedule_section = section
             else:
                 alias_section = section
         elif kind in _NAMED_SECTIONS:
@@ -283,6 +315,7 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
     aliases = _build_aliases(alias_section, domains, errors)
     links = {s.name: _build_link(s, errors) for s in link_sections}
     accounts = {s.name: _build_account(s, base, errors) for s in account_sections}
+    schedule = _build_schedule(schedule_section, errors)
     if server is None:
         errors.raise_if_any()  # _build_server has said why
         raise AssertionError("no [server] and no error")
@@ -302,10 +335,13 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
         accounts=MappingProxyType({k: v for k, v in accounts.items() if v is not None}),
         postmaster=postmaster,
         warnings=tuple(sorted(errors.warnings, key=lambda w: w[0])),
+        schedule=schedule,
     )
     _cross_check(config, server_section, domain_section, errors)
+    _cross_check_links(config, link_sections, schedule_section, errors)
     errors.raise_if_any()
-    return config
+    # The cross-checks may have added warnings too.
+    return replace(config, warnings=tuple(sorted(errors.warnings, key=lambda w: w[0])))
 
 
 def _build_server(
@@ -442,6 +478,13 @@ def _build_aliases(
 def _build_link(section: _Section, errors: _Collector) -> Link | None:
     values, _ = _entries(section, _LINK_SPEC, errors)
     return Link(section.name, line=section.number, **values)
+
+
+def _build_schedule(section: _Section | None, errors: _Collector) -> Schedule:
+    if section is None:
+        return Schedule()
+    values, _ = _entries(section, _SCHEDULE_SPEC, errors)
+    return Schedule(line=section.number, **values)
 
 
 def _build_account(section: _Section, base: Path, errors: _Collector) -> Account | None:
@@ -581,3 +624,45 @@ def _cross_check(
                     f"[account {account.name}]: {key} {drop_to!r} "
                     "is not a mailbox or a resolvable address",
                 )
+
+
+def _cross_check_links(
+    config: Config,
+    link_sections: list[_Section],
+    schedule_section: _Section | None,
+    errors: _Collector,
+) -> None:
+    """A link's smarthost is an smtp account; the schedule names links and mailboxes
+    that exist."""
+    sections = {s.name: s for s in link_sections}
+    for link in config.links.values():
+        name = link.smarthost
+        if name is None:
+            continue
+        line = _key_line(sections.get(link.name), "smarthost") or link.line
+        account = config.accounts.get(name)
+        if account is None:
+            errors.add(line, f"smarthost: no [account {name}]")
+        elif account.type != "smtp":
+            errors.add(line, f"smarthost: [account {name}] is not type = smtp")
+        elif account.links and link.name not in account.links:
+            errors.add(line, f"smarthost: [account {name}] is not used over [link {link.name}] "
+                             f"(its links = {', '.join(account.links)})")
+    for link in config.links.values():
+        if link.up and link.probe is None and not any(
+            a.type == "smtp" and (not a.links or link.name in a.links)
+            for a in config.accounts.values()
+        ):
+            errors.warn(link.line, f"[link {link.name}] has no probe and no smtp account to "
+                                   "probe: only up's exit status will say whether it is up")
+    schedule = config.schedule
+    if URGENT_ANYONE in schedule.urgent:
+        errors.warn(_key_line(schedule_section, "urgent"),
+                    "urgent = all: anyone who can send through this server can start a call "
+                    "by marking a message urgent")
+    if schedule.link not in ("auto", "cost") and schedule.link not in config.links:
+        errors.add(_key_line(schedule_section, "link"),
+                   f"link: no [link {schedule.link}] (auto, cost or a link's name)")
+    for name in schedule.urgent:
+        if name != URGENT_ANYONE and name not in config.mailboxes:
+            errors.add(_key_line(schedule_section, "urgent"), f"urgent: no mailbox named {name!r}")

@@ -11,6 +11,8 @@ durations are one or more number+unit pairs with units ``s``, ``m``, ``h``, ``d`
 (``90s``, ``5m``, ``1h30m``, ``5d``; a bare number is seconds). Booleans are
 ``yes``/``no`` (also ``true``/``false``, ``on``/``off``, ``1``/``0``). Lists are
 comma-separated. Relative paths are relative to the directory holding ``mail.cfg``.
+A link's probe, hours, budget and rate and the schedule's times are read by
+:mod:`nosend_store.link_values`, shared with the link layer.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from nosend_store import passwords
-from nosend_store._config_model import IPNetwork, ListenAddress
+from nosend_store._config_model import URGENT_ANYONE, IPNetwork, ListenAddress
+from nosend_store.link_values import (
+    Budget,
+    Endpoint,
+    Hours,
+    LinkValueError,
+    parse_rate,
+    parse_times,
+)
 
 
 class _Bad(Exception):
@@ -258,3 +268,57 @@ def _path_in(base: Path) -> Callable[[str], Path | None]:
         return base / Path(value).expanduser()
 
     return parse
+
+
+# -- [link] and [schedule] values (the syntax is nosend_store.link_values') --------------
+
+_OFF = {"no", "off", "never", "none"}
+
+
+def _link_value(parse: Callable[[str], object]) -> Callable[[str], object]:
+    def wrapped(value: str) -> object:
+        try:
+            return parse(value)
+        except LinkValueError as e:
+            raise _Bad(str(e)) from None
+
+    return wrapped
+
+
+_probe = _link_value(Endpoint.parse)
+_hours = _link_value(Hours.parse)
+_budget = _link_value(Budget.parse)
+_rate = _link_value(parse_rate)
+_times = _link_value(parse_times)
+
+
+def _duration_or_zero(value: str) -> float:
+    """A duration that may be 0 (``setup_seconds`` of a link that is always up)."""
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise _Bad(str(e)) from None
+
+
+def _duration_or_off(value: str) -> float | None:
+    """A positive duration, or ``no``/``off``/``never`` for None (the trigger is off)."""
+    if value.lower() in _OFF:
+        return None
+    return _duration(value)
+
+
+def _urgent(value: str) -> tuple[str, ...]:
+    """``no`` (nobody), ``yes``/``all``/``*`` (anyone), or mailbox names."""
+    v = value.strip().lower()
+    if v in _OFF or not v:
+        return ()
+    if v in ("yes", "all", "anyone", URGENT_ANYONE):
+        return (URGENT_ANYONE,)
+    return tuple(_mailbox_name(item) for item in _list(value))
+
+
+def _link_mode(value: str) -> str:
+    """``auto``, ``cost`` or a link's name (checked against the links later)."""
+    if value.lower() in ("auto", "cost"):
+        return value.lower()
+    return _name(value)

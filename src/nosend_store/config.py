@@ -47,7 +47,12 @@ Sections:
     or an address; a local address is resolved again (loops are errors), any other
     address is a remote recipient that goes to the outbound queue.
 ``[link NAME]``
-    A way out (land line, GSM, satellite); see :class:`Link`.
+    A way out (land line, GSM, satellite): how to bring it up and down, what it costs,
+    when and for what it may be used; see :class:`Link`. The value types of its
+    ``probe``, ``hours`` and ``budget`` are in :mod:`nosend_store.link_values`.
+``[schedule]``
+    Which link is in use (``link = auto|cost|NAME``) and when a cycle starts by itself
+    (queue age, urgent mail, times of day, an interval); see :class:`Schedule`.
 ``[account NAME]``
     An upstream account (``type = smtp`` smarthost or ``type = pop3`` mailbox to fetch);
     see :class:`Account`.
@@ -66,6 +71,7 @@ from nosend_store._config_files import (
     write_atomically,
 )
 from nosend_store._config_model import (
+    URGENT_ANYONE,
     Account,
     Alias,
     Config,
@@ -75,6 +81,7 @@ from nosend_store._config_model import (
     ListenAddress,
     Mailbox,
     Resolution,
+    Schedule,
     ServerOptions,
 )
 from nosend_store._config_sections import parse_config
@@ -88,6 +95,8 @@ __all__ = [
     "Mailbox",
     "Alias",
     "Link",
+    "Schedule",
+    "URGENT_ANYONE",
     "Account",
     "Resolution",
     "Config",

@@ -1,8 +1,8 @@
 """Edits to ``mail.cfg`` that keep every comment, blank line and layout the user wrote.
 
 Owns: :class:`ConfigDocument` (the file as lines, with small edits: domains, mailboxes,
-aliases, single values) and :func:`edit_config` (lock, read, edit, validate, write
-atomically). Must not: rewrite lines it was not asked to change, write a file that
+aliases, links, the schedule, single values) and :func:`edit_config` (lock, read, edit,
+validate, write atomically). Must not: rewrite lines it was not asked to change, write a file that
 :func:`nosend_store.config.parse_config` rejects, or put a secret in an error message.
 
 An edit touches only the lines it adds, changes or removes. A changed value keeps its
@@ -27,7 +27,7 @@ from nosend_store._config_lexer import (
     _tokenize,
     forbidden_character,
 )
-from nosend_store._config_values import _Bad, _mailbox_name
+from nosend_store._config_values import _Bad, _mailbox_name, _name
 from nosend_store.config import (
     Config,
     ConfigError,
@@ -391,6 +391,85 @@ class ConfigDocument:
                 return
         del self.lines[index]
         self._changed()
+
+    # -- links and the schedule ----------------------------------------------------------
+
+    def links(self) -> list[str]:
+        """Link names, in file order."""
+        return [
+            t.section_name
+            for t in self._tokens()
+            if t.kind == "section" and t.section_type == "link"
+        ]
+
+    def add_link(self, name: str, entries: list[tuple[str, str]]) -> None:
+        """Add ``[link name]`` with ``key = value`` entries after the last link (else
+        before the first account, else at the end); ``ConfigEditError`` if it exists."""
+        try:
+            _name(name)
+        except _Bad as e:
+            raise ConfigEditError(f"link: {e}") from None
+        if name in self.links():
+            raise ConfigEditError(f"link {name!r} already exists")
+        for key, value in entries:
+            self._check_value(key)
+            self._check_value(value)
+        body = [f"[link {name}]", *(f"{k} = {v}" if v else f"{k} =" for k, v in entries)]
+        last = self._last_section_of("link")
+        if last is not None:
+            self._insert(self._last_content(*last) + 1, ["", *body])
+        else:
+            self._append_section(body, before="account")
+
+    def remove_link(self, name: str) -> bool:
+        """Remove ``[link name]``; if ``[schedule] link`` named it, set it to ``auto`` and
+        return True. ``ConfigEditError`` if absent or an account is tied to it."""
+        span = self._section("link", name)
+        if span is None:
+            raise ConfigEditError(f"no link {name!r}")
+        tied = [
+            (t.section_name, v)
+            for t, v in self._entries_of("account", "links")
+            if name in (x.strip() for x in v.split(","))
+        ]
+        if tied:
+            raise ConfigEditError(
+                f"link {name!r} is in the links of account {', '.join(a for a, _ in tied)}; "
+                "change the account first"
+            )
+        tokens = self._tokens()
+        last = span[0]
+        for j in range(span[0] + 1, span[1]):
+            if tokens[j].kind in ("entry", "word"):
+                last = j
+        self._delete_section(span[0], last + 1)
+        schedule = self._section("schedule")
+        if schedule is not None:
+            index = self._entry_index(schedule, "link")
+            if index is not None and self._tokens()[index].value == name:
+                self._replace_value(index, "auto")
+                return True
+        return False
+
+    def _entries_of(self, kind: str, key: str) -> list[tuple[_Line, str]]:
+        """(section header, value) of ``key`` in every ``[kind ...]`` section."""
+        out = []
+        header: _Line | None = None
+        for t in self._tokens():
+            if t.kind == "section":
+                header = t if t.section_type == kind else None
+            elif header is not None and t.kind == "entry" and t.key == key:
+                out.append((header, t.value))
+        return out
+
+    def set_schedule(self, key: str, value: str) -> None:
+        """Set ``key = value`` in ``[schedule]``, adding the section (before the first
+        link, else at the end) when the file has none."""
+        if self._section("schedule") is None:
+            self._check_value(value)
+            self._append_section(["[schedule]", f"{key} = {value}"], before="link")
+            return
+        self.set_value("schedule", "", key, value)
 
     # -- sections ----------------------------------------------------------------------
 

@@ -19,6 +19,10 @@ import pytest
 from nosend.cli import build_parser
 
 UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
+#: Units whose command arrives in another branch: `nosend check` comes with the
+#: transport. test_the_check_unit_runs_a_command_the_parser_accepts fails (strict
+#: xfail) once it is there: then empty this set and drop that test's mark.
+COMMAND_NOT_YET = {"nosend-check.service"}
 WELL_KNOWN = {"smtp": 25, "submission": 587, "smtps": 465, "pop3": 110, "pop3s": 995}
 
 
@@ -54,6 +58,7 @@ def test_the_expected_units_are_there() -> None:
         "nosend-smtp.socket", "nosend-smtp@.service",
         "nosend-pop3.socket", "nosend-pop3@.service",
         "nosend-maintain.service", "nosend-maintain.timer",
+        "nosend-check.service", "nosend-check.timer",
     }  # fmt: skip
 
 
@@ -61,6 +66,8 @@ def test_every_exec_line_is_a_nosend_command_the_parser_accepts() -> None:
     parser = build_parser()
     seen = 0
     for name, unit in all_units().items():
+        if name in COMMAND_NOT_YET:
+            continue
         for key in ("ExecStart", "ExecReload"):
             for line in values(unit, "Service", key):
                 argv = shlex.split(line)
@@ -69,6 +76,30 @@ def test_every_exec_line_is_a_nosend_command_the_parser_accepts() -> None:
                 assert callable(parsed.handler)
                 seen += 1
     assert seen == 5  # serve, reload, inetd smtp, inetd pop3, queue maintain
+
+
+def test_the_check_timer_runs_one_cycle_with_the_servers_config() -> None:
+    units = all_units()
+    service, timer = units["nosend-check.service"], units["nosend-check.timer"]
+    assert values(service, "Service", "Type") == ["oneshot"]
+    (line,) = values(service, "Service", "ExecStart")
+    argv = shlex.split(line)
+    assert argv[0].endswith("/nosend") and argv[1] == "check"
+    serve = shlex.split(values(units["nosend.service"], "Service", "ExecStart")[0])
+    assert argv[argv.index("--config") + 1] == serve[serve.index("--config") + 1]
+    # SIGTERM to nosend alone, so that it runs the link's `down` before the rest goes.
+    assert values(service, "Service", "KillMode") == ["mixed"]
+    # The timer starts its namesake service (no Unit= line) and is enabled by timers.
+    assert values(timer, "Timer", "Unit") == []
+    assert values(timer, "Timer", "OnUnitActiveSec") and values(timer, "Install", "WantedBy")
+
+
+@pytest.mark.xfail(strict=True, raises=SystemExit,
+                   reason="`nosend check` arrives with the transport (another branch)")
+def test_the_check_unit_runs_a_command_the_parser_accepts() -> None:
+    unit = all_units()["nosend-check.service"]
+    parsed = build_parser().parse_args(shlex.split(values(unit, "Service", "ExecStart")[0])[1:])
+    assert callable(parsed.handler)
 
 
 def test_serve_reloads_through_nosend_reload_with_the_same_config() -> None:
