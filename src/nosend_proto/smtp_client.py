@@ -443,13 +443,18 @@ class ClientConnection:
         self._closing = True
         while self._expect:
             expect = self._expect.popleft()
-            if reply is not None and expect.kind is not Kind.QUIT:
-                self._on_reply(expect, reply)
-            elif expect.txn is not None and not expect.txn.done:
-                self._finish(expect.txn, None, "connection-lost")
+            if expect.txn is not None:
+                if reply is not None:
+                    self._on_reply(expect, reply)
+                elif not expect.txn.done:
+                    self._finish(expect.txn, None, "connection-lost")
             elif expect.kind is Kind.AUTH and self._sasl is not None:
-                self._events.append(AuthFailed(self._sasl.mechanism, None, "connection-lost"))
+                reason = "refused" if reply is not None else "connection-lost"
+                self._events.append(AuthFailed(self._sasl.mechanism, reply, reason))
                 self._sasl = None
+            # A 421 to the greeting, EHLO or STARTTLS is not that command's answer: the
+            # session is over (RFC 5321 section 3.8), so no Ready or SessionFailed comes
+            # before the ConnectionClosed that carries the 421.
         for txn in list(self._inflight):
             self._finish(txn, reply, None if reply else "connection-lost")
         self._current = None

@@ -522,3 +522,20 @@ def test_no_greeting(data: bytes) -> None:
     assert isinstance(closed, ConnectionClosed) and conn.state is ClientState.CLOSED
     assert (closed.reply is None) == (not data)
     assert conn.data_to_send() == b""  # nothing is written to a server that is leaving
+
+
+@pytest.mark.parametrize("last", ["STARTTLS", "EHLO"])
+def test_421_to_ehlo_or_starttls_closes_without_a_ready(last: str) -> None:
+    # Found by the client fuzz test: a 421 that answered STARTTLS went through the
+    # STARTTLS handling first (refused -> Ready), so the application was told to send
+    # mail on a connection that was already closed.
+    conn = scripted()
+    conn.receive_data(crlf("220 mx ESMTP\n"))
+    if last == "STARTTLS":
+        conn.receive_data(crlf("250-mx\n250-PIPELINING\n250 STARTTLS\n"))
+    conn.receive_data(crlf("421 4.3.2 shutting down\n"))
+    events = client_events(conn)
+    assert not any(isinstance(e, Ready | SessionFailed) for e in events), events
+    closed = events[-1]
+    assert isinstance(closed, ConnectionClosed) and conn.state is ClientState.CLOSED
+    assert closed.reply is not None and closed.reply.code == 421
