@@ -47,6 +47,7 @@ from ._durable import (
     fsync_dir,
 )
 from .dsn import DsnRecipient, build_dsn, status_from_reply
+from .faults import name_path
 from .locks import FileLock
 from .maildir import MaildirMailbox
 
@@ -339,6 +340,8 @@ def _write_new(path: str, data: bytes) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
+    except OSError as exc:
+        raise name_path(exc, path) from None
     finally:
         os.close(fd)
 

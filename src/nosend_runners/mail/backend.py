@@ -47,6 +47,7 @@ from nosend_runners.session.smtp import serve_smtp
 from nosend_store.config import Config
 from nosend_store.drop import DropSession
 from nosend_store.dsn import DsnRecipient, build_dsn
+from nosend_store.faults import describe
 from nosend_store.maildir import LockBusy, MaildirMailbox
 from nosend_store.queue import Envelope, OutboundQueue, Recipient
 from nosend_store.queue_drop import QueueDrop
@@ -304,7 +305,8 @@ class _MailBody:
         except HeaderTooLarge:
             self.too_large = self.failed = True
         except OSError as exc:
-            self.ctx.log.error("store_failed", step="write", error=type(exc).__name__, id=self.txid)
+            # The one line for this failure (finish() answers without logging again).
+            self.ctx.log.error("store_failed", step="write", id=self.txid, **describe(exc))
             self.failed = True
 
     async def finish(self, data: bytes) -> Reply:
@@ -325,7 +327,7 @@ class _MailBody:
             ctx.log.warning("message_rejected", reason="header-size", id=self.txid)
             return replies.HEADER_TOO_LARGE
         except OSError as exc:
-            ctx.log.error("store_failed", step="commit", error=type(exc).__name__, id=self.txid)
+            ctx.log.error("store_failed", step="commit", id=self.txid, **describe(exc))
             return replies.LOCAL_ERROR
         finally:
             self.sink = None
@@ -359,7 +361,7 @@ class _MailBody:
         try:
             await ctx.run_blocking(self._write_success_report, delivered)
         except (OSError, LookupError) as exc:
-            ctx.log.error("dsn_failed", id=self.txid, error=type(exc).__name__)
+            ctx.log.error("dsn_failed", id=self.txid, **describe(exc))
             return
         ctx.log.event("dsn", id=self.txid, action="delivered", rcpts=len(self.tx.success))
 
