@@ -47,12 +47,13 @@ from nosend_runners.session.smtp import serve_smtp
 from nosend_store.config import Config
 from nosend_store.drop import DropSession
 from nosend_store.dsn import DsnRecipient, build_dsn
-from nosend_store.faults import describe
+from nosend_store.faults import describe, is_full
 from nosend_store.maildir import LockBusy, MaildirMailbox
 from nosend_store.queue import Envelope, OutboundQueue, Recipient
 from nosend_store.queue_drop import QueueDrop
 
 __all__ = [
+    "STORAGE_FULL",
     "MailBackend",
     "MailSMTPSession",
     "MailPOP3Session",
@@ -61,6 +62,12 @@ __all__ = [
     "run_smtp",
     "run_pop3",
 ]
+
+
+#: The reply when the disk (or a quota) is full: RFC 5321 section 4.2.2 "452 insufficient
+#: system storage", RFC 3463 section 3.4 X.3.1 "mail system full". Temporary: the client
+#: keeps the message and tries again; other store failures answer 451 4.3.0.
+STORAGE_FULL = Reply(452, "Insufficient system storage, try again later", "4.3.1")
 
 
 @dataclass(slots=True)
@@ -270,7 +277,7 @@ class _MailBody:
     """The body sink of one transaction: a :class:`MessageSink` driven from the event
     loop through ``ctx.run_blocking``, failures turned into replies."""
 
-    __slots__ = ("config", "ctx", "tx", "sink", "txid", "helo", "failed", "too_large")
+    __slots__ = ("config", "ctx", "tx", "sink", "txid", "helo", "failed", "too_large", "full")
 
     def __init__(
         self,
@@ -289,6 +296,7 @@ class _MailBody:
         self.helo = helo
         self.failed = False  # the files could not be opened or written, or too_large
         self.too_large = False  # the header block is over MAX_HEADER_BLOCK (submission)
+        self.full = False  # the store failed for want of space (452 rather than 451)
 
     @property
     def size(self) -> int:
@@ -308,6 +316,8 @@ class _MailBody:
             # The one line for this failure (finish() answers without logging again).
             self.ctx.log.error("store_failed", step="write", id=self.txid, **describe(exc))
             self.failed = True
+            self.full = is_full(exc)
+            await self.abort()  # free the space the partial copies hold, now
 
     async def finish(self, data: bytes) -> Reply:
         """Commit (250 once every copy is durable) or answer what went wrong."""
@@ -319,7 +329,7 @@ class _MailBody:
         sink = self.sink
         if sink is None or self.failed:
             await self.abort()
-            return replies.LOCAL_ERROR
+            return STORAGE_FULL if self.full else replies.LOCAL_ERROR
         try:
             # finish() takes back what it wrote on any failure: nothing left to abort.
             delivered: Delivered = await ctx.run_blocking(sink.finish, data)
@@ -328,7 +338,7 @@ class _MailBody:
             return replies.HEADER_TOO_LARGE
         except OSError as exc:
             ctx.log.error("store_failed", step="commit", id=self.txid, **describe(exc))
-            return replies.LOCAL_ERROR
+            return STORAGE_FULL if is_full(exc) else replies.LOCAL_ERROR
         finally:
             self.sink = None
         if tx.success and tx.sender:
