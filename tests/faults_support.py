@@ -110,7 +110,9 @@ def inject(
                 state.calls += 1
                 if state.calls >= from_call and (times is None or state.hits < times):
                     state.hits += 1
-                    raise OSError(code, os.strerror(code))
+                    if isinstance(target, int):
+                        raise OSError(code, os.strerror(code))  # as the kernel: no name
+                    raise OSError(code, os.strerror(code), where)
             return real(target, *args, **kwargs)
 
         return fake

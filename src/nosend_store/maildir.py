@@ -626,6 +626,10 @@ class MaildirDropSession(DropSession):
                     self._mailbox.set_flags(entry.key, current.flags + "S")
             except MessageGone:
                 continue  # removed by a MUA meanwhile: nothing to mark
+            except OSError:
+                # The seen flag is a courtesy to MUAs on the same Maildir; a folder that
+                # cannot be written (read-only, full) must not fail the QUIT for it.
+                return
 
     def _unlock(self) -> None:
         self._lock.release()
