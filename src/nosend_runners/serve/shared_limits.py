@@ -120,8 +120,11 @@ class FileAuthFailureTracker(AuthFailureTracker):
             return
         try:
             table = json.loads(raw)
+            # Stamps ahead of the clock were written before it went back: dropped, or
+            # the lockout would last until the clock caught up again (maybe years).
+            now = self._clock()
             loaded = {
-                str(address): [float(t) for t in stamps]
+                str(address): [float(t) for t in stamps if float(t) <= now]
                 for address, stamps in table.items()
                 if isinstance(stamps, list)
             }
