@@ -38,6 +38,7 @@ the runner calls these methods from many worker threads and processes at once.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -260,7 +261,8 @@ class MaildirMailbox:
         if create:
             self._create()
         elif not all(os.path.isdir(os.path.join(self._path, d)) for d in ("tmp", "new", "cur")):
-            raise FileNotFoundError(f"not a Maildir: {self._path}")
+            # errno and filename set, so describe() and str() both name the folder.
+            raise FileNotFoundError(errno.ENOENT, "not a Maildir", self._path)
 
     def _create(self) -> None:
         made = False

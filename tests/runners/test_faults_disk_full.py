@@ -130,3 +130,27 @@ async def test_real_full_disk_smtp_refuses_pop3_serves_then_recovers(tmp_path: P
                 assert (await send(h, "sales@example.test", LARGE))[0] == 250
         assert len(messages(config, "alice")) == 1 and len(queued(config)) == 1
         nothing_half_written(config)
+
+
+def test_housekeeping_on_a_full_disk_logs_one_line_and_keeps_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nosend_runners.mail.housekeeping import housekeep
+    from nosend_store.queue import Envelope, OutboundQueue
+
+    config = big_config(tmp_path)
+    queue = OutboundQueue(config.server.queue_dir)
+    qid = queue.enqueue(Envelope.simple("alice@example.test", ["far@remote.test"]), [BODY])
+    later = queue.now() + 30 * 86400.0  # overdue: the pass must record its expiry
+    with captured_log() as lines:
+        with inject(monkeypatch, ("fsync",), errno.ENOSPC, config.server.queue_dir):
+            summary = housekeep(config, clock=lambda: later)
+    assert summary.errors == 1 and summary.error is not None
+    assert "No space left on device" in summary.error
+    assert str(config.server.queue_dir / "active" / qid) in summary.error
+    passes = [line for line in lines if "event=housekeeping" in line]
+    assert len(passes) == 1 and str(config.server.queue_dir) in passes[0]
+    assert queue.ids() == [qid]  # not lost: expired and reported on by a later pass
+    summary = housekeep(config, clock=lambda: later)
+    assert summary.errors == 0 and summary.expired == 1 and queue.ids() == []
+    assert len(messages(config, "alice")) == 1  # the failure report

@@ -96,3 +96,12 @@ def test_describe_and_name_path() -> None:
     kept = name_path(FileNotFoundError(errno.ENOENT, "gone", "/a"), "/b")
     assert kept.filename == "/a"
     assert describe(ValueError("x")) == {"error": "ValueError", "path": None}
+
+
+def test_missing_maildir_names_the_folder(tmp_path: Path) -> None:
+    from nosend_store.maildir import MaildirMailbox
+
+    with pytest.raises(FileNotFoundError) as info:
+        MaildirMailbox(tmp_path / "nobody", create=False)
+    assert describe(info.value) == {"error": "ENOENT", "path": str(tmp_path / "nobody")}
+    assert str(tmp_path / "nobody") in str(info.value)
