@@ -154,3 +154,26 @@ def test_housekeeping_on_a_full_disk_logs_one_line_and_keeps_the_message(
     summary = housekeep(config, clock=lambda: later)
     assert summary.errors == 0 and summary.expired == 1 and queue.ids() == []
     assert len(messages(config, "alice")) == 1  # the failure report
+
+
+async def test_full_disk_during_bdat_gives_452(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = big_config(tmp_path)
+    with captured_log() as lines:
+        async with Harness(smtp_session, "smtp", config=config, peer=STRANGER) as h:
+            await ehlo(h)
+            await h.send(b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\n")
+            assert [r.code for r in await h.read_replies(2)] == [250, 250]
+            with inject(monkeypatch, ("write", "writev"), errno.ENOSPC, tmp_path / "data"):
+                await h.send(f"BDAT {len(LARGE)}\r\n".encode() + LARGE)
+                reply = await h.read_reply()
+                assert (reply.code, reply.enhanced) == (452, "4.3.1")
+            # RFC 3030: the failed chunk ended the transaction; a new one goes through.
+            await h.send(b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\n")
+            assert [r.code for r in await h.read_replies(2)] == [250, 250]
+            await h.send(f"BDAT {len(BODY)} LAST\r\n".encode() + BODY)
+            assert (await h.read_reply()).code == 250
+    assert len(store_failures(lines)) == 1
+    assert len(messages(config, "alice")) == 1
+    nothing_half_written(config)
