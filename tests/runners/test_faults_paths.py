@@ -105,3 +105,20 @@ def test_missing_maildir_names_the_folder(tmp_path: Path) -> None:
         MaildirMailbox(tmp_path / "nobody", create=False)
     assert describe(info.value) == {"error": "ENOENT", "path": str(tmp_path / "nobody")}
     assert str(tmp_path / "nobody") in str(info.value)
+
+
+def test_read_error_names_the_message_file(tmp_path: Path) -> None:
+    from nosend_store.message_reader import read_some
+
+    class FailingFile:
+        name = str(tmp_path / "new" / "1.key")
+
+        def read(self, size: int) -> bytes:
+            raise OSError(errno.EIO, "Input/output error")
+
+        def close(self) -> None:
+            pass
+
+    with pytest.raises(OSError) as info:
+        read_some(FailingFile(), 100)  # type: ignore[arg-type]
+    assert describe(info.value) == {"error": "EIO", "path": FailingFile.name}
