@@ -114,9 +114,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, tmp_suffix: str) 
 
 
 def _unlink_quietly(path: str) -> None:
+    # Cleanup after a failure: the caller is already raising the error that matters
+    # (ENOSPC, EIO...), which must reach the client's reply and the log, not one from
+    # this unlink on the same sick disk. A file left behind is never visible to readers
+    # (it is in tmp/, or taken for a crash leftover) and clean_tmp removes it later.
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 

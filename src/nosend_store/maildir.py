@@ -229,9 +229,14 @@ def _publish(tmp_path: str, new_dir: str, key: str, hook: Callable[[str], None] 
 
 
 def _unlink_quietly(path: str) -> None:
+    # Cleanup after a failure: the caller is already raising the error that matters
+    # (ENOSPC, EIO...), which must reach the client's reply and the log, not one from
+    # this unlink on the same sick disk. A tmp/ file left behind is never visible and
+    # clean_tmp removes it later; a message left in new/ after a failed directory fsync
+    # may be delivered twice by the client's retry, the safe side of losing none.
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 

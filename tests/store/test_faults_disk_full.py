@@ -222,3 +222,24 @@ def test_real_full_disk_command_line_edit_names_mail_cfg(full_disk: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert b"someone299@far.away.example" in cfg.read_bytes()
+
+
+def test_the_original_error_survives_a_failing_cleanup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a sick disk the cleanup's unlink may fail too: the caller must still see the
+    # error that decides the reply (ENOSPC: 452), not the unlink's.
+    box = MaildirMailbox(tmp_path / "anna")
+    with inject(monkeypatch, ("unlink",), errno.EIO, tmp_path):
+        for call in ("write", "fsync"):
+            with inject(monkeypatch, (call,), errno.ENOSPC, tmp_path):
+                with pytest.raises(OSError) as info:
+                    box.deliver_bytes(MESSAGE)
+            assert info.value.errno == errno.ENOSPC
+        with inject(monkeypatch, ("fsync",), errno.ENOSPC, tmp_path):
+            with pytest.raises(OSError) as info:
+                with box.open_writer() as writer:
+                    writer.write(MESSAGE)
+                    writer.commit()
+        assert info.value.errno == errno.ENOSPC
+    assert box.list_messages() == []
