@@ -177,3 +177,42 @@ async def test_full_disk_during_bdat_gives_452(
     assert len(store_failures(lines)) == 1
     assert len(messages(config, "alice")) == 1
     nothing_half_written(config)
+
+
+async def test_pop3_quit_that_cannot_be_recorded_answers_sys_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deletions' directory fsync fails (ENOSPC from a journal that cannot grow, say):
+    # RFC 1939 section 6 has QUIT answer -ERR when removal fails; RFC 3206 SYS/TEMP.
+    config = big_config(tmp_path)
+    deliver(config, "alice", b"Subject: one\n\nx\n")
+    folder = config.maildir_path("alice")
+    with captured_log() as lines:
+        async with Harness(pop3_session, "pop3", config=config, peer=LOOPBACK) as h:
+            assert (await h.read_line()).startswith(b"+OK")
+            await h.send_line("USER alice")
+            await h.read_line()
+            await h.send_line(f"PASS {PASSWORDS['alice']}")
+            assert (await h.read_line()).startswith(b"+OK")
+            await h.send_line("DELE 1")
+            assert (await h.read_line()).startswith(b"+OK")
+            with inject(monkeypatch, ("fsync",), errno.ENOSPC, folder):
+                await h.send_line("QUIT")
+                assert (await h.read_line()).startswith(b"-ERR [SYS/TEMP]")
+    failed = [line for line in lines if "event=update_failed" in line]
+    assert len(failed) == 1 and "error=ENOSPC" in failed[0] and f"path={folder}/new" in failed[0]
+    # The next session works (the lock was released).
+    assert await pop3_retr_dele_quit_or_empty(config) == 0
+
+
+async def pop3_retr_dele_quit_or_empty(config: Config) -> int:
+    async with Harness(pop3_session, "pop3", config=config, peer=LOOPBACK) as h:
+        assert (await h.read_line()).startswith(b"+OK")
+        await h.send_line("USER alice")
+        await h.read_line()
+        await h.send_line(f"PASS {PASSWORDS['alice']}")
+        line = await h.read_line()
+        assert line.startswith(b"+OK maildrop has ")
+        await h.send_line("QUIT")
+        assert (await h.read_line()).startswith(b"+OK")
+    return int(line.split()[3])
