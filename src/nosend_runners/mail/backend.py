@@ -265,7 +265,8 @@ class MailSMTPSession(_Login):
         )
         # The files are created by the first write (often the commit itself): a small
         # message costs one worker-thread call; a failure to create them shows at the
-        # end of the body as 451 4.3.0, like any other store failure.
+        # end of the body as 451 4.3.0 (452 4.3.1 on a full disk), like any other store
+        # failure.
         return _MailBody(self.config, ctx, tx, sink, txid, info.helo)
 
     def reset(self) -> None:
