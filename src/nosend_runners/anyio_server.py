@@ -25,6 +25,7 @@ cancelled. A disk commit running in a worker thread always completes first.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
@@ -58,6 +59,12 @@ from nosend_runners.session.replies import refusal
 __all__ = ["MailServer", "ServerSetupError", "BoundAddress", "Reloader"]
 
 _log = logging.getLogger("nosend.server")
+
+# accept() errors that pass: out of descriptors (EMFILE, ENFILE), of memory (ENOBUFS,
+# ENOMEM), or a connection that died before it was accepted.
+_ACCEPT_RETRY = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPERM}
+)
 
 #: Called on SIGHUP (in a worker thread): returns the new ``(config, settings)`` or
 #: raises an exception whose ``str()`` says what is wrong (``ConfigError``: file:line).
@@ -304,16 +311,29 @@ class MailServer:
     ) -> None:
         """The reference accept loop: a task per connection (trio, and asyncio with the
         fast paths off)."""
+        failing = False
         while True:
             try:
                 conn = await listener.accept()
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            except anyio.ClosedResourceError:
                 return
-            except OSError as exc:
-                # EMFILE/ENFILE/ECONNABORTED: keep serving those already connected.
-                _log.error("accept on %s failed: %s", service, exc)
+            except (anyio.BrokenResourceError, OSError) as exc:
+                # anyio on trio wraps accept()'s OSError in BrokenResourceError: a
+                # listener out of descriptors or memory must not stop accepting for good.
+                cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+                if not isinstance(cause, OSError) or cause.errno not in _ACCEPT_RETRY:
+                    if isinstance(exc, anyio.BrokenResourceError):
+                        return
+                # EMFILE/ENFILE/ECONNABORTED: keep serving those already connected, and
+                # log once per spell, not ten lines a second onto a disk that may be small.
+                if not failing:
+                    _log.error("accept on %s failed, retrying: %s", service, cause)
+                    failing = True
                 await anyio.sleep(0.1)
                 continue
+            if failing:
+                _log.warning("accepting on %s again", service)
+                failing = False
             sessions.start_soon(self._handle, conn, service)
 
     # -- one connection ------------------------------------------------------------------

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from .faults import name_path
+
 __all__ = [
     "fsync_dir",
     "atomic_write",
@@ -52,6 +54,8 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise name_path(exc, path) from None
     finally:
         os.close(fd)
 
@@ -76,9 +80,11 @@ def write_new_file(path: str, data: bytes, crash_hook: Callable[[str], None] | N
         if crash_hook:
             crash_hook("before_fsync")
         os.fsync(fd)
-    except BaseException:
+    except BaseException as exc:
         os.close(fd)
         _unlink_quietly(path)
+        if isinstance(exc, OSError):
+            name_path(exc, path)  # os.write and os.fsync name no file
         raise
     try:
         os.close(fd)
@@ -108,9 +114,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, tmp_suffix: str) 
 
 
 def _unlink_quietly(path: str) -> None:
+    # Cleanup after a failure: the caller is already raising the error that matters
+    # (ENOSPC, EIO...), which must reach the client's reply and the log, not one from
+    # this unlink on the same sick disk. A file left behind is never visible to readers
+    # (it is in tmp/, or taken for a crash leftover) and clean_tmp removes it later.
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
@@ -313,9 +323,11 @@ class StagedFile:
     _BATCH = 256 * 1024  # fewer, larger writes; bounded memory per message
     _MAX_PIECES = 256  # well under IOV_MAX (1024 on Linux) for one writev
 
-    __slots__ = ("_norm", "_fd", "_pending", "_pending_size")
+    __slots__ = ("_norm", "_fd", "_pending", "_pending_size", "path")
 
     def __init__(self, path: str) -> None:
+        #: The staging file (named in the errors of writes and fsyncs).
+        self.path = path
         self._norm = LineEndingNormaliser()
         # O_EXCL: unique names never collide, and an existing file is never reused.
         self._fd: int | None = os.open(
@@ -366,7 +378,10 @@ class StagedFile:
         self._flush()
         if crash_hook:
             crash_hook("before_fsync")
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise name_path(exc, self.path) from None
         self.close()
 
     def close(self) -> bool:
@@ -385,13 +400,17 @@ class StagedFile:
         if not pieces:
             return
         size = self._pending_size
-        written = os.write(fd, pieces[0]) if len(pieces) == 1 else os.writev(fd, pieces)
-        if written < size:
-            # A short write (a signal, a nearly full disk): carry on from where it stopped.
-            view = memoryview(b"".join(pieces))[written:]
-            while view:
-                view = view[os.write(fd, view) :]
-            del view
+        try:
+            written = os.write(fd, pieces[0]) if len(pieces) == 1 else os.writev(fd, pieces)
+            if written < size:
+                # A short write (a signal, a nearly full disk): carry on from where it
+                # stopped.
+                view = memoryview(b"".join(pieces))[written:]
+                while view:
+                    view = view[os.write(fd, view) :]
+                del view
+        except OSError as exc:
+            raise name_path(exc, self.path) from None
         pieces.clear()
         self._pending_size = 0
 

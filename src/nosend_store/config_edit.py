@@ -35,6 +35,7 @@ from nosend_store.config import (
     read_config_text,
     write_atomically,
 )
+from nosend_store.faults import name_path
 
 __all__ = ["ConfigEditError", "ConfigDocument", "edit_config", "SHARED_SECRET_WARNING"]
 
@@ -518,5 +519,10 @@ def edit_config(
             config = doc.config()
         except ConfigError as e:
             raise ConfigEditError(f"refused, the file would become invalid: {e.message}") from None
-        write_atomically(target, doc.text())
+        try:
+            write_atomically(target, doc.text())
+        except OSError as exc:
+            # A full disk fails in write() or fsync(), which name no file: name mail.cfg,
+            # so the command line says which file could not be written.
+            raise name_path(exc, target) from None
     return result, config

@@ -26,6 +26,7 @@ timeout; the runner calls it from a worker thread.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -80,7 +81,18 @@ class FileLock:
         """Try to take the lock; wait up to ``timeout`` seconds. Return True if held."""
         if self._fd is not None:
             raise RuntimeError("FileLock is not re-entrant")
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            # A filesystem remounted read-only (the kernel does so after I/O errors):
+            # flock works on a read-only descriptor, and a session that can still read
+            # its mail should get it. A missing lock file cannot be made: EROFS stands.
+            try:
+                fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise exc from None
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -38,6 +38,7 @@ the runner calls these methods from many worker threads and processes at once.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -228,9 +229,14 @@ def _publish(tmp_path: str, new_dir: str, key: str, hook: Callable[[str], None] 
 
 
 def _unlink_quietly(path: str) -> None:
+    # Cleanup after a failure: the caller is already raising the error that matters
+    # (ENOSPC, EIO...), which must reach the client's reply and the log, not one from
+    # this unlink on the same sick disk. A tmp/ file left behind is never visible and
+    # clean_tmp removes it later; a message left in new/ after a failed directory fsync
+    # may be delivered twice by the client's retry, the safe side of losing none.
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
@@ -260,7 +266,8 @@ class MaildirMailbox:
         if create:
             self._create()
         elif not all(os.path.isdir(os.path.join(self._path, d)) for d in ("tmp", "new", "cur")):
-            raise FileNotFoundError(f"not a Maildir: {self._path}")
+            # errno and filename set, so describe() and str() both name the folder.
+            raise FileNotFoundError(errno.ENOENT, "not a Maildir", self._path)
 
     def _create(self) -> None:
         made = False
@@ -626,6 +633,10 @@ class MaildirDropSession(DropSession):
                     self._mailbox.set_flags(entry.key, current.flags + "S")
             except MessageGone:
                 continue  # removed by a MUA meanwhile: nothing to mark
+            except OSError:
+                # The seen flag is a courtesy to MUAs on the same Maildir; a folder that
+                # cannot be written (read-only, full) must not fail the QUIT for it.
+                return
 
     def _unlock(self) -> None:
         self._lock.release()

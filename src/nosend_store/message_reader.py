@@ -23,6 +23,7 @@ import stat
 from typing import BinaryIO, Protocol
 
 from .drop import MessageGone
+from .faults import name_path
 
 __all__ = [
     "READ_CHUNK",
@@ -62,13 +63,20 @@ def read_some(f: BinaryIO, limit: int) -> tuple[bytes, bool]:
     Loops because a drop's reader may return short reads before its end."""
     parts: list[bytes] = []
     size = 0
-    while size < limit:
-        data = f.read(limit - size)
-        if not data:
-            f.close()
-            return b"".join(parts), True  # one part: the same object, not a copy
-        parts.append(data)
-        size += len(data)
+    try:
+        while size < limit:
+            data = f.read(limit - size)
+            if not data:
+                f.close()
+                return b"".join(parts), True  # one part: the same object, not a copy
+            parts.append(data)
+            size += len(data)
+    except OSError as exc:
+        # A read error (EIO from a failing disk) names no file: name the message's.
+        name = getattr(f, "name", None)
+        if isinstance(name, str):
+            name_path(exc, name)
+        raise
     return b"".join(parts), False
 
 

@@ -23,7 +23,10 @@ and a crashed transport's claim vanishes with its process. A message leaves the 
 only through a claim whose every recipient is done (DESIGN invariant 3), after the
 delivery status notification, if any, was handed durably to ``bounce_sink``.
 
-Times are POSIX seconds taken from the injectable ``clock`` unless passed in.
+Times are POSIX seconds taken from the injectable ``clock`` unless passed in. They are
+wall-clock times because they outlive the process; a clock that jumps must not stall
+the queue: a next attempt further ahead than the longest retry interval is due at once,
+and an arrival time ahead of the clock is moved to now, so that expiry still comes.
 
 Must not: speak SMTP, pick links, or look up local mailboxes (``bounce_sink`` does).
 """
@@ -47,6 +50,7 @@ from ._durable import (
     fsync_dir,
 )
 from .dsn import DsnRecipient, build_dsn, status_from_reply
+from .faults import name_path
 from .locks import FileLock
 from .maildir import MaildirMailbox
 
@@ -339,6 +343,8 @@ def _write_new(path: str, data: bytes) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
+    except OSError as exc:
+        raise name_path(exc, path) from None
     finally:
         os.close(fd)
 
@@ -410,7 +416,9 @@ class QueueClaim:
 
     def reschedule(self, next_attempt: float) -> None:
         """Set the next attempt time and persist it (e.g. ``0.0``: "flush the queue now",
-        as an administrator or a link coming up may ask)."""
+        as an administrator or a link coming up may ask). A time further ahead than the
+        retry policy's ``max_interval`` is taken for one set before the clock went back:
+        :meth:`OutboundQueue.due` lists the entry at once."""
         self._entry = replace(self._entry, next_attempt=next_attempt)
         self.save()
 
@@ -440,6 +448,11 @@ class QueueClaim:
         try:
             now = self._queue.now() if now is None else now
             entry = self._entry
+            if entry.created > now:
+                # The clock went back past the message's arrival: its age counts from
+                # now, so it expires at most expire_after from here, not once the clock
+                # has caught up with the old arrival time.
+                entry = replace(entry, created=now)
             if self._recorded and count_attempt:
                 attempts = entry.attempts + 1
                 entry = replace(
@@ -579,7 +592,11 @@ class OutboundQueue:
     def due(self, now: float | None = None) -> list[QueueEntry]:
         """Entries whose next attempt time has come (``now`` defaults to the clock)."""
         now = self.now() if now is None else now
-        return [e for e in self.entries() if e.next_attempt <= now]
+        # No backoff waits longer than max_interval: a next attempt further ahead than that
+        # was scheduled before the clock went back, and is due now rather than when the
+        # clock catches up again (maybe years later).
+        horizon = now + self.policy.max_interval
+        return [e for e in self.entries() if e.next_attempt <= now or e.next_attempt > horizon]
 
     # -- claims --------------------------------------------------------------------------
 
@@ -772,7 +789,9 @@ class OutboundQueue:
         for entry in self.entries():
             overdue = entry.pending and now >= entry.created + self.policy.expire_after
             warn = bool(self._delay_warnings(entry, now))
-            if not (overdue or warn or entry.notify_pending or not entry.pending):
+            # An arrival time ahead of the clock (it went back) is set right by finish().
+            future = entry.created > now
+            if not (overdue or warn or future or entry.notify_pending or not entry.pending):
                 continue
             claim = self.claim(entry.id)
             if claim is None:

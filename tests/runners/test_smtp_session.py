@@ -357,7 +357,7 @@ async def test_commit_failure_replies_451_and_leaves_nothing(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken_commit(self: QueueWriter, crash_hook: object = None) -> str:
-        raise OSError(28, "No space left on device")
+        raise OSError(5, "Input/output error")  # ENOSPC answers 452 (test_faults_*)
 
     monkeypatch.setattr(QueueWriter, "commit", broken_commit)
     async with Harness(smtp_session, "smtp", config=config, peer=STRANGER) as h:

@@ -47,11 +47,13 @@ from nosend_runners.session.smtp import serve_smtp
 from nosend_store.config import Config
 from nosend_store.drop import DropSession
 from nosend_store.dsn import DsnRecipient, build_dsn
+from nosend_store.faults import describe, is_full
 from nosend_store.maildir import LockBusy, MaildirMailbox
 from nosend_store.queue import Envelope, OutboundQueue, Recipient
 from nosend_store.queue_drop import QueueDrop
 
 __all__ = [
+    "STORAGE_FULL",
     "MailBackend",
     "MailSMTPSession",
     "MailPOP3Session",
@@ -60,6 +62,12 @@ __all__ = [
     "run_smtp",
     "run_pop3",
 ]
+
+
+#: The reply when the disk (or a quota) is full: RFC 5321 section 4.2.2 "452 insufficient
+#: system storage", RFC 3463 section 3.4 X.3.1 "mail system full". Temporary: the client
+#: keeps the message and tries again; other store failures answer 451 4.3.0.
+STORAGE_FULL = Reply(452, "Insufficient system storage, try again later", "4.3.1")
 
 
 @dataclass(slots=True)
@@ -257,7 +265,8 @@ class MailSMTPSession(_Login):
         )
         # The files are created by the first write (often the commit itself): a small
         # message costs one worker-thread call; a failure to create them shows at the
-        # end of the body as 451 4.3.0, like any other store failure.
+        # end of the body as 451 4.3.0 (452 4.3.1 on a full disk), like any other store
+        # failure.
         return _MailBody(self.config, ctx, tx, sink, txid, info.helo)
 
     def reset(self) -> None:
@@ -269,7 +278,7 @@ class _MailBody:
     """The body sink of one transaction: a :class:`MessageSink` driven from the event
     loop through ``ctx.run_blocking``, failures turned into replies."""
 
-    __slots__ = ("config", "ctx", "tx", "sink", "txid", "helo", "failed", "too_large")
+    __slots__ = ("config", "ctx", "tx", "sink", "txid", "helo", "failed", "too_large", "full")
 
     def __init__(
         self,
@@ -288,6 +297,7 @@ class _MailBody:
         self.helo = helo
         self.failed = False  # the files could not be opened or written, or too_large
         self.too_large = False  # the header block is over MAX_HEADER_BLOCK (submission)
+        self.full = False  # the store failed for want of space (452 rather than 451)
 
     @property
     def size(self) -> int:
@@ -304,8 +314,11 @@ class _MailBody:
         except HeaderTooLarge:
             self.too_large = self.failed = True
         except OSError as exc:
-            self.ctx.log.error("store_failed", step="write", error=type(exc).__name__, id=self.txid)
+            # The one line for this failure (finish() answers without logging again).
+            self.ctx.log.error("store_failed", step="write", id=self.txid, **describe(exc))
             self.failed = True
+            self.full = is_full(exc)
+            await self.abort()  # free the space the partial copies hold, now
 
     async def finish(self, data: bytes) -> Reply:
         """Commit (250 once every copy is durable) or answer what went wrong."""
@@ -317,7 +330,7 @@ class _MailBody:
         sink = self.sink
         if sink is None or self.failed:
             await self.abort()
-            return replies.LOCAL_ERROR
+            return STORAGE_FULL if self.full else replies.LOCAL_ERROR
         try:
             # finish() takes back what it wrote on any failure: nothing left to abort.
             delivered: Delivered = await ctx.run_blocking(sink.finish, data)
@@ -325,8 +338,8 @@ class _MailBody:
             ctx.log.warning("message_rejected", reason="header-size", id=self.txid)
             return replies.HEADER_TOO_LARGE
         except OSError as exc:
-            ctx.log.error("store_failed", step="commit", error=type(exc).__name__, id=self.txid)
-            return replies.LOCAL_ERROR
+            ctx.log.error("store_failed", step="commit", id=self.txid, **describe(exc))
+            return STORAGE_FULL if is_full(exc) else replies.LOCAL_ERROR
         finally:
             self.sink = None
         if tx.success and tx.sender:
@@ -359,7 +372,7 @@ class _MailBody:
         try:
             await ctx.run_blocking(self._write_success_report, delivered)
         except (OSError, LookupError) as exc:
-            ctx.log.error("dsn_failed", id=self.txid, error=type(exc).__name__)
+            ctx.log.error("dsn_failed", id=self.txid, **describe(exc))
             return
         ctx.log.event("dsn", id=self.txid, action="delivered", rcpts=len(self.tx.success))
 

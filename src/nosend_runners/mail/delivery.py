@@ -12,8 +12,8 @@ Commit is all or nothing as far as the client can tell: every copy is made durab
 (file fsynced, linked into ``new/`` or renamed into ``active/``, directory fsynced) before
 :meth:`MessageSink.commit` returns, and only then may the session reply 250 (DESIGN
 invariant 1). If any copy fails, the copies already committed are deleted again and the
-error is raised, so the session replies 451 4.3.0 and the client's retry does not leave
-duplicates.
+error is raised (naming its file), so the session replies 451 4.3.0 (452 4.3.1 when the
+disk is full) and the client's retry does not leave duplicates.
 
 Must not: speak SMTP, decide who may receive (policy did that at RCPT time), or hold a
 whole message in memory. Every method except the constructor does blocking file work:
@@ -411,7 +411,7 @@ class MessageSink:
         return Delivered(keys, queue_id, self._size, self.message_id)
 
     def _take_back(self, done: list[tuple[MaildirMailbox, str]], exc: BaseException) -> None:
-        # The client will be told 451 and retry: what was already visible must go.
+        # The client will be told 451 (or 452) and retry: what was already visible must go.
         for box, key in done:
             try:
                 box.delete([key])

@@ -391,7 +391,7 @@ class AsyncioAcceptor:
         loop = asyncio.get_running_loop()
         fd = raw.fileno()
         tcp = raw.family in (socket.AF_INET, socket.AF_INET6)  # asked once: an enum lookup
-        registered = stopped = False
+        registered = stopped = failing = False
 
         def resume() -> None:
             nonlocal registered
@@ -401,7 +401,7 @@ class AsyncioAcceptor:
                 registered = True
 
         def acceptable() -> None:
-            nonlocal registered
+            nonlocal registered, failing
             for _ in range(ACCEPT_BATCH):
                 try:
                     sock, address = raw.accept()
@@ -412,11 +412,17 @@ class AsyncioAcceptor:
                         return
                     # EMFILE/ENFILE/ECONNABORTED: keep serving those already connected,
                     # and try again shortly rather than spin on a socket still readable.
-                    _log.error("accept on %s failed: %s", service, exc)
+                    # Logged once per spell, not ten lines a second onto a small disk.
+                    if not failing:
+                        _log.error("accept on %s failed, retrying: %s", service, exc)
+                        failing = True
                     loop.remove_reader(fd)
                     registered = False
                     loop.call_later(0.1, resume)
                     return
+                if failing:
+                    _log.warning("accepting on %s again", service)
+                    failing = False
                 try:
                     if tcp:
                         # Replies are written whole; Nagle would only delay the last

@@ -139,8 +139,11 @@ class FileAuthFailureTracker(AuthFailureTracker):
             return
         try:
             table = json.loads(raw)
+            # Stamps ahead of the clock were written before it went back: dropped, or
+            # the lockout would last until the clock caught up again (maybe years).
+            now = self._clock()
             loaded = {
-                str(client): [_entry(item) for item in entries]
+                str(client): [e for e in map(_entry, entries) if float(e[0]) <= now]
                 for client, entries in table.items()
                 if isinstance(entries, list)
             }

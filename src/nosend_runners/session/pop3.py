@@ -59,6 +59,7 @@ from nosend_runners.session.login import check_login
 from nosend_runners.session.wire import Abort, WireSession, serve_until_done
 from nosend_store import message_reader
 from nosend_store.drop import MessageGone
+from nosend_store.faults import describe
 
 __all__ = ["POP3Session", "serve_pop3", "pop3_session"]
 
@@ -178,7 +179,7 @@ class POP3Session(WireSession):
             await self.write(conn.send(LoginRejected("maildrop already locked", "IN-USE")))
             return
         except OSError as exc:
-            ctx.log.error("login_failed", user=name, error=type(exc).__name__)
+            ctx.log.error("login_failed", user=name, **describe(exc))
             await self.write(conn.send(LoginRejected("cannot open the maildrop", "SYS/TEMP")))
             return
         assert self.drop is not None
@@ -217,7 +218,7 @@ class POP3Session(WireSession):
                     message_reader.open_and_read, drop, event.msgno, follow
                 )
             except (MessageGone, KeyError, OSError) as exc:
-                ctx.log.warning("retr_failed", msgno=event.msgno, error=type(exc).__name__)
+                ctx.log.warning("retr_failed", msgno=event.msgno, **describe(exc))
                 await self.write(
                     conn.send(MessageUnavailable("message cannot be read", "SYS/TEMP"))
                 )
@@ -240,7 +241,7 @@ class POP3Session(WireSession):
                         message_reader.read_some, f, message_reader.READ_CHUNK
                     )
                 except OSError as exc:
-                    ctx.log.error("retr_failed", msgno=event.msgno, error=type(exc).__name__)
+                    ctx.log.error("retr_failed", msgno=event.msgno, **describe(exc))
                     raise Abort from None  # part of it was sent: only closing is honest
         finally:
             if f is not None and not eof:
@@ -282,7 +283,7 @@ class POP3Session(WireSession):
         try:
             removed = await ctx.run_blocking(drop.commit)
         except OSError as exc:
-            ctx.log.error("update_failed", deleted=len(event.msgnos), error=type(exc).__name__)
+            ctx.log.error("update_failed", deleted=len(event.msgnos), **describe(exc))
             await self.write(conn.send(UpdateFailed()))
             return
         finally:

@@ -235,9 +235,19 @@ class SMTPSession(WireSession):
 
     async def on_bdat_chunk_end(self, event: BdatChunkEnd) -> Reply:
         sink = self.sink
-        if self.accepted is None or (sink is not None and sink.failed):
+        if self.accepted is None:
             await self.end_transaction()
-            return replies.LOCAL_ERROR  # RFC 3030 section 2: a failed chunk ends it
+            return replies.LOCAL_ERROR
+        if sink is not None and sink.failed:
+            # RFC 3030 section 2: a failed chunk ends the transaction. The sink answers
+            # its failure in finish() (452 4.3.1 for a full disk), as after DATA.
+            self.sink = None
+            self.pending.clear()
+            try:
+                reply = await sink.finish(b"")
+            finally:
+                await self.end_transaction()
+            return reply if reply.code >= 400 else replies.LOCAL_ERROR
         return Reply(250, f"{event.size} octets received")
 
     async def on_end_of_data(self, event: EndOfData) -> Reply:
