@@ -32,6 +32,10 @@ Decisions, for a link that costs by the minute and drops without warning:
   recipient delivered; a message whose outcome did not arrive is released unrecorded
   (no attempt counted, no backoff) and goes again, whole, next cycle. Claims are file
   locks, so a ``kill -9`` releases them too.
+* Before a body over 16 KiB, the relay waits for the results of the messages before
+  it (one round trip per big message, none for small ones): a call that drops during a
+  long upload then never makes an earlier message, accepted but not yet confirmed, go
+  twice.
 * Results are recorded (``finish``, which fsyncs) as each message's final reply
   arrives, while the batch goes on: a crash later in the cycle re-sends nothing the
   server already accepted. (A crash between the server's 250 and our fsync re-sends that
@@ -431,7 +435,8 @@ async def relay_queue(
                 item.outgoing = Outgoing(
                     item, _transaction(claim.entry, eight_bit),
                     functools.partial(_body, claim), claim.entry.wire_size,
-                    limits.for_size(claim.entry.wire_size))
+                    limits.for_size(claim.entry.wire_size),
+                    checkpoint=claim.entry.wire_size > _SMALL)
                 cycle.items.append(item)
         if cycle is not None and cycle.items:
             cycle.emit(TransferStarted(name, "out", len(cycle.items),

@@ -110,6 +110,9 @@ class Outgoing:
     ``body()`` opens the stored message afresh and yields its chunks (any line ends; the
     engine sends CRLF only). ``key`` is the caller's, handed back with the result.
     ``size``: octets as stored, for progress. ``time_limit``: seconds (inf: none).
+    ``checkpoint``: before this message starts, wait until every message sent before it
+    has its result (one round trip), so that a link dropping during this (long) body
+    cannot leave an earlier message delivered but unconfirmed, to be sent again.
     """
 
     key: object
@@ -117,6 +120,7 @@ class Outgoing:
     body: Callable[[], Iterator[bytes]]
     size: int
     time_limit: float = math.inf
+    checkpoint: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +344,7 @@ class _Pump:
         self.inflight: list[tuple[Outgoing, float]] = []  # (message, deadline)
         self.eof = False
         self.exhausted = False
+        self.upcoming: Outgoing | None = None  # taken from ``pending``, not yet begun
 
     def _deadline(self) -> tuple[float, Outgoing | None]:
         """The earliest deadline in flight, or the idle bound when nothing is."""
@@ -424,7 +429,13 @@ class _Pump:
                 await self._write(engine.data_to_send())
                 if engine.state is ClientState.READY and not self.eof:
                     if not self.exhausted:
-                        outgoing = next(self.pending, None)
+                        if self.upcoming is None:
+                            self.upcoming = next(self.pending, None)
+                        outgoing = self.upcoming
+                        if outgoing is not None and outgoing.checkpoint and self.inflight:
+                            await self._wait()  # the earlier results first (a checkpoint)
+                            continue
+                        self.upcoming = None
                         if outgoing is not None:
                             limit = anyio.current_time() + outgoing.time_limit
                             self.inflight.append((outgoing, limit))
