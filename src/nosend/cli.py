@@ -27,6 +27,9 @@ def _command_modules() -> list[ModuleType]:
         pass
     else:
         modules.append(serve)
+    from nosend import accounts, exchange  # noqa: PLC0415
+
+    modules += [accounts, exchange]
     return modules
 
 
