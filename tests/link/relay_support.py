@@ -124,6 +124,7 @@ class ScriptedSMTP:
         self.stall_subject = stall_subject
         self.received: list[tuple[list[str], bytes]] = []
         self.connections = 0
+        self.stalled = threading.Event()  # set once a body is held without an answer
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._stop = threading.Event()
@@ -192,6 +193,7 @@ class ScriptedSMTP:
                 if not data:
                     return
                 if self.stall_subject is not None and self.stall_subject in body:
+                    self.stalled.set()
                     self._stop.wait(60)  # never answers: the client's time limit must act
                     return
                 self.received.append((accepted, body))
