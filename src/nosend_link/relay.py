@@ -49,6 +49,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -62,6 +63,7 @@ from nosend_link.transfer_events import (
     TransferFinished,
     TransferStarted,
 )
+from nosend_proto import LocalProtocolError, RemoteProtocolError
 from nosend_proto.smtp_client_events import (
     MessageResult,
     OriginalRecipient,
@@ -218,7 +220,13 @@ def _open_queue(config: Config, clock: Callable[[], float]) -> OutboundQueue | N
 
 
 def _eight_bit(claim: QueueClaim) -> bool:
-    """Whether the stored message holds octets over 127 (when the envelope does not say)."""
+    """Whether the message must go as 8BITMIME: declared so, or octets over 127 found.
+
+    The file is read rather than the envelope trusted for 7BIT: an 8-bit octet in a body
+    declared 7-bit would make the engine stop mid-message (RFC 6152).
+    """
+    if (claim.entry.envelope.body or "").upper() == "8BITMIME":
+        return True
     with claim.open_message() as handle:
         while chunk := handle.read(64 * 1024):
             if not chunk.isascii():
@@ -247,15 +255,21 @@ def _transaction(entry: QueueEntry, eight_bit: bool) -> Transaction:
     )
 
 
-@dataclass
 class _Item:
-    """One claimed message during the cycle."""
+    """One claimed message during the cycle; it is its own ``Outgoing.key``."""
 
-    position: int
-    claim: QueueClaim
-    outgoing: Outgoing
-    done: bool = False
+    def __init__(self, position: int, claim: QueueClaim, eight_bit: bool,
+                 limits: TimeLimit) -> None:
+        self.position = position
+        self.claim = claim
+        self.done = False
+        size = claim.entry.wire_size
+        self.outgoing = Outgoing(
+            self, _transaction(claim.entry, eight_bit), functools.partial(_body, claim),
+            size, limits.for_size(size), checkpoint=size > _SMALL)
 
+
+Outcome = Literal["sent", "deferred", "refused"]
 
 _LOCAL_REPLIES = {
     # RFC 1870 section 6 / RFC 3463: 5.3.4 "message too big for system".
@@ -282,6 +296,7 @@ class _Cycle:
         self.queue = queue
         self.progress = progress
         self.items: list[_Item] = []
+        self.size_limit: int | None = None  # the server's SIZE, for the refusal text
         self.sent = self.deferred = self.failed = 0
         self.message_bytes = 0
 
@@ -295,12 +310,12 @@ class _Cycle:
             return resolution.mailboxes[0]
         return entry.sender or None
 
-    def done(self, item: _Item, outcome: str) -> None:
+    def done(self, item: _Item, outcome: Outcome) -> None:
         item.done = True
         entry = item.claim.entry
         self.emit(MessageDone(
             self.account.name, "out", item.position, len(self.items), entry.wire_size,
-            outcome, self.user_of(entry)))  # type: ignore[arg-type]
+            outcome, self.user_of(entry)))
 
     def on_bytes(self, outgoing: Outgoing, done: int) -> None:
         item = outgoing.key
@@ -361,8 +376,6 @@ class _Cycle:
         if delivered:
             self.message_bytes += claim.entry.wire_size
         self.done(item, "sent" if delivered else "deferred" if deferred else "refused")
-
-    size_limit: int | None = None
 
     def timed_out(self, item: _Item, limit: float) -> None:
         claim = item.claim
@@ -430,14 +443,8 @@ async def relay_queue(
             skipped += len(wanted) - len(claims)
             limits = message_timeout
             for position, claim in enumerate(claims, 1):
-                eight_bit = await anyio.to_thread.run_sync(_eight_bit_of, claim)
-                item = _Item(position, claim, None)  # type: ignore[arg-type]
-                item.outgoing = Outgoing(
-                    item, _transaction(claim.entry, eight_bit),
-                    functools.partial(_body, claim), claim.entry.wire_size,
-                    limits.for_size(claim.entry.wire_size),
-                    checkpoint=claim.entry.wire_size > _SMALL)
-                cycle.items.append(item)
+                eight_bit = await anyio.to_thread.run_sync(_eight_bit, claim)
+                cycle.items.append(_Item(position, claim, eight_bit, limits))
         if cycle is not None and cycle.items:
             cycle.emit(TransferStarted(name, "out", len(cycle.items),
                                        sum(i.claim.entry.wire_size for i in cycle.items)))
@@ -457,6 +464,8 @@ async def relay_queue(
                     error = "a second message stalled; the rest waits for the next cycle"
     except (SMTPClientError, UpstreamError, SecretError) as exc:
         error = str(exc)
+    except (RemoteProtocolError, LocalProtocolError) as exc:
+        error = f"protocol error: {exc}"
     except OSError as exc:
         error = f"{type(exc).__name__}: {exc.strerror or exc}"
     finally:
@@ -511,15 +520,6 @@ def _claim_all(queue: OutboundQueue, entries: list[QueueEntry]) -> list[QueueCla
             continue
         claims.append(claim)
     return claims
-
-
-def _eight_bit_of(claim: QueueClaim) -> bool:
-    body = (claim.entry.envelope.body or "").upper()
-    if body == "8BITMIME":
-        return True
-    if body == "7BIT":
-        return False
-    return _eight_bit(claim)
 
 
 def _body(claim: QueueClaim) -> Iterator[bytes]:

@@ -14,7 +14,13 @@ import pytest
 from nosend.exchange import ProgressPrinter
 from nosend_link.transfer_events import BytesMoved, MessageDone, TransferFinished, TransferStarted
 from tests.cli.test_admin import run
-from tests.interop.conftest import NosendServer, TLSFiles, build_server, make_tls_files
+from tests.interop.conftest import (
+    NosendServer,
+    TLSFiles,
+    build_server,
+    free_port,
+    make_tls_files,
+)
 from tests.link.relay_support import ScriptedSMTP, boat_config, enqueue, entries, message, queue_of
 
 
@@ -61,9 +67,7 @@ def test_exchange_relays_the_queue_and_prints_a_summary(
 def test_exchange_fails_when_the_smarthost_is_unreachable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with ScriptedSMTP() as closed:
-        port = closed.port
-    config = boat_config(tmp_path, port, tls="none", user=None)
+    config = boat_config(tmp_path, free_port(), tls="none", user=None)  # nobody listens
     qid = enqueue(config, message(1))
     status, out, err = run(capsys, monkeypatch, "exchange", "--config", str(config.path))
     assert status == 1

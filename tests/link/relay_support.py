@@ -131,7 +131,13 @@ class ScriptedSMTP:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
+        """Stop listening (shutdown first: a thread blocked in accept() would otherwise
+        keep the socket listening after close())."""
         self._stop.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
 
     def __enter__(self) -> ScriptedSMTP:
