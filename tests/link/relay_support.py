@@ -113,13 +113,15 @@ class ScriptedSMTP:
 
     ``rcpt(address)`` returns the reply line for that RCPT (``"250 ok"``, ``"451 ..."``,
     ``"550 ..."``). It offers PIPELINING, SIZE ``size`` and 8BITMIME, no CHUNKING, no
-    TLS, no AUTH; bodies are kept in ``received`` as (recipients, body) pairs. ``stall``:
-    after this many messages, stop answering (to test time limits).
+    TLS, no AUTH; bodies are kept in ``received`` as (recipients, body) pairs. A body
+    holding ``stall_subject`` is never answered (to test time limits); ``pipelining=False``
+    leaves PIPELINING out of EHLO (a lock-step server).
     """
 
     def __init__(self, rcpt: Script | None = None, size: int = 10_000_000,
-                 stall_after: int | None = None, stall_subject: bytes | None = None) -> None:
+                 stall_subject: bytes | None = None, pipelining: bool = True) -> None:
         self.rcpt = rcpt or (lambda address: "250 2.1.5 ok")
+        self.pipelining = pipelining
         self.size = size
         self.stall_subject = stall_subject
         self.received: list[tuple[list[str], bytes]] = []
@@ -176,7 +178,8 @@ class ScriptedSMTP:
                 return
             verb = line[:4].upper()
             if verb == b"EHLO":
-                conn.sendall(b"250-scripted.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                pipelining = b"250-PIPELINING\r\n" if self.pipelining else b""
+                conn.sendall(b"250-scripted.test\r\n" + pipelining + b"250-8BITMIME\r\n"
                              b"250 SIZE %d\r\n" % self.size)
             elif verb == b"MAIL":
                 rcpts, accepted = [], []

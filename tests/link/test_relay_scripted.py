@@ -142,3 +142,15 @@ def test_order_is_size_class_then_age() -> None:
              E("mid", 40_000, 0.5)]
     ordered = sorted(queue, key=relay_order)  # type: ignore[arg-type]
     assert [e.id for e in ordered] == ["small-old", "small-new", "mid", "big-old"]
+
+
+def test_a_lock_step_server_gets_every_message_one_command_at_a_time(tmp_path: Path) -> None:
+    with ScriptedSMTP(pipelining=False) as server:
+        config = boat_config(tmp_path, server.port, tls="none", user=None)
+        for n in (1, 2, 3):
+            enqueue(config, message(n), ["a@far.test", "b@far.test"])
+        report = relay(config, message_timeout=FAST)
+    assert report.ok and report.sent == 3 and entries(config) == []
+    assert [rcpts for rcpts, _ in server.received] == [["a@far.test", "b@far.test"]] * 3
+    # MAIL, two RCPTs, DATA and the body each wait for their reply: five per message.
+    assert report.round_trips >= 3 * 5

@@ -28,7 +28,7 @@ def smarthost(tmp_path: Path, certificate: TLSFiles) -> Iterator[NosendServer]:
     root = tmp_path / "smarthost"
     root.mkdir()
     # Loopback is trusted by default; the boat logs in anyway, as it would on the net.
-    server = build_server(root, certificate, ("submission",), trusted_networks="")
+    server = build_server(root, certificate, ("submission", "smtps"), trusted_networks="")
     server.start()
     try:
         yield server
@@ -149,3 +149,17 @@ def test_an_untrusted_certificate_sends_nothing(
     report = relay(config, message_timeout=FAST)
     assert not report.ok and "certificate" in (report.error or "")
     assert len(entries(config)) == 1 and smarthost.messages("alice") == []
+
+
+def test_implicit_tls_on_the_smtps_port(
+    tmp_path: Path, smarthost: NosendServer, certificate: TLSFiles
+) -> None:
+    root = tmp_path / "boat"
+    root.mkdir()
+    config = boat_config(root, smarthost.port("smtps"), tls="implicit",
+                         ca_file=certificate.cert)
+    enqueue(config, message(1))
+    report = relay(config, message_timeout=FAST)
+    assert report.ok and report.sent == 1, report
+    [raw] = smarthost.messages("alice")
+    assert b"with ESMTPSA" in raw
