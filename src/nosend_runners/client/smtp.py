@@ -215,13 +215,13 @@ class SMTPClientSession:
                     f"{self._where()}: the server closed the session: {_reply_text(event.reply)}")
             elif isinstance(event, Ready):
                 if login is None:
-                    return self._opened(event, None)
+                    return self._opened(None)
                 await self.upstream.send(engine.send(Authenticate(
                     login.user, login.secret, login.mechanisms,
                     host=self.upstream.host, port=self.upstream.port)))
             elif isinstance(event, AuthSucceeded):
                 assert engine.state is ClientState.READY
-                return self._opened(None, event.mechanism)
+                return self._opened(event.mechanism)
             elif isinstance(event, AuthFailed):
                 await self.quit()
                 why = {
@@ -232,7 +232,7 @@ class SMTPClientSession:
                 }.get(event.reason, _reply_text(event.reply))
                 raise SMTPClientError(f"{self._where()}: login failed: {why}")
 
-    def _opened(self, ready: Ready | None, mechanism: str | None) -> SessionInfo:
+    def _opened(self, mechanism: str | None) -> SessionInfo:
         self.info = SessionInfo(
             self._greeting, self.engine.extensions, self.engine.tls_active, mechanism)
         return self.info
