@@ -295,7 +295,8 @@ class _Cycle:
         self.account = account
         self.queue = queue
         self.progress = progress
-        self.items: list[_Item] = []
+        self.items: list[_Item] = []  # claimed so far, in order
+        self.planned = 0  # messages the cycle set out to send (TransferStarted.messages)
         self.size_limit: int | None = None  # the server's SIZE, for the refusal text
         self.sent = self.deferred = self.failed = 0
         self.message_bytes = 0
@@ -314,7 +315,7 @@ class _Cycle:
         item.done = True
         entry = item.claim.entry
         self.emit(MessageDone(
-            self.account.name, "out", item.position, len(self.items), entry.wire_size,
+            self.account.name, "out", item.position, self.planned, entry.wire_size,
             outcome, self.user_of(entry)))
 
     def on_bytes(self, outgoing: Outgoing, done: int) -> None:
@@ -433,35 +434,26 @@ async def relay_queue(
             skipped += 1  # waits, untouched, for a link that may carry it
         else:
             wanted.append(entry)
-    cycle = _Cycle(config, account, queue, progress) if queue is not None else None
+    if queue is None or not wanted:
+        return RelayReport(account=name, skipped=skipped)
+    cycle = _Cycle(config, account, queue, progress)
+    source = _Source(queue, wanted, cycle, message_timeout)
+    cycle.planned = len(wanted)
     error: str | None = None
     connections = 0
+    cycle.emit(TransferStarted(name, "out", len(wanted), sum(e.wire_size for e in wanted)))
     try:
-        if cycle is not None and wanted:
-            assert queue is not None
-            claims = await anyio.to_thread.run_sync(_claim_all, queue, wanted)
-            skipped += len(wanted) - len(claims)
-            limits = message_timeout
-            for position, claim in enumerate(claims, 1):
-                eight_bit = await anyio.to_thread.run_sync(_eight_bit, claim)
-                cycle.items.append(_Item(position, claim, eight_bit, limits))
-        if cycle is not None and cycle.items:
-            cycle.emit(TransferStarted(name, "out", len(cycle.items),
-                                       sum(i.claim.entry.wire_size for i in cycle.items)))
-            login = await anyio.to_thread.run_sync(account_login, account)
-            for _attempt in range(2):  # the first connection, and one after a stall
-                rest = [i for i in cycle.items if not i.done]
-                if not rest:
-                    break
-                connections += 1
-                stalled = await _one_connection(
-                    config, account, cycle, rest, login, local_meter,
-                    idle_timeout=idle_timeout, connect_timeout=connect_timeout)
-                if stalled is None:
-                    break
-            else:
-                if any(not i.done for i in cycle.items):
-                    error = "a second message stalled; the rest waits for the next cycle"
+        login = await anyio.to_thread.run_sync(account_login, account)
+        for _attempt in range(2):  # the first connection, and one after a stall
+            connections += 1
+            stalled = await _one_connection(
+                config, account, cycle, source, login, local_meter,
+                idle_timeout=idle_timeout, connect_timeout=connect_timeout)
+            if stalled is None or not source.more():
+                break
+        else:
+            if source.more():
+                error = "a second message stalled; the rest waits for the next cycle"
     except (SMTPClientError, UpstreamError, SecretError) as exc:
         error = str(exc)
     except (RemoteProtocolError, LocalProtocolError) as exc:
@@ -469,34 +461,90 @@ async def relay_queue(
     except OSError as exc:
         error = f"{type(exc).__name__}: {exc.strerror or exc}"
     finally:
-        if cycle is not None:
-            for item in cycle.items:
-                if not item.done:
-                    item.claim.release()
-    if cycle is not None:
-        left = [i for i in cycle.items if not i.done]
-        for item in left:
-            cycle.done(item, "deferred")  # released unrecorded: due again next cycle
-        cycle.deferred += len(left)
-        if left and error is None:
-            error = "the link dropped before every message was sent"
-        if cycle.items:
-            cycle.emit(TransferFinished(name, "out", error is None, error))
+        for item in cycle.items:
+            if not item.done:
+                item.claim.release()
+    left = source.abandon()
+    if left and error is None:
+        error = "the link dropped before every message was sent"
+    cycle.emit(TransferFinished(name, "out", error is None, error))
     if meter is not None:
         meter.add(local_meter)
     return RelayReport(
         account=name,
-        sent=cycle.sent if cycle else 0,
-        deferred=cycle.deferred if cycle else 0,
-        failed=cycle.failed if cycle else 0,
-        skipped=skipped,
-        message_bytes=cycle.message_bytes if cycle else 0,
+        sent=cycle.sent,
+        deferred=cycle.deferred,
+        failed=cycle.failed,
+        skipped=skipped + source.skipped,
+        message_bytes=cycle.message_bytes,
         bytes_sent=local_meter.bytes_sent,
         bytes_received=local_meter.bytes_received,
         round_trips=local_meter.round_trips,
         connections=connections,
         error=error,
     )
+
+
+class _Source:
+    """The messages of a cycle, claimed one at a time as the session asks for the next.
+
+    Claiming late keeps one open lock file per message *in flight*, not per queued
+    message: a queue of thousands after a long outage must not run out of descriptors.
+    """
+
+    def __init__(self, queue: OutboundQueue, entries: list[QueueEntry], cycle: _Cycle,
+                 limits: TimeLimit) -> None:
+        self.queue = queue
+        self.entries = entries
+        self.cycle = cycle
+        self.limits = limits
+        self.position = 0  # how many of ``entries`` were taken
+        self.skipped = 0
+
+    def more(self) -> bool:
+        """Whether anything is left: claimed without a result, or not taken yet."""
+        return self.position < len(self.entries) or any(
+            not i.done for i in self.cycle.items)
+
+    def outgoing(self) -> Iterator[Outgoing]:
+        """The unfinished claimed messages (after a reconnect), then the rest in order."""
+        for item in [i for i in self.cycle.items if not i.done]:
+            yield item.outgoing
+        while self.position < len(self.entries):
+            entry = self.entries[self.position]
+            self.position += 1
+            claim = self.queue.claim(entry.id)
+            if claim is None or not claim.entry.pending:
+                # Held by another transport (or the POP3 queue drop), or done meanwhile.
+                if claim is not None:
+                    claim.release()
+                self.skipped += 1
+                continue
+            try:
+                eight_bit = _eight_bit(claim)
+            except BaseException:
+                claim.release()
+                raise
+            item = _Item(self.position, claim, eight_bit, self.limits)
+            self.cycle.items.append(item)
+            yield item.outgoing
+
+    def abandon(self) -> int:
+        """Count what this cycle leaves queued unrecorded (claims are released already)."""
+        cycle = self.cycle
+        left = 0
+        for item in cycle.items:
+            if not item.done:
+                cycle.done(item, "deferred")  # released unrecorded: due again next cycle
+                left += 1
+        for position in range(self.position, len(self.entries)):
+            entry = self.entries[position]
+            cycle.emit(MessageDone(cycle.account.name, "out", position + 1, len(self.entries),
+                                   entry.wire_size, "deferred", cycle.user_of(entry)))
+            left += 1
+        self.position = len(self.entries)
+        cycle.deferred += left
+        return left
 
 
 def _candidates(
@@ -507,19 +555,6 @@ def _candidates(
         wanted = set(only)
         entries = [e for e in entries if e.id in wanted]
     return [e for e in entries if e.pending]
-
-
-def _claim_all(queue: OutboundQueue, entries: list[QueueEntry]) -> list[QueueClaim]:
-    claims = []
-    for entry in entries:
-        claim = queue.claim(entry.id)
-        if claim is None:
-            continue  # another transport (or the POP3 queue drop) holds it
-        if not claim.entry.pending:
-            claim.release()
-            continue
-        claims.append(claim)
-    return claims
 
 
 def _body(claim: QueueClaim) -> Iterator[bytes]:
@@ -533,14 +568,14 @@ async def _one_connection(
     config: Config,
     account: Account,
     cycle: _Cycle,
-    items: list[_Item],
+    source: _Source,
     login: Login | None,
     meter: LinkMeter,
     *,
     idle_timeout: float,
     connect_timeout: float,
 ) -> _Item | None:
-    """Open, log in, send ``items``; the item that stalled, if one did."""
+    """Open, log in, send what ``source`` gives; the item that stalled, if one did."""
     upstream = await open_upstream(
         account.host, account.port, tls=account.tls, ca_file=account.ca_file,
         fingerprint=account.fingerprint, timeout=idle_timeout,
@@ -550,8 +585,7 @@ async def _one_connection(
         info = await session.open(login)
         cycle.size_limit = info.extensions.size
         try:
-            await session.send([i.outgoing for i in items], cycle.on_result,
-                               on_bytes=cycle.on_bytes)
+            await session.send(source.outgoing(), cycle.on_result, on_bytes=cycle.on_bytes)
         except MessageTimedOut as exc:
             item = exc.outgoing.key
             assert isinstance(item, _Item)

@@ -126,7 +126,7 @@ def test_kill_9_mid_relay_loses_nothing(tmp_path: Path) -> None:
             assert stalling.stalled.wait(30), proc.communicate(timeout=5)
         finally:
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            proc.communicate(timeout=10)  # reaps it and closes our ends of its pipes
     assert proc.returncode == -signal.SIGKILL
     [left] = entries(config)
     assert left.id == qid and left.attempts == 0 and all(not r.done for r in left.recipients)
