@@ -13,6 +13,7 @@ import pytest
 
 from nosend.exchange import ProgressPrinter
 from nosend_link.transfer_events import BytesMoved, MessageDone, TransferFinished, TransferStarted
+from nosend_store.queue import Envelope
 from tests.cli.test_admin import run
 from tests.interop.conftest import (
     NosendServer,
@@ -142,3 +143,25 @@ def test_kill_9_mid_relay_loses_nothing(tmp_path: Path) -> None:
     assert len(good.received) == 1 and good.received[0][1].endswith(
         message(1, size=30_000).replace(b"\n", b"\r\n"))
     assert entries(config) == []
+
+
+def test_a_queue_larger_than_the_descriptor_limit_goes_in_one_cycle(tmp_path: Path) -> None:
+    """Claims are taken as messages go: 300 queued messages under a limit of 128 open
+    files (a long outage on a small box) all leave in one exchange."""
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    with ScriptedSMTP() as server:
+        config = boat_config(tmp_path, server.port, tls="none", user=None)
+        queue = queue_of(config)
+        for n in range(300):
+            queue.enqueue(Envelope.simple("skipper@boat.example", ["a@far.test"]),
+                          [message(n)])
+        done = subprocess.run(
+            [sys.executable, "-m", "nosend", "exchange", "--config", str(config.path)],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=120, preexec_fn=low_limit)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert b"upstream: ok: 300 sent" in done.stdout
+    assert len(server.received) == 300 and entries(config) == []
