@@ -72,6 +72,9 @@ from nosend_proto.smtp_client_events import (
     SMTPClientConfig,
     Transaction,
 )
+from nosend_proto.smtp_client_events import (
+    RecipientResult as RcptAnswer,
+)
 from nosend_runners.client.connection import LinkMeter, UpstreamError, open_upstream
 from nosend_runners.client.smtp import (
     Login,
@@ -340,33 +343,17 @@ class _Cycle:
                 failed += 1
         else:
             answered = {id(rr.recipient): rr for rr in result.recipients}
-            final = result.reply
             for recipient in outgoing.transaction.recipients:
-                rr = answered.get(id(recipient))
-                if rr is None:
-                    # Never answered, and the connection is gone: try again later.
-                    reply = _text(final) if final is not None else "451 4.4.2 connection lost"
-                    claim.record(recipient.address, RecipientResult.deferred(reply, host))
-                    deferred += 1
-                elif not rr.accepted:
-                    reply = _text(rr.reply)
-                    if rr.temporary:
-                        claim.record(recipient.address, RecipientResult.deferred(reply, host))
-                        deferred += 1
-                    else:
-                        claim.record(recipient.address, RecipientResult.failed(reply, host))
-                        failed += 1
-                elif result.accepted:
-                    assert final is not None
+                kind, reply = _verdict(answered.get(id(recipient)), result)
+                if kind == "delivered":
                     claim.record(recipient.address, RecipientResult.delivered(
-                        _text(final), host, relayed=result.dsn_dropped))
+                        reply, host, relayed=result.dsn_dropped))
                     delivered += 1
-                elif final is None or result.temporary:
-                    reply = _text(final) if final else "451 4.4.2 connection lost"
+                elif kind == "deferred":
                     claim.record(recipient.address, RecipientResult.deferred(reply, host))
                     deferred += 1
                 else:
-                    claim.record(recipient.address, RecipientResult.failed(_text(final), host))
+                    claim.record(recipient.address, RecipientResult.failed(reply, host))
                     failed += 1
         # Recorded at once, so that a crash later in the cycle re-sends nothing the
         # server accepted; a few milliseconds of fsync, on the event loop on purpose.
@@ -387,6 +374,33 @@ class _Cycle:
         claim.finish()
         self.deferred += 1
         self.done(item, "deferred")
+
+
+def _verdict(
+    answer: RcptAnswer | None, result: MessageResult
+) -> tuple[Literal["delivered", "deferred", "failed"], str]:
+    """What one recipient's RCPT answer and the message's outcome mean for the queue.
+
+    2xx to RCPT and to the body: delivered. A 4xx anywhere that decided it: deferred.
+    A 5xx: failed. A 503 to RCPT ("bad sequence", RFC 5321 section 4.2.4) only repeats
+    that MAIL FROM was refused in a pipelined group: the MAIL reply decides, so a
+    temporary refusal of the sender never becomes a permanent one for the recipient.
+    No answer at all (the connection ended) is temporary.
+    """
+    final = result.reply
+    if answer is not None and answer.reply.code == 503 and final is not None \
+            and final.code != 503:
+        answer = None
+    if answer is not None and not answer.accepted:
+        return ("deferred" if answer.temporary else "failed"), _text(answer.reply)
+    if result.accepted:
+        assert final is not None
+        return "delivered", _text(final)
+    if final is None:
+        return "deferred", "451 4.4.2 the connection ended before the server answered"
+    if 400 <= final.code < 500:
+        return "deferred", _text(final)
+    return "failed", _text(final)
 
 
 def _text(reply: Reply) -> str:

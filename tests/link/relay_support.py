@@ -115,12 +115,15 @@ class ScriptedSMTP:
     ``"550 ..."``). It offers PIPELINING, SIZE ``size`` and 8BITMIME, no CHUNKING, no
     TLS, no AUTH; bodies are kept in ``received`` as (recipients, body) pairs. A body
     holding ``stall_subject`` is never answered (to test time limits); ``pipelining=False``
-    leaves PIPELINING out of EHLO (a lock-step server).
+    leaves PIPELINING out of EHLO (a lock-step server). ``mail`` is the answer to every
+    MAIL FROM; after a refused one, RCPT gets 503 as real servers answer.
     """
 
     def __init__(self, rcpt: Script | None = None, size: int = 10_000_000,
-                 stall_subject: bytes | None = None, pipelining: bool = True) -> None:
+                 stall_subject: bytes | None = None, pipelining: bool = True,
+                 mail: str = "250 2.1.0 ok") -> None:
         self.rcpt = rcpt or (lambda address: "250 2.1.5 ok")
+        self.mail = mail
         self.pipelining = pipelining
         self.size = size
         self.stall_subject = stall_subject
@@ -172,6 +175,7 @@ class ScriptedSMTP:
         conn.sendall(b"220 scripted.test ESMTP\r\n")
         rcpts: list[str] = []
         accepted: list[str] = []
+        mail_ok = False
         while True:
             line = read()
             if not line:
@@ -183,7 +187,10 @@ class ScriptedSMTP:
                              b"250 SIZE %d\r\n" % self.size)
             elif verb == b"MAIL":
                 rcpts, accepted = [], []
-                conn.sendall(b"250 2.1.0 ok\r\n")
+                mail_ok = self.mail.startswith("2")
+                conn.sendall(self.mail.encode() + b"\r\n")
+            elif verb == b"RCPT" and not mail_ok:
+                conn.sendall(b"503 5.5.1 need MAIL first\r\n")
             elif verb == b"RCPT":
                 address = line.split(b"<", 1)[1].split(b">", 1)[0].decode()
                 rcpts.append(address)

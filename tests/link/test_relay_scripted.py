@@ -154,3 +154,30 @@ def test_a_lock_step_server_gets_every_message_one_command_at_a_time(tmp_path: P
     assert [rcpts for rcpts, _ in server.received] == [["a@far.test", "b@far.test"]] * 3
     # MAIL, two RCPTs, DATA and the body each wait for their reply: five per message.
     assert report.round_trips >= 3 * 5
+
+
+def test_a_sender_refused_for_now_defers_the_message_whatever_rcpt_said(
+    tmp_path: Path,
+) -> None:
+    """Pipelined: MAIL gets 451 and the RCPTs then get 503. The 503s only echo the
+    refused MAIL (RFC 5321 section 4.2.4); nothing may fail for good."""
+    with ScriptedSMTP(mail="451 4.7.1 greylisted, come back later") as server:
+        config = boat_config(tmp_path, server.port, tls="none", user=None)
+        enqueue(config, message(1), ["a@far.test", "b@far.test"])
+        report = relay(config, message_timeout=FAST)
+    assert report.ok and (report.sent, report.deferred, report.failed) == (0, 1, 0)
+    [left] = entries(config)
+    assert [r.state for r in left.recipients] == ["pending", "pending"]
+    assert "greylisted" in (left.last_error or "") and _reports(config) == []
+
+
+def test_a_sender_refused_for_good_fails_the_message_with_the_mail_reply(
+    tmp_path: Path,
+) -> None:
+    with ScriptedSMTP(mail="553 5.7.1 sender not allowed") as server:
+        config = boat_config(tmp_path, server.port, tls="none", user=None)
+        enqueue(config, message(1), ["a@far.test"])
+        report = relay(config, message_timeout=FAST)
+    assert report.ok and report.failed == 1 and entries(config) == []
+    [dsn] = _reports(config)
+    assert b"553 5.7.1 sender not allowed" in dsn and b"503" not in dsn
