@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 
@@ -87,7 +88,8 @@ def entries(config: Config) -> list[QueueEntry]:
 
 
 def relay(config: Config, *, events: list[TransferEvent] | None = None,
-          meter: LinkMeter | None = None, **kwargs: object) -> RelayReport:
+          meter: LinkMeter | None = None, backend: str = "asyncio",
+          **kwargs: object) -> RelayReport:
     """Run one relay cycle for ``[account upstream]`` to completion."""
     progress: Callable[[TransferEvent], None] | None = (
         events.append if events is not None else None)
@@ -96,7 +98,7 @@ def relay(config: Config, *, events: list[TransferEvent] | None = None,
         return await relay_queue(config, config.accounts["upstream"], progress=progress,
                                  meter=meter, **kwargs)  # type: ignore[arg-type]
 
-    return anyio.run(main)
+    return anyio.run(main, backend=backend)
 
 
 FAST = TimeLimit(base=5.0, min_rate=100_000.0)
@@ -170,8 +172,8 @@ class ScriptedSMTP:
             reader.close()
             conn.close()
 
-    def _dialogue(self, conn: socket.socket, reader: object) -> None:
-        read = reader.readline  # type: ignore[attr-defined]
+    def _dialogue(self, conn: socket.socket, reader: BinaryIO) -> None:
+        read = reader.readline
         conn.sendall(b"220 scripted.test ESMTP\r\n")
         rcpts: list[str] = []
         accepted: list[str] = []

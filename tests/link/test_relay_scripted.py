@@ -9,8 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from nosend_link.relay import TimeLimit, relay_order, size_class
-from nosend_link.transfer_events import MessageDone, TransferFinished, TransferStarted
+from nosend_link.transfer_events import (
+    MessageDone,
+    TransferEvent,
+    TransferFinished,
+    TransferStarted,
+)
 from nosend_runners.client.connection import LinkMeter
+from nosend_store.config import Config
 from nosend_store.maildir import MaildirMailbox
 from tests.link.link_proxy import LinkProxy
 from tests.link.relay_support import (
@@ -24,8 +30,8 @@ from tests.link.relay_support import (
 )
 
 
-def _reports(config: object, mailbox: str = "skipper") -> list[bytes]:
-    box = MaildirMailbox(config.maildir_path(mailbox))  # type: ignore[attr-defined]
+def _reports(config: Config, mailbox: str = "skipper") -> list[bytes]:
+    box = MaildirMailbox(config.maildir_path(mailbox))
     out = []
     for msg in box.list_messages():
         with box.open_message(msg.key) as handle:
@@ -46,7 +52,7 @@ def test_2xx_delivered_4xx_deferred_5xx_failed_with_a_report(tmp_path: Path) -> 
         config = boat_config(tmp_path, server.port, tls="none", user=None)
         mixed = enqueue(config, message(1), ["ok@far.test", "later@far.test", "bad@far.test"])
         doomed = enqueue(config, message(2), ["bad@far.test"])
-        events: list[object] = []
+        events: list[TransferEvent] = []
         report = relay(config, events=events, message_timeout=FAST)
     assert report.ok, report
     assert (report.sent, report.deferred, report.failed) == (1, 1, 2)

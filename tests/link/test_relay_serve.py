@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nosend_store.config import Config
 from tests.interop.conftest import NosendServer, TLSFiles, build_server, make_tls_files
 from tests.link.link_proxy import LinkProxy
 from tests.link.relay_support import FAST, boat_config, enqueue, entries, message, relay
@@ -36,7 +37,7 @@ def smarthost(tmp_path: Path, certificate: TLSFiles) -> Iterator[NosendServer]:
         server.stop()
 
 
-def _boat(tmp_path: Path, port: int, certificate: TLSFiles) -> object:
+def _boat(tmp_path: Path, port: int, certificate: TLSFiles) -> Config:
     root = tmp_path / "boat"
     root.mkdir()
     return boat_config(root, port, ca_file=certificate.cert)
@@ -52,19 +53,20 @@ def _subjects(server: NosendServer) -> list[str]:
     return sorted(out)
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_starttls_auth_and_one_connection_for_the_whole_queue(
-    tmp_path: Path, smarthost: NosendServer, certificate: TLSFiles
+    tmp_path: Path, smarthost: NosendServer, certificate: TLSFiles, backend: str
 ) -> None:
     with LinkProxy("127.0.0.1", smarthost.port("submission")) as proxy:
         config = _boat(tmp_path, proxy.port, certificate)
         for n in range(8):
-            enqueue(config, message(n))  # type: ignore[arg-type]
-        report = relay(config, message_timeout=FAST)  # type: ignore[arg-type]
+            enqueue(config, message(n, size=5_000 * n))
+        report = relay(config, message_timeout=FAST, backend=backend)
         counts = proxy.counters.snapshot()
     assert report.ok, report
     assert report.sent == 8 and report.connections == 1
     assert counts["connections"] == 1
-    assert entries(config) == []  # type: ignore[arg-type]
+    assert entries(config) == []
     assert _subjects(smarthost) == sorted(f"note {n}" for n in range(8))
     # Every message went through TLS and AUTH, as the smarthost saw it.
     assert all(b"with ESMTPSA" in raw for raw in smarthost.messages("alice"))
@@ -104,19 +106,19 @@ def test_a_call_cut_mid_message_loses_nothing_and_sends_it_whole_once(
     with LinkProxy("127.0.0.1", smarthost.port("submission"), cut_up=60_000) as proxy:
         config = _boat(tmp_path, proxy.port, certificate)
         for n in range(3):
-            enqueue(config, message(n))  # type: ignore[arg-type]
-        big = enqueue(config, message(9, size=200_000))  # type: ignore[arg-type]
-        first = relay(config, message_timeout=FAST)  # type: ignore[arg-type]
+            enqueue(config, message(n))
+        big = enqueue(config, message(9, size=200_000))
+        first = relay(config, message_timeout=FAST)
         assert proxy.counters.snapshot()["cuts"] == 1, first
         # Nothing recorded for the cut message: no attempt, no backoff, still due.
-        [left] = entries(config)  # type: ignore[arg-type]
+        [left] = entries(config)
         assert left.id == big and left.attempts == 0 and left.pending
         assert not first.ok and first.sent == 3 and first.deferred == 1
         assert _subjects(smarthost) == ["note 0", "note 1", "note 2"]
         proxy.cut_up = None
-        second = relay(config, message_timeout=FAST)  # type: ignore[arg-type]
+        second = relay(config, message_timeout=FAST)
     assert second.ok and second.sent == 1, second
-    assert entries(config) == []  # type: ignore[arg-type]
+    assert entries(config) == []
     # Exactly one copy of every message, the big one whole.
     assert _subjects(smarthost) == ["note 0", "note 1", "note 2", "note 9"]
     [whole] = [m for m in smarthost.messages("alice") if b"Subject: note 9" in m]
