@@ -179,9 +179,13 @@ async def _fetch(config: Config, account: Account, progress: ProgressPrinter,
         return _Outcome(account.name, False,
                         "POP3 fetching is not available in this build yet")
     report = await fetch_account(config, account, progress=progress, meter=meter)
-    ok = bool(getattr(report, "ok", False))
-    error = getattr(report, "error", None)
-    return _Outcome(account.name, ok, "fetched" if ok else f"failed: {error or 'see above'}")
+    # FetchReport: fetched, held, deleted, errors (texts without secrets), ok.
+    text = (f"{getattr(report, 'fetched', 0)} fetched, {getattr(report, 'held', 0)} held, "
+            f"{getattr(report, 'deleted', 0)} deleted")
+    errors = tuple(getattr(report, "errors", ()) or ())
+    if errors:
+        text += "; " + "; ".join(str(e) for e in errors)
+    return _Outcome(account.name, bool(getattr(report, "ok", False)), text)
 
 
 def _exchange(args: argparse.Namespace) -> int:

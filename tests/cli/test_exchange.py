@@ -165,3 +165,57 @@ def test_a_queue_larger_than_the_descriptor_limit_goes_in_one_cycle(tmp_path: Pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert b"upstream: ok: 300 sent" in done.stdout
     assert len(server.received) == 300 and entries(config) == []
+
+
+class _FakeFetchReport:
+    def __init__(self, ok: bool) -> None:
+        self.ok, self.fetched, self.held, self.deleted = ok, 2 if ok else 0, 0, 2 if ok else 0
+        self.errors = () if ok else ("pop.example.net:995: login refused",)
+
+
+def test_exchange_fetches_pop3_accounts_after_the_queue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fetch is the fetch module's (tested there); here only its wiring: called for
+    each pop3 account after the relay, its events counted, its report in the summary."""
+    import types
+
+    from nosend_store.config_edit import edit_config
+
+    calls: list[str] = []
+
+    async def fetch_account(config: object, account: object, **kwargs: object) -> object:
+        name = account.name  # type: ignore[attr-defined]
+        calls.append(name)
+        progress = kwargs["progress"]
+        assert callable(progress) and kwargs["meter"] is not None
+        ok = name == "isp"
+        if ok:
+            progress(TransferStarted(name, "in", 2, 3000))
+            progress(MessageDone(name, "in", 1, 2, 1000, "fetched"))
+            progress(MessageDone(name, "in", 2, 2, 2000, "fetched"))
+        progress(TransferFinished(name, "in", ok))
+        return _FakeFetchReport(ok)
+
+    fake = types.ModuleType("nosend_link.fetch")
+    fake.fetch_account = fetch_account  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "nosend_link.fetch", fake)
+    with ScriptedSMTP() as server:
+        config = boat_config(tmp_path, server.port, tls="none", user=None)
+        for name in ("isp", "other"):
+            edit_config(config.path, lambda doc, n=name: doc.add_account(n, [
+                ("type", "pop3"), ("host", "pop.example.net"), ("tls", "implicit"),
+                ("user", "boat"), ("secret_command", "true"), ("deliver_to", "skipper")]))
+        enqueue(config, message(1))
+        status, out, err = run(capsys, monkeypatch, "exchange", "--config", str(config.path))
+    assert calls == ["isp", "other"]
+    assert status == 1  # "other" failed
+    lines = out.splitlines()
+    assert lines[0] == "sent 1 message (81 B), received 2 messages (2.9 KB)"
+    assert lines[2].startswith("upstream: ok: 1 sent")
+    assert lines[3] == "isp: ok: 2 fetched, 0 held, 2 deleted"
+    assert lines[4] == "other: FAILED: 0 fetched, 0 held, 0 deleted; " \
+        "pop.example.net:995: login refused"
+    status, out, _ = run(capsys, monkeypatch, "exchange", "--config", str(config.path),
+                         "--account", "isp")
+    assert status == 0 and calls[-1] == "isp"
