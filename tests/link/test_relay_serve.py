@@ -165,3 +165,24 @@ def test_implicit_tls_on_the_smtps_port(
     assert report.ok and report.sent == 1, report
     [raw] = smarthost.messages("alice")
     assert b"with ESMTPSA" in raw
+
+
+@pytest.mark.parametrize("pin", ["right", "wrong", "no-verify"])
+def test_a_pinned_fingerprint_or_tls_verify_no_instead_of_a_ca(
+    tmp_path: Path, smarthost: NosendServer, certificate: TLSFiles, pin: str
+) -> None:
+    root = tmp_path / "boat"
+    root.mkdir()
+    if pin == "no-verify":
+        line = "tls_verify = no"
+    else:
+        value = certificate.fingerprint() if pin == "right" else "AB:" * 31 + "AB"
+        line = f"fingerprint = {value}"
+    config = boat_config(root, smarthost.port("submission"), line)
+    enqueue(config, message(1))
+    report = relay(config, message_timeout=FAST)
+    if pin == "wrong":
+        assert not report.ok and "fingerprint" in (report.error or "")
+        assert len(entries(config)) == 1 and smarthost.messages("alice") == []
+    else:
+        assert report.ok and report.sent == 1, report
