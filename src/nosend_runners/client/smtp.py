@@ -348,10 +348,13 @@ class _Pump:
 
     def _deadline(self) -> tuple[float, Outgoing | None]:
         """The earliest deadline in flight, or the idle bound when nothing is."""
-        if not self.inflight:
-            return anyio.current_time() + self.idle, None
-        outgoing, limit = min(self.inflight, key=lambda pair: pair[1])
-        return limit, outgoing
+        if self.inflight:
+            outgoing, limit = min(self.inflight, key=lambda pair: pair[1])
+            if limit != math.inf:
+                return limit, outgoing
+        # Nothing in flight, or no limit given: the connection's idle bound, whose
+        # expiry is treated as a dropped link (never an unbounded wait).
+        return anyio.current_time() + self.idle, None
 
     def _feed(self, item: _Item) -> None:
         if self.eof:
