@@ -24,6 +24,12 @@ handed to the engine until its :class:`MessageResult`; waits and writes are boun
 the earliest limit of the messages in flight. When one is exceeded :class:`MessageTimedOut`
 is raised naming that message; the connection is then unusable (close it): the server
 discards a transaction whose body it did not receive whole, so nothing is half-delivered.
+With nothing in flight (or no finite limit) the connection's idle timeout bounds a wait,
+and its expiry is handled as a dropped link.
+
+Checkpoints. An :class:`Outgoing` with ``checkpoint`` set is begun only once every
+message before it has its result: the caller marks long bodies so, and a call that
+drops during one never leaves an earlier message accepted but unconfirmed.
 """
 
 from __future__ import annotations
