@@ -658,6 +658,7 @@ def _queue_list(args: argparse.Namespace) -> int:
             f"{pending}/{len(e.recipients)} recipient{'s' if len(e.recipients) != 1 else ''}"
             " pending"
         )
+    print("queued mail waits for `nosend exchange` or a link")
     print(f"{len(entries)} message{'s' if len(entries) != 1 else ''}")
     return 0
 

@@ -472,6 +472,43 @@ class ConfigDocument:
             return
         self.set_value("schedule", "", key, value)
 
+    # -- accounts ----------------------------------------------------------------------
+
+    def accounts(self) -> list[str]:
+        """Transport account names (``[account NAME]``), in file order."""
+        return [
+            t.section_name
+            for t in self._tokens()
+            if t.kind == "section" and t.section_type == "account"
+        ]
+
+    def add_account(self, name: str, entries: list[tuple[str, str]]) -> None:
+        """Add ``[account name]`` with ``key = value`` lines, after the last account
+        (else at the end); ``ConfigEditError`` if it exists."""
+        if name in self.accounts():
+            raise ConfigEditError(f"account {name!r} already exists")
+        for _, value in entries:
+            self._check_value(value)
+        body = [f"[account {name}]", *(f"{key} = {value}" for key, value in entries)]
+        last = self._last_section_of("account")
+        if last is not None:
+            self._insert(self._last_content(*last) + 1, ["", *body])
+        else:
+            self._append_section(body, before="")
+
+    def remove_account(self, name: str) -> None:
+        """Remove ``[account name]`` (``ConfigEditError`` if absent)."""
+        span = self._section("account", name)
+        if span is None:
+            raise ConfigEditError(f"no account {name!r}")
+        start, end = span
+        tokens = self._tokens()
+        last = start
+        for j in range(start + 1, end):
+            if tokens[j].kind in ("entry", "word"):
+                last = j
+        self._delete_section(start, last + 1)
+
     # -- sections ----------------------------------------------------------------------
 
     def _append_section(self, body: list[str], before: str) -> None:

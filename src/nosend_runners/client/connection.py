@@ -198,10 +198,12 @@ async def open_upstream(
     timeout: float = 60.0,
     connect_timeout: float = 60.0,
     meter: LinkMeter | None = None,
+    verify: bool = True,
 ) -> UpstreamConnection:
     """Connect to ``host:port``; with ``tls="implicit"`` finish the TLS handshake first
     (RFC 8314). With ``"starttls"`` the caller calls :meth:`UpstreamConnection.start_tls`
-    when the protocol says so; with ``"none"`` TLS is never used."""
+    when the protocol says so; with ``"none"`` TLS is never used. ``verify=False``: the
+    certificate is not checked (``tls_verify = no``; a fingerprint still pins)."""
     where = f"{host}:{port}"
     try:
         with anyio.fail_after(connect_timeout):
@@ -211,7 +213,8 @@ async def open_upstream(
     except OSError as exc:
         raise UpstreamError(f"{where}: cannot connect: {exc.strerror or exc}") from None
     raw = _CountingStream(sock, meter if meter is not None else LinkMeter())
-    context = None if tls == "none" else client_context(ca_file=ca_file, fingerprint=fingerprint)
+    context = None if tls == "none" else client_context(
+        ca_file=ca_file, fingerprint=fingerprint, verify=verify)
     stream: anyio.abc.ByteStream = raw
     if tls == "implicit":
         assert context is not None

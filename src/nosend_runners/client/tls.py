@@ -47,12 +47,20 @@ def normalise_fingerprint(text: str) -> str:
 
 
 def client_context(
-    *, ca_file: str | Path | None = None, fingerprint: str | None = None
+    *, ca_file: str | Path | None = None, fingerprint: str | None = None, verify: bool = True
 ) -> ssl.SSLContext:
-    """A client context for one account's rules (see the module docstring)."""
+    """A client context for one account's rules (see the module docstring).
+
+    ``verify=False`` (an account's ``tls_verify = no``) encrypts without checking who
+    answers: chain and name are not verified. A ``fingerprint`` still pins.
+    """
     if ca_file is not None and fingerprint is not None:
         raise ValueError("give ca_file or fingerprint, not both")
-    if fingerprint is not None:
+    if fingerprint is None and not verify:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif fingerprint is not None:
         normalise_fingerprint(fingerprint)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         # The pin replaces CA and name checks; check_fingerprint() is then mandatory.
