@@ -551,7 +551,8 @@ def _config_check(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"nosend: {path}: {problem}", file=sys.stderr)
         return 1
-    warning = file_mode_warning(path)
+    run_as = config.server.run_as
+    warning = file_mode_warning(path, service_gid=run_as.gid if run_as is not None else None)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     for line, message in config.warnings:

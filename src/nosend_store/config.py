@@ -75,6 +75,7 @@ from nosend_store._config_model import (
     ListenAddress,
     Mailbox,
     Resolution,
+    RunAs,
     ServerOptions,
 )
 from nosend_store._config_sections import parse_config
@@ -85,6 +86,7 @@ __all__ = [
     "read_config_text",
     "ListenAddress",
     "ServerOptions",
+    "RunAs",
     "Mailbox",
     "Alias",
     "Link",
