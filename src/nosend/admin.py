@@ -607,9 +607,38 @@ def _config_path_cmd(args: argparse.Namespace) -> int:
 # -- queue ---------------------------------------------------------------------------
 
 
-def _open_queue(args: argparse.Namespace) -> OutboundQueue | None:
-    """The configured queue, or None when it was never created (nothing queued yet)."""
-    config = load_config(_config_path(args))
+def _as_service_user(config: Config, path: Path) -> None:
+    """Run the rest of a command that writes in the data folder as ``user =``, if set.
+
+    As root, the queue entries, delivery reports and Maildir files it would make would
+    belong to root, and a server running as the service user could not read or remove
+    them (``nosend-maintain.service`` runs as root). So the command gives up root too.
+    """
+    from nosend.privileges import (  # noqa: PLC0415
+        PrivilegeError,
+        drop_privileges,
+        give_data_dir,
+        plan_switch,
+    )
+
+    try:
+        run_as = plan_switch(config.server.run_as, path)
+        if run_as is not None:
+            give_data_dir(config.server.data_dir, run_as, recursive=False)
+            drop_privileges(run_as)
+    except PrivilegeError as e:
+        raise UserError(str(e)) from None
+
+
+def _open_queue(args: argparse.Namespace, *, write: bool = False) -> OutboundQueue | None:
+    """The configured queue, or None when it was never created (nothing queued yet).
+
+    With ``write`` the command goes on as the service user (:func:`_as_service_user`).
+    """
+    path = _config_path(args)
+    config = load_config(path)
+    if write:
+        _as_service_user(config, path)
     if not config.server.queue_dir.is_dir():
         return None
     return OutboundQueue(config.server.queue_dir, hostname=config.server.hostname)
@@ -709,7 +738,7 @@ def _message_headers(queue: OutboundQueue, qid: str, limit: int = 64 * 1024) -> 
 
 
 def _queue_delete(args: argparse.Namespace) -> int:
-    queue = _open_queue(args)
+    queue = _open_queue(args, write=True)
     entry = _entry(queue, args.id)
     assert queue is not None
     claim = queue.claim(entry.id)
@@ -728,7 +757,7 @@ def _queue_delete(args: argparse.Namespace) -> int:
 
 
 def _queue_retry(args: argparse.Namespace) -> int:
-    queue = _open_queue(args)
+    queue = _open_queue(args, write=True)
     ids = list(args.id) if args.id else ([e.id for e in queue.entries()] if queue else [])
     for qid in ids:
         _entry(queue, qid)
@@ -759,7 +788,10 @@ def _queue_maintain(args: argparse.Namespace) -> int:
     # the same again on stderr (logging's last-resort handler), so it goes nowhere.
     quiet = logging.Logger("nosend.housekeeping")
     quiet.addHandler(logging.NullHandler())
-    summary = housekeep(load_config(_config_path(args)), log=SessionLog(quiet))
+    path = _config_path(args)
+    config = load_config(path)
+    _as_service_user(config, path)
+    summary = housekeep(config, log=SessionLog(quiet))
     print(
         f"expired {summary.expired}, reports sent {summary.notified}, "
         f"reports failed {summary.notify_failed}, tmp files removed {summary.tmp_removed}"

@@ -47,7 +47,7 @@ import os
 import signal
 import socket
 import stat
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 import anyio
 import anyio.abc
@@ -138,14 +138,19 @@ async def run_inetd(
     read_fd: int = 0,
     write_fd: int = 1,
     handle_signals: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve one ``service`` session on the inherited connection, then return.
 
     With ``handle_signals`` (the command line), SIGTERM/SIGINT shut the session down
-    gracefully, as under ``nosend serve``.
+    gracefully, as under ``nosend serve``. ``on_ready`` is called once the certificate
+    and key are read, before a byte of the connection is: the CLI gives up root there
+    (``user =`` in ``mail.cfg``).
     """
     env = os.environ if environ is None else environ
     ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+    if on_ready is not None:
+        on_ready()
     inner, peer = await _open_connection(env, read_fd, write_fd)
     limits: LimitSettings = settings.limits
     auth_failures: AuthFailureTracker
