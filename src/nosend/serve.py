@@ -5,6 +5,11 @@ activation) and runs until SIGTERM/SIGINT; SIGHUP re-reads ``mail.cfg``. With no
 configuration file it first writes a working default and prints the generated password
 once. ``inetd SERVICE`` runs one session on the connection on stdin/stdout, for
 openbsd-inetd, xinetd, systemd ``Accept=yes`` or socat.
+
+With ``user =`` in ``[server]`` and started as root, both give up root
+(:mod:`nosend.privileges`): ``serve`` once its ports are bound and its TLS files read,
+before it accepts a connection or reads any mail; ``inetd`` once its TLS files and log
+are open, before it reads the connection.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ examples (one connection per process; see README.md for xinetd and systemd):
   # /etc/inetd.conf
   smtp  stream tcp nowait root /usr/local/bin/nosend nosend inetd smtp
   pop3  stream tcp nowait root /usr/local/bin/nosend nosend inetd pop3
+  # started as root, it runs the session as mail.cfg's `user =` (if set)
   # or, to try it without a super-server:
   socat TCP-LISTEN:2525,fork,reuseaddr EXEC:'nosend inetd smtp'
 """

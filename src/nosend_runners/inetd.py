@@ -35,6 +35,11 @@ Examples (``--log-file`` or syslog: never stderr, which is the socket)::
     # socat, for a quick test:
     socat TCP-LISTEN:2525,reuseaddr,fork EXEC:"nosend inetd smtp"
 
+The process runs as the user the super-server names (the fifth column of inetd.conf,
+xinetd's ``user``, systemd's ``User=``). Started as root with ``user =`` in
+``mail.cfg``, the CLI gives up root through ``run_inetd``'s ``on_ready``, after the TLS
+files are read and before the connection is.
+
 Connection limits under inetd are the super-server's job (xinetd ``instances`` and
 ``per_source``, openbsd-inetd ``nowait.N``). The per-address lockout after repeated
 authentication failures holds across connections: each process reads and updates the
