@@ -26,6 +26,7 @@ from nosend_store import passwords
 from nosend_store.config import (
     Config,
     ConfigError,
+    RunAs,
     default_config_path,
     default_data_dir,
     file_mode_warning,
@@ -94,6 +95,7 @@ examples:
   nosend init --config ./mail.cfg --data-dir /srv/mail --adopt-data  # keep existing mail
   nosend init --lan --hostname mail.yacht.lan --domain yacht.example  # see README.md
   nosend init --listen 192.168.1.10 --trust 192.168.1.0/24
+  nosend init --user nosend                     # as root: serve then runs as nosend
 """
 _EPILOG_DOMAIN = """\
 examples:
@@ -210,6 +212,12 @@ def register(subparsers: Any) -> None:
         help="also let this network relay without logging in (e.g. 192.168.1.0/24; "
         "read the comment above trusted_networks first)",
     )
+    p.add_argument(
+        "--user",
+        metavar="NAME",
+        help="account nosend serve runs as once its ports are bound (user = NAME); "
+        "as root, mail.cfg is then made readable by its group (0640)",
+    )
     p.set_defaults(handler=_guarded(_init))
 
     sub = group("domain", "manage local domains", _EPILOG_DOMAIN)
@@ -309,6 +317,7 @@ def _init(args: argparse.Namespace) -> int:
             made = make_self_signed(*default_paths(path), [args.hostname, *specific])
         except TLSCertError as e:
             raise UserError(str(e)) from None
+    folder_existed = path.parent.exists()
     try:
         config, chosen = create_config(
             path,
@@ -321,6 +330,7 @@ def _init(args: argparse.Namespace) -> int:
             listen_hosts=listen,
             tls=(made.cert, made.key) if made is not None else None,
             trusted=args.trust,
+            user=args.user,
         )
     except (FileExistsError, ConfigError) as e:
         if made is not None:  # ours, made a moment ago for this file
@@ -333,6 +343,8 @@ def _init(args: argparse.Namespace) -> int:
     if note is not None:
         print(note)
     print(f"created {path}")
+    if config.server.run_as is not None:
+        _share_with_service_user(path, config.server.run_as, made_folder=not folder_existed)
     domain = sorted(config.domains)[0]
     print(f"domain {domain}, mailbox {args.mailbox}, data in {config.server.data_dir}")
     if password is None:
@@ -344,6 +356,31 @@ def _init(args: argparse.Namespace) -> int:
             print(line)
     _print_client_settings(config)
     return 0
+
+
+def _share_with_service_user(path: Path, run_as: RunAs, *, made_folder: bool) -> None:
+    """Let the account of ``user =`` read ``mail.cfg`` (it re-reads it at every reload).
+
+    As root: the file becomes ``root:GROUP 0640``, and its folder ``0750`` with that
+    group if this command made it. A folder that was there already is the
+    administrator's; the command only says when the account cannot enter it.
+    """
+    if os.geteuid() != 0:
+        return
+    os.chown(path, 0, run_as.gid)
+    os.chmod(path, 0o640)
+    folder = path.absolute().parent
+    if made_folder:
+        os.chown(folder, 0, run_as.gid)
+        os.chmod(folder, 0o750)
+    st = folder.stat()
+    if not (st.st_mode & stat.S_IXOTH or (st.st_gid == run_as.gid and st.st_mode & stat.S_IXGRP)):
+        print(
+            f"warning: {run_as.user} cannot enter {folder}, so the server cannot re-read "
+            f"{path.name} at reload: chgrp {run_as.group} {folder}; chmod 750 {folder}",
+            file=sys.stderr,
+        )
+    print(f"{path} is readable by group {run_as.group}: nosend serve runs as {run_as.user}")
 
 
 def _print_client_settings(config: Config) -> None:

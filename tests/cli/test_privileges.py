@@ -71,7 +71,9 @@ def nobody() -> RunAs:
         entry = pwd.getpwnam("nobody")
     except KeyError:
         pytest.fail("no 'nobody' account on this system")
-    return RunAs("nobody", entry.pw_uid, "nogroup", entry.pw_gid)
+    import grp
+
+    return RunAs("nobody", entry.pw_uid, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_gid)
 
 
 @pytest.fixture
@@ -167,3 +169,30 @@ def test_give_data_dir_without_recursion_fixes_only_the_top(nobody: RunAs, data:
     assert give_data_dir(data, nobody, recursive=False) == 4  # data and its 3 folders
     assert owner(data / "mail") == (nobody.uid, nobody.gid)
     assert owner(deep) == (0, 0)
+
+
+def test_init_with_user_lets_its_group_read_mail_cfg(
+    nobody: RunAs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nosend.cli import main
+    from nosend_store.config import load_config
+
+    path = tmp_path / "etc" / "mail.cfg"
+    status = main(["init", "--config", str(path), "--user", "nobody"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert load_config(path).server.run_as == RunAs(
+        "nobody", nobody.uid, nobody.group, nobody.gid, line=nobody_line(path)
+    )
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, nobody.gid, 0o640)
+    folder = path.parent.stat()  # made by init: the group may enter it
+    assert (folder.st_gid, stat.S_IMODE(folder.st_mode)) == (nobody.gid, 0o750)
+    assert f"readable by group {nobody.group}" in out
+    status = main(["init", "--config", str(tmp_path / "x.cfg"), "--user", "no-such-user-x9"])
+    assert status == 1 and "user: no such user 'no-such-user-x9'" in capsys.readouterr().err
+    assert not (tmp_path / "x.cfg").exists()
+
+
+def nobody_line(path: Path) -> int:
+    return path.read_text().split("\n").index("user = nobody") + 1
