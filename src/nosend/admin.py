@@ -645,24 +645,15 @@ def _config_path_cmd(args: argparse.Namespace) -> int:
 
 
 def _as_service_user(config: Config, path: Path) -> None:
-    """Run the rest of a command that writes in the data folder as ``user =``, if set.
+    """Go on as ``user =`` (if set) before writing in the data folder.
 
-    As root, the queue entries, delivery reports and Maildir files it would make would
-    belong to root, and a server running as the service user could not read or remove
-    them (``nosend-maintain.service`` runs as root). So the command gives up root too.
+    ``nosend-maintain.service`` and cron run these as root; what they write must belong
+    to the server (:func:`nosend.privileges.become_service_user`).
     """
-    from nosend.privileges import (  # noqa: PLC0415
-        PrivilegeError,
-        drop_privileges,
-        give_data_dir,
-        plan_switch,
-    )
+    from nosend.privileges import PrivilegeError, become_service_user  # noqa: PLC0415
 
     try:
-        run_as = plan_switch(config.server.run_as, path)
-        if run_as is not None:
-            give_data_dir(config.server.data_dir, run_as, recursive=False)
-            drop_privileges(run_as)
+        become_service_user(config.server.run_as, path, config.server.data_dir)
     except PrivilegeError as e:
         raise UserError(str(e)) from None
 

@@ -25,6 +25,7 @@ from nosend_store.datadir import DATA_SUBDIRS
 
 __all__ = [
     "PrivilegeError",
+    "become_service_user",
     "describe_current",
     "drop_privileges",
     "give_data_dir",
@@ -166,3 +167,18 @@ def give_data_dir(data_dir: Path, run_as: RunAs, *, recursive: bool) -> int:
         for name in files:
             changed += _give(dir_fd, name, run_as, dir_fd=dir_fd, links_ok=links_ok)
     return changed
+
+
+def become_service_user(run_as: RunAs | None, config_path: Path | str, data_dir: Path) -> None:
+    """For a command about to write in the data folder: go on as ``run_as``, if any.
+
+    Started as root, what the command would write (queue entries, delivery reports,
+    Maildir files, fetch state) would belong to root, and a server running as the
+    service user could not read or remove it. So the command hands over the data
+    folder's top folders and gives up root, as the server does. Raises
+    :class:`PrivilegeError` when another non-root user runs it (see :func:`plan_switch`).
+    """
+    target = plan_switch(run_as, config_path)
+    if target is not None:
+        give_data_dir(data_dir, target, recursive=False)
+        drop_privileges(target)
