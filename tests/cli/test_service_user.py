@@ -235,7 +235,10 @@ def made_context(cert: Path) -> ssl.SSLContext:
     return context
 
 
-def test_serve_reload_by_sighup_as_the_account(account: pwd.struct_passwd, place: Path) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_serve_reload_by_sighup_as_the_account(
+    account: pwd.struct_passwd, place: Path, backend: str
+) -> None:
     """A plain SIGHUP (systemctl kill -s HUP) reaches the dropped server's reload."""
     data = place / "data"
     config = write_config(
@@ -250,12 +253,14 @@ def test_serve_reload_by_sighup_as_the_account(account: pwd.struct_passwd, place
     log = place / "serve.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [*NOSEND, "serve", "--config", str(config)],
+            [*NOSEND, "serve", "--config", str(config), "--backend", backend],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
         )  # fmt: skip
     try:
         wait_for(lambda: running_server(data) is not None, "serve did not start", log, proc)
-        assert ids(proc.pid, "Uid") == [account.pw_uid] * 4
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            assert ids(task.name, "Uid") == [account.pw_uid] * 4
+            assert ids(task.name, "Gid") == [account.pw_gid] * 4
         os.kill(proc.pid, signal.SIGHUP)
         wait_for(lambda: ack_path(data).exists(), "no reload acknowledgement", log, proc)
         wait_for(lambda: "configuration reloaded" in log.read_text(), "not reloaded", log, proc)
