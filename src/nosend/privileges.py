@@ -4,9 +4,10 @@ Owns: deciding whether a command started as some user must switch to the ``RunAs
 ``mail.cfg`` (:func:`plan_switch`), handing the data folder to that user while still
 root (:func:`give_data_dir`), the switch itself (:func:`drop_privileges`), which
 checks afterwards that root cannot be regained, and the two together for a command
-about to write in the data folder (:func:`become_service_user`). Used by ``nosend serve`` (after binding
-its ports and reading its TLS files), ``nosend inetd`` (after reading its TLS files,
-before reading the connection) and the admin commands that write in the data folder.
+about to write in the data folder (:func:`become_service_user`). Used by ``nosend
+serve`` (after binding its ports and reading its TLS files), ``nosend inetd`` (after
+reading its TLS files, before reading the connection) and the admin commands that write
+in the data folder.
 Must not: read ``mail.cfg`` (the caller passes what it loaded), open sockets, or follow
 a symbolic link while changing owners as root.
 

@@ -282,7 +282,11 @@ def _serve(args: argparse.Namespace) -> int:
         server_log.info("running as %s", run_as)
         from nosend_store.datadir import data_dir_problem  # noqa: PLC0415
 
-        if problem := data_dir_problem(data_dir):
+        try:
+            problem = data_dir_problem(data_dir)
+        except OSError as exc:  # a folder above it the user may not enter
+            problem = f"data_dir {data_dir}: {exc.strerror or exc}"
+        if problem is not None:
             raise ServerSetupError(f"{path}: as user {run_as.user}: {problem}")
         if hint := _unreadable_hint(path, run_as):
             server_log.warning("%s; a reload (SIGHUP, nosend reload) would fail", hint)

@@ -360,3 +360,44 @@ def test_queue_maintain_as_root_works_as_the_account(
     assert result.returncode == 0, result.stderr
     for path in (data, data / "mail", data / "queue", data / "state"):
         assert path.stat().st_uid == account.pw_uid, path
+
+
+def test_serve_says_at_start_what_the_account_cannot_reach(
+    account: pwd.struct_passwd, place: Path
+) -> None:
+    # mail.cfg left root:root 0600: it starts (read as root) and warns about reloads.
+    config = write_config(
+        place,
+        f"smtp_listen = 127.0.0.1:{free_port()}",
+        "submission_listen =",
+        f"pop3_listen = 127.0.0.1:{free_port()}",
+        f"user = {account.pw_name}",
+    )
+    data = place / "data"
+    log = place / "serve.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*NOSEND, "serve", "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: running_server(data) is not None, "serve did not start", log, proc)
+        text = log.read_text()
+        assert f"{config} cannot be read by user {account.pw_name}" in text
+        assert "a reload (SIGHUP, nosend reload) would fail" in text
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, log.read_text()
+
+    # A data folder inside a folder only root may enter: refused after the switch, with
+    # the reason, instead of a server that answers every message with 451.
+    private = place / "private"
+    private.mkdir(mode=0o700)
+    text = config.read_text().replace(f"data_dir = {data}", f"data_dir = {private / 'data'}")
+    config.write_text(text)
+    result = subprocess.run(
+        [*NOSEND, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert f"as user {account.pw_name}: data_dir {private / 'data'}" in result.stderr
+    assert "Permission denied" in result.stderr
