@@ -26,6 +26,7 @@ from nosend_store import passwords
 from nosend_store.config import (
     Config,
     ConfigError,
+    RunAs,
     default_config_path,
     default_data_dir,
     file_mode_warning,
@@ -94,6 +95,7 @@ examples:
   nosend init --config ./mail.cfg --data-dir /srv/mail --adopt-data  # keep existing mail
   nosend init --lan --hostname mail.yacht.lan --domain yacht.example  # see README.md
   nosend init --listen 192.168.1.10 --trust 192.168.1.0/24
+  nosend init --user nosend                     # as root: serve then runs as nosend
 """
 _EPILOG_DOMAIN = """\
 examples:
@@ -210,6 +212,12 @@ def register(subparsers: Any) -> None:
         help="also let this network relay without logging in (e.g. 192.168.1.0/24; "
         "read the comment above trusted_networks first)",
     )
+    p.add_argument(
+        "--user",
+        metavar="NAME",
+        help="account nosend serve runs as once its ports are bound (user = NAME); "
+        "as root, mail.cfg is then made readable by its group (0640)",
+    )
     p.set_defaults(handler=_guarded(_init))
 
     sub = group("domain", "manage local domains", _EPILOG_DOMAIN)
@@ -309,6 +317,7 @@ def _init(args: argparse.Namespace) -> int:
             made = make_self_signed(*default_paths(path), [args.hostname, *specific])
         except TLSCertError as e:
             raise UserError(str(e)) from None
+    folder_existed = path.parent.exists()
     try:
         config, chosen = create_config(
             path,
@@ -321,6 +330,7 @@ def _init(args: argparse.Namespace) -> int:
             listen_hosts=listen,
             tls=(made.cert, made.key) if made is not None else None,
             trusted=args.trust,
+            user=args.user,
         )
     except (FileExistsError, ConfigError) as e:
         if made is not None:  # ours, made a moment ago for this file
@@ -333,6 +343,8 @@ def _init(args: argparse.Namespace) -> int:
     if note is not None:
         print(note)
     print(f"created {path}")
+    if config.server.run_as is not None:
+        _share_with_service_user(path, config.server.run_as, made_folder=not folder_existed)
     domain = sorted(config.domains)[0]
     print(f"domain {domain}, mailbox {args.mailbox}, data in {config.server.data_dir}")
     if password is None:
@@ -344,6 +356,31 @@ def _init(args: argparse.Namespace) -> int:
             print(line)
     _print_client_settings(config)
     return 0
+
+
+def _share_with_service_user(path: Path, run_as: RunAs, *, made_folder: bool) -> None:
+    """Let the account of ``user =`` read ``mail.cfg`` (it re-reads it at every reload).
+
+    As root: the file becomes ``root:GROUP 0640``, and its folder ``0750`` with that
+    group if this command made it. A folder that was there already is the
+    administrator's; the command only says when the account cannot enter it.
+    """
+    if os.geteuid() != 0:
+        return
+    os.chown(path, 0, run_as.gid)
+    os.chmod(path, 0o640)
+    folder = path.absolute().parent
+    if made_folder:
+        os.chown(folder, 0, run_as.gid)
+        os.chmod(folder, 0o750)
+    st = folder.stat()
+    if not (st.st_mode & stat.S_IXOTH or (st.st_gid == run_as.gid and st.st_mode & stat.S_IXGRP)):
+        print(
+            f"warning: {run_as.user} cannot enter {folder}, so the server cannot re-read "
+            f"{path.name} at reload: chgrp {run_as.group} {folder}; chmod 750 {folder}",
+            file=sys.stderr,
+        )
+    print(f"{path} is readable by group {run_as.group}: nosend serve runs as {run_as.user}")
 
 
 def _print_client_settings(config: Config) -> None:
@@ -551,7 +588,8 @@ def _config_check(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"nosend: {path}: {problem}", file=sys.stderr)
         return 1
-    warning = file_mode_warning(path)
+    run_as = config.server.run_as
+    warning = file_mode_warning(path, service_gid=run_as.gid if run_as is not None else None)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     for line, message in config.warnings:
@@ -606,9 +644,29 @@ def _config_path_cmd(args: argparse.Namespace) -> int:
 # -- queue ---------------------------------------------------------------------------
 
 
-def _open_queue(args: argparse.Namespace) -> OutboundQueue | None:
-    """The configured queue, or None when it was never created (nothing queued yet)."""
-    config = load_config(_config_path(args))
+def _as_service_user(config: Config, path: Path) -> None:
+    """Go on as ``user =`` (if set) before writing in the data folder.
+
+    ``nosend-maintain.service`` and cron run these as root; what they write must belong
+    to the server (:func:`nosend.privileges.become_service_user`).
+    """
+    from nosend.privileges import PrivilegeError, become_service_user  # noqa: PLC0415
+
+    try:
+        become_service_user(config.server.run_as, path, config.server.data_dir)
+    except PrivilegeError as e:
+        raise UserError(str(e)) from None
+
+
+def _open_queue(args: argparse.Namespace, *, write: bool = False) -> OutboundQueue | None:
+    """The configured queue, or None when it was never created (nothing queued yet).
+
+    With ``write`` the command goes on as the service user (:func:`_as_service_user`).
+    """
+    path = _config_path(args)
+    config = load_config(path)
+    if write:
+        _as_service_user(config, path)
     if not config.server.queue_dir.is_dir():
         return None
     return OutboundQueue(config.server.queue_dir, hostname=config.server.hostname)
@@ -709,7 +767,7 @@ def _message_headers(queue: OutboundQueue, qid: str, limit: int = 64 * 1024) -> 
 
 
 def _queue_delete(args: argparse.Namespace) -> int:
-    queue = _open_queue(args)
+    queue = _open_queue(args, write=True)
     entry = _entry(queue, args.id)
     assert queue is not None
     claim = queue.claim(entry.id)
@@ -728,7 +786,7 @@ def _queue_delete(args: argparse.Namespace) -> int:
 
 
 def _queue_retry(args: argparse.Namespace) -> int:
-    queue = _open_queue(args)
+    queue = _open_queue(args, write=True)
     ids = list(args.id) if args.id else ([e.id for e in queue.entries()] if queue else [])
     for qid in ids:
         _entry(queue, qid)
@@ -759,7 +817,10 @@ def _queue_maintain(args: argparse.Namespace) -> int:
     # the same again on stderr (logging's last-resort handler), so it goes nowhere.
     quiet = logging.Logger("nosend.housekeeping")
     quiet.addHandler(logging.NullHandler())
-    summary = housekeep(load_config(_config_path(args)), log=SessionLog(quiet))
+    path = _config_path(args)
+    config = load_config(path)
+    _as_service_user(config, path)
+    summary = housekeep(config, log=SessionLog(quiet))
     print(
         f"expired {summary.expired}, reports sent {summary.notified}, "
         f"reports failed {summary.notify_failed}, tmp files removed {summary.tmp_removed}"

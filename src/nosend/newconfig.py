@@ -105,10 +105,12 @@ def new_config_text(
     listen_hosts: Sequence[str] = (),
     tls: tuple[Path, Path] | None = None,
     trusted: Sequence[str] = (),
+    user: str | None = None,
 ) -> str:
     """``base`` (a sample mail.cfg) with the trust comment and the LAN choices applied.
 
     ``listen_hosts`` replaces 127.0.0.1 on every listener that is on, keeping its port.
+    ``user`` sets ``user =`` (the account the server runs as once its ports are bound).
     """
     lines = base.split("\n")
     for i, line in enumerate(lines):
@@ -132,7 +134,9 @@ def new_config_text(
     if trusted:
         nets = [str(n) for n in server.trusted_networks] + list(trusted)
         doc.set_value("server", "", "trusted_networks", ", ".join(dict.fromkeys(nets)))
-    doc.config()  # ConfigError if an option made it invalid
+    if user is not None:
+        doc.set_value("server", "", "user", user)
+    doc.config()  # ConfigError if an option made it invalid (an unknown user, say)
     return doc.text()
 
 
@@ -148,6 +152,7 @@ def create_config(
     listen_hosts: Sequence[str] = (),
     tls: tuple[Path, Path] | None = None,
     trusted: Sequence[str] = (),
+    user: str | None = None,
 ) -> tuple[Config, str]:
     """Write a new mail.cfg at ``path`` (never over an existing file); it and the password.
 
@@ -164,7 +169,7 @@ def create_config(
         mailbox=mailbox,
         password_hash=passwords.hash_password(chosen, scheme),
     )
-    text = new_config_text(base, listen_hosts=listen_hosts, tls=tls, trusted=trusted)
+    text = new_config_text(base, listen_hosts=listen_hosts, tls=tls, trusted=trusted, user=user)
     config = parse_config(text, path)
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)

@@ -5,6 +5,11 @@ activation) and runs until SIGTERM/SIGINT; SIGHUP re-reads ``mail.cfg``. With no
 configuration file it first writes a working default and prints the generated password
 once. ``inetd SERVICE`` runs one session on the connection on stdin/stdout, for
 openbsd-inetd, xinetd, systemd ``Accept=yes`` or socat.
+
+With ``user =`` in ``[server]`` and started as root, both give up root
+(:mod:`nosend.privileges`): ``serve`` once its ports are bound and its TLS files read,
+before it accepts a connection or reads any mail; ``inetd`` once its TLS files and log
+are open, before it reads the connection.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nosend_runners.serve.settings import ServerSettings
-    from nosend_store.config import Config
+    from nosend_store.config import Config, RunAs
 
 _INETD_SERVICES = ("smtp", "submission", "smtps", "pop3", "pop3s")
 # The keys of nosend_runners.session.services.FACTORIES; the runners are imported only when a
@@ -43,6 +48,7 @@ examples (one connection per process; see README.md for xinetd and systemd):
   # /etc/inetd.conf
   smtp  stream tcp nowait root /usr/local/bin/nosend nosend inetd smtp
   pop3  stream tcp nowait root /usr/local/bin/nosend nosend inetd pop3
+  # started as root, it runs the session as mail.cfg's `user =` (if set)
   # or, to try it without a super-server:
   socat TCP-LISTEN:2525,fork,reuseaddr EXEC:'nosend inetd smtp'
 """
@@ -198,6 +204,12 @@ def _serve(args: argparse.Namespace) -> int:
         config_stamp,
         write_reload_ack,
     )
+    from nosend.privileges import (  # noqa: PLC0415
+        PrivilegeError,
+        drop_privileges,
+        give_data_dir,
+        plan_switch,
+    )
 
     loaded_stamp = config_stamp(path)
     try:
@@ -205,6 +217,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     config = holder.current
+    try:
+        run_as = plan_switch(config.server.run_as, path)
+    except PrivilegeError as exc:
+        return _fail(str(exc))
     if problem := _data_dir_problem(config, path):
         return _fail(problem)
     data_dir = config.server.data_dir
@@ -214,13 +230,27 @@ def _serve(args: argparse.Namespace) -> int:
         pid_file.acquire()
     except (ServerAlreadyRunning, OSError) as exc:
         return _fail(str(exc))
+    given = 0
+    if run_as is not None:
+        # Still root: the service user must own every folder it will write in, including
+        # what a root server or a root admin command left there (and the pid file).
+        try:
+            given = give_data_dir(data_dir, run_as, recursive=True)
+        except OSError as exc:
+            pid_file.release()
+            return _fail(f"{path}: cannot give data_dir {data_dir} to {run_as}: {exc}")
     settings = settings_from_config(config)
     _setup_logging(config.server.log_level, logging.StreamHandler(sys.stderr))
+    server_log = logging.getLogger("nosend.server")
+    if run_as is not None and given:
+        server_log.info("data_dir: %d entries given to user %s", given, run_as.user)
     try:
         inherited = listen_fds(ports=settings.ports())
     except ActivationError as exc:
         pid_file.release()
         return _fail(str(exc))
+
+    running = [settings]  # the settings in force, for the TLS check of a reload
 
     def reloader() -> tuple[Config, ServerSettings]:
         # The stamp is taken before reading, so an acknowledgement never claims a
@@ -229,15 +259,37 @@ def _serve(args: argparse.Namespace) -> int:
         error = holder.reload()
         try:
             if error is not None:
-                raise error
+                raise _explain_unreadable(error, path, run_as)
             new = settings_from_config(holder.current)
-            _check_tls(new)  # what the server does next: fail here to say so in the ack
+            # What the server does next: fail here to say so in the ack.
+            _check_tls(new, running[0])
         except Exception as exc:
             write_reload_ack(data_dir, stamp, str(exc))
             raise
+        if _ids(holder.current.server.run_as) != _ids(config.server.run_as):
+            server_log.warning("user and group changes take effect on restart")
         logging.getLogger().setLevel(holder.current.server.log_level.upper())
         write_reload_ack(data_dir, stamp, None)
+        running[0] = new
         return holder.current, new
+
+    def listening() -> None:
+        # Every port is bound and the TLS files are read; no connection was accepted
+        # and no mail read yet. From here on this process cannot regain root.
+        if run_as is None:
+            return
+        drop_privileges(run_as)
+        server_log.info("running as %s", run_as)
+        from nosend_store.datadir import data_dir_problem  # noqa: PLC0415
+
+        try:
+            problem = data_dir_problem(data_dir)
+        except OSError as exc:  # a folder above it the user may not enter
+            problem = f"data_dir {data_dir}: {exc.strerror or exc}"
+        if problem is not None:
+            raise ServerSetupError(f"{path}: as user {run_as.user}: {problem}")
+        if hint := _unreadable_hint(path, run_as):
+            server_log.warning("%s; a reload (SIGHUP, nosend reload) would fail", hint)
 
     def started(value: object = None) -> None:
         # SIGHUP is handled from now on: publish the pid for `nosend reload`, and catch
@@ -254,24 +306,58 @@ def _serve(args: argparse.Namespace) -> int:
             reloader=reloader,
             inherited=inherited,
             handle_signals=True,
+            on_listening=listening,
         )
         anyio.run(
             functools.partial(server.serve, task_status=_Started(started)),
             backend=args.backend,
         )
-    except (ServerSetupError, SessionsUnavailable, TLSConfigError) as exc:
+    except (ServerSetupError, SessionsUnavailable, TLSConfigError, PrivilegeError) as exc:
         return _fail(str(exc))
     finally:
         pid_file.release()
     return 0
 
 
-def _check_tls(settings: ServerSettings) -> None:
-    """Load the certificate and key as the server will; raise ``TLSConfigError`` if bad."""
-    from nosend_runners.serve.tls import server_context  # noqa: PLC0415
+def _check_tls(settings: ServerSettings, running: ServerSettings) -> None:
+    """Load the certificate and key as the server will; raise ``TLSConfigError`` if bad.
 
-    if settings.tls_cert is not None:
+    Files this process may no longer read (it gave up root) are no error when they are
+    the ones in force: the server keeps the context it loaded at start and logs it.
+    """
+    from nosend_runners.serve.tls import TLSUnreadable, server_context  # noqa: PLC0415
+
+    if settings.tls_cert is None:
+        return
+    try:
         server_context(settings.tls_cert, settings.tls_key)
+    except TLSUnreadable:
+        if (settings.tls_cert, settings.tls_key) != (running.tls_cert, running.tls_key):
+            raise
+
+
+def _ids(run_as: RunAs | None) -> tuple[int, int] | None:
+    return None if run_as is None else (run_as.uid, run_as.gid)
+
+
+def _unreadable_hint(path: Path, run_as: RunAs) -> str | None:
+    """What to do when the service user cannot read ``mail.cfg``; None if it can."""
+    if os.access(path, os.R_OK):
+        return None
+    return (
+        f"{path} cannot be read by {run_as}, which this server runs as since it started: "
+        f"chgrp {run_as.group} {path}; chmod 640 {path}; and let that group search its folder"
+    )
+
+
+def _explain_unreadable(error: Exception, path: Path, run_as: RunAs | None) -> Exception:
+    """A reload error, with the fix when the file is only unreadable to the service user."""
+    from nosend_store.config import ConfigError  # noqa: PLC0415
+
+    if run_as is None or not isinstance(error, ConfigError) or error.line:
+        return error
+    hint = _unreadable_hint(path, run_as)
+    return error if hint is None else ConfigError(path, 0, f"{error.message}: {hint}")
 
 
 class _Started:
@@ -326,16 +412,57 @@ def _inetd(args: argparse.Namespace) -> int:
             anyio.run(refuse_inetd, service, backend=args.backend)
             return 1
         settings = ServerSettings()  # the echo session needs no mail.cfg
+    from nosend.privileges import PrivilegeError, drop_privileges  # noqa: PLC0415
+
+    run_as: RunAs | None = None
+    try:
+        run_as = _inetd_run_as(config, path)
+    except (PrivilegeError, OSError) as exc:
+        log.error("%s", exc)
+        anyio.run(refuse_inetd, service, backend=args.backend)
+        return 1
+
+    def ready() -> None:
+        # The certificate and key are read, the log is open; not a byte of the
+        # connection has been read yet.
+        if run_as is not None:
+            drop_privileges(run_as)
+
     try:
         session = FACTORIES[args.session](service)
         anyio.run(
             functools.partial(
-                run_inetd, service, session, settings, config=config, handle_signals=True
+                run_inetd,
+                service,
+                session,
+                settings,
+                config=config,
+                handle_signals=True,
+                on_ready=ready,
             ),
             backend=args.backend,
         )
-    except (SessionsUnavailable, TLSConfigError) as exc:
+    except (SessionsUnavailable, TLSConfigError, PrivilegeError) as exc:
         log.error("%s", exc)
         anyio.run(refuse_inetd, service, backend=args.backend)
         return 1
     return 0
+
+
+def _inetd_run_as(config: Config | None, path: Path) -> RunAs | None:
+    """Whom ``nosend inetd`` switches to, after giving it the data folder's top folders.
+
+    Started as root (root in the user column of inetd.conf, or a systemd unit without
+    ``User=``) with ``user =`` set, it reads its TLS files and then runs the session as
+    that user, like ``nosend serve``: the connection is already open on stdin/stdout.
+    Only the top folders are checked here (a process per connection must stay cheap);
+    ``nosend serve`` and the admin commands fix the rest.
+    """
+    from nosend.privileges import give_data_dir, plan_switch  # noqa: PLC0415
+
+    if config is None:
+        return None
+    run_as = plan_switch(config.server.run_as, path)
+    if run_as is not None:
+        give_data_dir(config.server.data_dir, run_as, recursive=False)
+    return run_as

@@ -46,7 +46,7 @@ from nosend_runners.serve.datadir import secure_data_dir, set_private_umask
 from nosend_runners.serve.limits import AuthFailureTracker, ConnectionLimiter
 from nosend_runners.serve.settings import ServerSettings
 from nosend_runners.serve.streams import AnyioStream, SocketByteStream, peer_from_socket_stream
-from nosend_runners.serve.tls import TLSConfigError, server_context
+from nosend_runners.serve.tls import TLSConfigError, TLSUnreadable, server_context
 from nosend_runners.session.boundary import (
     ServerState,
     SessionContext,
@@ -93,7 +93,10 @@ class MailServer:
     ``handle_signals`` says the process is the server's: it then handles SIGTERM,
     SIGINT and SIGHUP and runs with umask 077 (``serve.datadir``).
     With a ``config``, queue expiry, delivery reports and ``tmp/`` cleanup run at start
-    and every ``housekeeping_interval`` seconds (None: never).
+    and every ``housekeeping_interval`` seconds (None: never). ``on_listening`` is called
+    once every listener is open, before any connection is accepted and before the
+    housekeeping reads any mail: ``nosend serve`` gives up root there (``user =``); an
+    exception from it closes the listeners and ends ``serve``.
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class MailServer:
         inherited: Sequence[InheritedSocket] = (),
         handle_signals: bool = False,
         housekeeping_interval: float | None = DEFAULT_INTERVAL,
+        on_listening: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_listening = on_listening
         self._housekeeping_interval = housekeeping_interval
         self._inherited = list(inherited)
         services = (
@@ -184,6 +189,8 @@ class MailServer:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
         listeners = await self._open_listeners()
         try:
+            if self._on_listening is not None:
+                self._on_listening()
             with anyio.CancelScope() as force:
                 self._force = force
                 async with anyio.create_task_group() as sessions:
@@ -409,7 +416,7 @@ class MailServer:
             return False
         try:
             config, settings = await anyio.to_thread.run_sync(self._reloader)
-            ssl_context = _tls_context(settings)
+            ssl_context = self._reload_tls(settings)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the running config
             _log.error("reload failed, keeping the running configuration: %s", exc)
             return False
@@ -426,3 +433,26 @@ class MailServer:
         self.connections.trusted_reserve = settings.limits.trusted_reserve
         _log.info("configuration reloaded")
         return True
+
+    def _reload_tls(self, settings: ServerSettings) -> ssl.SSLContext | None:
+        """The TLS context for a reloaded configuration.
+
+        A server that gave up root (``user =``) may no longer read a key only root can
+        read. When the files are those it loaded at start, it keeps that context and
+        says so in one line; new files it cannot read fail the reload as before.
+        """
+        try:
+            return _tls_context(settings)
+        except TLSUnreadable as exc:
+            same = (settings.tls_cert, settings.tls_key) == (
+                self.settings.tls_cert,
+                self.settings.tls_key,
+            )
+            if self._ssl is None or not same:
+                raise
+            _log.warning(
+                "tls: %s; keeping the certificate and key read at start (restart to load "
+                "new ones)",
+                exc,
+            )
+            return self._ssl

@@ -35,6 +35,11 @@ Examples (``--log-file`` or syslog: never stderr, which is the socket)::
     # socat, for a quick test:
     socat TCP-LISTEN:2525,reuseaddr,fork EXEC:"nosend inetd smtp"
 
+The process runs as the user the super-server names (the fifth column of inetd.conf,
+xinetd's ``user``, systemd's ``User=``). Started as root with ``user =`` in
+``mail.cfg``, the CLI gives up root through ``run_inetd``'s ``on_ready``, after the TLS
+files are read and before the connection is.
+
 Connection limits under inetd are the super-server's job (xinetd ``instances`` and
 ``per_source``, openbsd-inetd ``nowait.N``). The per-client lockout after repeated
 authentication failures holds across connections: each process reads and updates the
@@ -47,7 +52,7 @@ import os
 import signal
 import socket
 import stat
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 import anyio
 import anyio.abc
@@ -139,11 +144,14 @@ async def run_inetd(
     read_fd: int = 0,
     write_fd: int = 1,
     handle_signals: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve one ``service`` session on the inherited connection, then return.
 
     With ``handle_signals`` (the command line), SIGTERM/SIGINT shut the session down
     gracefully, as under ``nosend serve``, and the process runs with umask 077.
+    ``on_ready`` is called once the certificate and key are read, before a byte of the
+    connection is: the CLI gives up root there (``user =`` in ``mail.cfg``).
     """
     env = os.environ if environ is None else environ
     if handle_signals:
@@ -151,6 +159,8 @@ async def run_inetd(
     if isinstance(config, Config):
         await anyio.to_thread.run_sync(secure_data_dir, config.server.data_dir)
     ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+    if on_ready is not None:
+        on_ready()
     inner, peer = await _open_connection(env, read_fd, write_fd)
     limits: LimitSettings = settings.limits
     auth_failures: AuthFailureTracker

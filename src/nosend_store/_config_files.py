@@ -125,6 +125,8 @@ pop3_timeout = 10m
 plus_separator = +            # user+tag@domain is delivered to user; empty turns it off
 # postmaster = {mailbox}      # default: mailbox "postmaster", else the first mailbox
 # queue_drop_mailbox = relay  # its POP3 login sees the outbound queue (fetchmail multidrop)
+# user = nosend               # started as root: bind the ports, then run as this user
+# group = nosend              # default: the user's own group
 
 retry_interval = 30m          # outbound queue (RFC 5321 section 4.5.4.1)
 warn_after = 4h
@@ -200,9 +202,11 @@ def write_atomically(
     """Replace ``path`` with ``text``: temporary file, fsync, rename, fsync directory.
 
     A reader sees the old file or the new one, never a mix; a crash leaves one of them.
-    When an existing file is replaced as root, its owner is kept, so a server running
-    as another user can still read it. With ``exclusive`` an existing ``path`` is never
-    replaced (``FileExistsError``): the new file is hard-linked into place, which fails
+    When an existing file is replaced, its permission bits are kept instead of ``mode``
+    and, as root, its owner and group too: a server running as another user (``user =``
+    in ``[server]``) that may read ``root:nosend 0640`` still can after ``nosend user
+    add``. With ``exclusive`` an existing ``path`` is never replaced
+    (``FileExistsError``): the new file is hard-linked into place, which fails
     atomically if the name is taken.
     """
     target = Path(path)
@@ -211,6 +215,7 @@ def write_atomically(
     try:
         st = target.stat()
         owner = (st.st_uid, st.st_gid)
+        mode = stat.S_IMODE(st.st_mode)
     except FileNotFoundError:
         pass
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
@@ -297,15 +302,24 @@ def create_default_config(
     return config, chosen
 
 
-def file_mode_warning(path: str | os.PathLike[str]) -> str | None:
-    """A warning when ``mail.cfg`` is readable or writable by group or others."""
+def file_mode_warning(
+    path: str | os.PathLike[str], *, service_gid: int | None = None
+) -> str | None:
+    """A warning when ``mail.cfg`` is readable or writable by group or others.
+
+    With ``service_gid`` (the group of ``user =``), read access for that group alone is
+    expected (``root:nosend 0640``): the server reads the file again at reload.
+    """
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except OSError:
         return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    mode = st.st_mode
+    allowed = stat.S_IRGRP if service_gid is not None and st.st_gid == service_gid else 0
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~allowed:
+        fix = "chmod 600 it" if service_gid is None else f"chgrp {service_gid} and chmod 640 it"
         return (
             f"{os.fspath(path)}: mode {stat.S_IMODE(mode):04o} lets other users read the "
-            "password hashes; chmod 600 it"
+            f"password hashes; {fix}"
         )
     return None

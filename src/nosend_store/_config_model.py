@@ -67,6 +67,27 @@ class ListenAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class RunAs:
+    """The ``user`` (and ``group``) keys of ``[server]``, resolved on this system.
+
+    ``nosend serve`` started as root binds its ports, reads its TLS files, then runs as
+    this user and group. The names are looked up (``pwd``/``grp``) when the file is
+    loaded, so an unknown name is a ``mail.cfg:LINE:`` error like any other.
+    """
+
+    user: str
+    uid: int
+    #: The ``group`` key, else the user's primary group.
+    group: str
+    gid: int
+    #: The line of the ``user`` key, for messages about it.
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"user {self.user} (uid {self.uid}), group {self.group} (gid {self.gid})"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerOptions:
     """The ``[server]`` section. Sizes are bytes, durations seconds."""
 
@@ -122,6 +143,9 @@ class ServerOptions:
     #: recipient with ``Return-Path:`` and ``X-Envelope-To:``, for a stock fetchmail in
     #: multidrop mode to relay (the seed system's design); None: off.
     queue_drop_mailbox: str | None = None
+    #: Who ``nosend serve`` (and ``nosend inetd``) runs as once its ports are bound, when
+    #: started as root; None: no change (``user`` and ``group`` keys).
+    run_as: RunAs | None = None
 
     @property
     def maildir_root(self) -> Path:

@@ -12,7 +12,9 @@ secret into an error message.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
@@ -36,6 +38,7 @@ from nosend_store._config_model import (
     Link,
     ListenAddress,
     Mailbox,
+    RunAs,
     Schedule,
     ServerOptions,
 )
@@ -167,6 +170,8 @@ def _server_spec(base: Path) -> dict[str, _Parser]:
         "bounce_after": _duration,
         "log_level": _choice("debug", "info", "warning", "error"),
         "queue_drop_mailbox": _mailbox_name,
+        "user": _text,
+        "group": _text,
     }
 
 
@@ -368,11 +373,14 @@ def _build_server(
         errors.add(line, "tls_cert and tls_key must be set together")
     for key in ("tls_cert", "tls_key"):
         p = values.get(key)
-        if p is not None and not p.is_file():
+        if p is not None and _missing_file(p):
             errors.add(where[key], f"{key}: no such file {os.fspath(p)!r}")
     for key in ("smtps_listen", "pop3s_listen"):
         if values.get(key) and not values.get("tls_cert"):
             errors.add(where[key], f"{key} needs tls_cert and tls_key")
+    run_as = _run_as(values.pop("user", None), values.pop("group", None), where, errors)
+    if run_as is not None:
+        values["run_as"] = run_as
     # Two listeners on one address cannot both bind; defaults count too.
     seen: dict[ListenAddress, str] = {}
     for f in fields(ServerOptions):
@@ -385,6 +393,51 @@ def _build_server(
                 errors.add(line, f"{f.name}: {addr} is already used by {other}")
             seen[addr] = f.name
     return _server_or_none(values) if ok else None
+
+
+def _missing_file(path: Path) -> bool:
+    """Whether ``path`` is surely not a file; False when we may not look.
+
+    A server that dropped root re-reads mail.cfg at reload and may not be allowed to
+    look into the folder of its key (``/etc/ssl/private``): that is no error in the
+    file, and the server keeps the key it read at start.
+    """
+    try:
+        return not path.is_file()
+    except PermissionError:
+        return False
+
+
+def _run_as(
+    user: str | None, group: str | None, where: dict[str, int], errors: _Collector
+) -> RunAs | None:
+    """Resolve the ``user`` and ``group`` keys on this system (see :class:`RunAs`).
+
+    Looked up when the file is loaded, not when the server starts: ``nosend config
+    check`` then reports an unknown name with its line, and every command agrees on it.
+    """
+    if user is None:
+        if group is not None:
+            errors.add(where["group"], "group needs user (the account the server runs as)")
+        return None
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        errors.add(where["user"], f"user: no such user {user!r} on this system")
+        return None
+    gid = account.pw_gid
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            errors.add(where["group"], f"group: no such group {group!r} on this system")
+            return None
+    else:
+        try:
+            group = grp.getgrgid(gid).gr_name
+        except KeyError:  # a primary group with no name: unusual but valid
+            group = str(gid)
+    return RunAs(user, account.pw_uid, group, gid, where["user"])
 
 
 def _server_or_none(values: dict[str, Any]) -> ServerOptions | None:

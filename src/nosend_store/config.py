@@ -81,6 +81,7 @@ from nosend_store._config_model import (
     ListenAddress,
     Mailbox,
     Resolution,
+    RunAs,
     Schedule,
     ServerOptions,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "read_config_text",
     "ListenAddress",
     "ServerOptions",
+    "RunAs",
     "Mailbox",
     "Alias",
     "Link",

@@ -442,6 +442,22 @@ def test_config_check_ok_and_warnings(
     assert status == 0 and "chmod 600" in err
 
 
+def test_config_check_lets_the_service_group_read_mail_cfg(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid())
+    cfg.write_text(ORIGINAL.replace("data_dir =", f"user = {me.pw_name}\ndata_dir ="))
+    os.chown(cfg, -1, me.pw_gid)
+    os.chmod(cfg, 0o640)  # root:nosend 0640: the server reads it again at reload
+    status, out, err = run(capsys, monkeypatch, "config", "check", "--config", str(cfg))
+    assert status == 0 and err == "", err
+    os.chmod(cfg, 0o660)  # but the group may not write it
+    status, out, err = run(capsys, monkeypatch, "config", "check", "--config", str(cfg))
+    assert status == 0 and f"chgrp {me.pw_gid} and chmod 640 it" in err
+
+
 def test_config_check_lists_every_error_with_file_and_line(
     cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

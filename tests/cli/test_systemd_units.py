@@ -150,3 +150,13 @@ def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
     )
     ours = [line for line in result.stderr.splitlines() if str(tmp_path) in line]
     assert result.returncode == 0 and ours == [], result.stderr
+
+
+def test_the_root_started_service_leaves_the_data_folder_to_nosend() -> None:
+    # nosend.service starts as root and drops to mail.cfg's `user =`, giving it
+    # /var/lib/nosend; a StateDirectory= would make systemd give the whole tree back to
+    # root (the unit's user) at every start. mail.cfg's folder must let the group in.
+    unit = all_units()["nosend.service"]
+    assert values(unit, "Service", "User") == []
+    assert values(unit, "Service", "StateDirectory") == []
+    assert values(unit, "Service", "ConfigurationDirectoryMode") == ["0750"]

@@ -7,6 +7,7 @@ import logging
 import socket
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from nosend_runners.anyio_server import MailServer, ServerSetupError
@@ -273,3 +274,42 @@ async def test_session_tasks_are_reused_bounded_and_end_at_shutdown(anyio_backen
     # running_server's exit waited for serve() to return: the idle tasks ended.
     assert anyio.current_time() - started < 10
     assert server.live_sessions == 0
+
+
+async def test_on_listening_runs_once_bound_and_before_any_connection() -> None:
+    # `nosend serve` gives up root here: the ports must be bound already, and no
+    # connection accepted yet. A client connecting now waits in the backlog and is
+    # greeted once the hook has returned.
+    seen: list[tuple[list[tuple[str, str, int]], int]] = []
+    probes: list[socket.socket] = []
+
+    def on_listening() -> None:
+        port = server.addresses[0][2]
+        probes.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        seen.append((list(server.addresses), server.live_sessions))
+
+    server = MailServer(echo_settings("smtp"), echo_session_factory, on_listening=on_listening)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve)
+        try:
+            assert len(seen) == 1 and seen[0][0] and seen[0][1] == 0
+            with probes[0] as probe:
+                greeting = await anyio.to_thread.run_sync(probe.recv, 100)
+            assert greeting.startswith(b"220 ")
+        finally:
+            server.shutdown()
+
+
+async def test_an_error_in_on_listening_stops_the_server_and_closes_its_ports() -> None:
+    ports: list[int] = []
+
+    def on_listening() -> None:
+        ports.append(server.addresses[0][2])
+        raise ServerSetupError("cannot switch user")
+
+    server = MailServer(echo_settings("smtp"), echo_session_factory, on_listening=on_listening)
+    with pytest.raises(ServerSetupError, match="cannot switch user"):
+        await server.serve()
+    with pytest.raises(OSError) as info:
+        socket.create_connection(("127.0.0.1", ports[0]), timeout=5).close()
+    assert info.value.errno == errno.ECONNREFUSED

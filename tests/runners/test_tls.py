@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import replace
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from nosend_runners import anyio_server
 from nosend_runners.serve.settings import ServerSettings
-from nosend_runners.serve.tls import TLSConfigError, server_context
+from nosend_runners.serve.tls import TLSConfigError, TLSUnreadable, server_context
 from tests.runners.conftest import (
     CertFiles,
     LineClient,
@@ -111,3 +113,40 @@ def test_missing_or_bad_certificate_is_one_error_naming_the_file(
     garbage.write_text("not a certificate\n")
     with pytest.raises(TLSConfigError, match="garbage.pem.*cannot load"):
         server_context(garbage, tls_cert.key)
+
+
+@pytest.mark.anyio
+async def test_reload_keeps_a_key_it_may_no_longer_read(
+    tls_cert: CertFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server that gave up root (user = in mail.cfg) re-reads the same key at reload and
+    # may not: it keeps the context it loaded at start, in one log line. New files it
+    # cannot read are refused like any bad certificate.
+    settings = _tls_settings(tls_cert, "smtp")
+    renamed = replace(settings, hostname="renamed.invalid")
+    elsewhere = replace(settings, tls_key=tls_cert.key.with_name("other-key.pem"))
+    offered = [renamed, elsewhere]
+
+    def reloader() -> tuple[object, ServerSettings]:
+        return "config", offered.pop(0)
+
+    async with running_server(settings, reloader=reloader) as server:
+        loaded = server._ssl
+
+        def unreadable(cert: object, key: object = None) -> None:
+            raise TLSUnreadable(f"{key}: cannot be read by uid 999")
+
+        monkeypatch.setattr(anyio_server, "server_context", unreadable)
+        caplog.set_level(logging.INFO)
+        assert await server.reload() is True
+        assert server._ssl is loaded and server.state.hostname == "renamed.invalid"
+        assert "keeping the certificate and key read at start" in caplog.text
+        assert await server.reload() is False  # other files: not taken
+        assert server.settings.tls_key == tls_cert.key
+        monkeypatch.undo()
+        client = await LineClient.connect(port_of(server, "smtp"))
+        assert (await client.line()).startswith(b"220 renamed.invalid")
+        assert await client.command(b"STARTTLS") == b"220 2.0.0 Ready to start TLS"
+        await client.start_tls(tls_cert.client_context())  # the context kept
+        assert await client.command(b"hello") == b"250 hello"
+        await client.aclose()

@@ -710,3 +710,52 @@ def test_queue_drop_mailbox_names_an_existing_mailbox() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(make(server="queue_drop_mailbox = Bad Name"), "mail.cfg")
     assert str(info.value).startswith("mail.cfg:5: ")
+
+
+# -- user and group: who the server runs as after binding its ports ------------------------
+
+
+def test_user_and_group_are_resolved_when_the_file_is_loaded() -> None:
+    import grp
+    import pwd
+
+    assert parse_config(make(), "mail.cfg").server.run_as is None
+    # root and its group exist on every system the tests run on.
+    root = pwd.getpwuid(0).pw_name
+    config = parse_config(make(server=f"user = {root}"), "mail.cfg")
+    run_as = config.server.run_as
+    assert run_as is not None
+    assert (run_as.user, run_as.uid, run_as.line) == (root, 0, 5)
+    assert (run_as.gid, run_as.group) == (0, grp.getgrgid(0).gr_name)
+    other = grp.getgrgid(os.getgid()).gr_name
+    config = parse_config(make(server=f"user = {root}\ngroup = {other}"), "mail.cfg")
+    assert config.server.run_as is not None
+    assert (config.server.run_as.group, config.server.run_as.gid) == (other, os.getgid())
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ("user = nosend-no-such-user-x9", "mail.cfg:5: user: no such user "),
+        ("user = root\ngroup = nosend-no-such-group-x9", "mail.cfg:6: group: no such group "),
+        ("group = root", "mail.cfg:5: group needs user"),
+        ("user =", "mail.cfg:5: empty value for 'user'"),
+    ],
+)
+def test_unknown_user_or_group_is_an_error_with_its_line(server: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(make(server=server), "mail.cfg")
+    assert str(info.value).startswith(message)
+
+
+def test_write_atomically_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path) -> None:
+    # root:nosend 0640: the server, running as nosend, must still read it after an edit.
+    target = tmp_path / "mail.cfg"
+    write_atomically(target, "one\n")
+    os.chmod(target, 0o640)
+    write_atomically(target, "two\n")
+    assert target.read_text() == "two\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    fresh = tmp_path / "new.cfg"
+    write_atomically(fresh, "new\n")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600

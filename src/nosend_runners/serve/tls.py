@@ -7,14 +7,19 @@ error naming the file. Must not: read configuration itself or touch sockets.
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
-__all__ = ["TLSConfigError", "server_context"]
+__all__ = ["TLSConfigError", "TLSUnreadable", "server_context"]
 
 
 class TLSConfigError(Exception):
     """The configured certificate or key cannot be used; the message names the file."""
+
+
+class TLSUnreadable(TLSConfigError):
+    """This process may not read the certificate or key (a server that gave up root)."""
 
 
 def server_context(cert_file: str | Path, key_file: str | Path | None = None) -> ssl.SSLContext:
@@ -31,8 +36,17 @@ def server_context(cert_file: str | Path, key_file: str | Path | None = None) ->
     cert = Path(cert_file)
     key = Path(key_file) if key_file is not None else None
     for path in (cert, key):
-        if path is not None and not path.is_file():
-            raise TLSConfigError(f"{path}: no such file")
+        if path is None:
+            continue
+        try:
+            if not path.is_file():
+                raise TLSConfigError(f"{path}: no such file")
+            with open(path, "rb"):
+                pass
+        except PermissionError:
+            raise TLSUnreadable(f"{path}: cannot be read by uid {os.geteuid()}") from None
+        except OSError:
+            pass  # load_cert_chain below says what is wrong
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:
