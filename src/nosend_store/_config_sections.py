@@ -342,7 +342,11 @@ def parse_config(text: str, path: str | os.PathLike[str] = "mail.cfg") -> Config
         warnings=tuple(sorted(errors.warnings, key=lambda w: w[0])),
         schedule=schedule,
     )
-    _cross_check(config, server_section, domain_section, errors)
+    # A mailbox whose section failed to parse is absent from ``config``; what refers to it
+    # is then reported as a consequence, after (and beside) its root cause. Leave those
+    # out: the root cause is the error to fix, and the next check shows anything left.
+    broken = frozenset(s.name for s in mailbox_sections) - frozenset(mailboxes)
+    _cross_check(config, server_section, domain_section, errors, broken)
     _cross_check_links(config, link_sections, schedule_section, errors)
     errors.raise_if_any()
     # The cross-checks may have added warnings too.
@@ -630,18 +634,24 @@ def _cross_check(
     server_section: _Section | None,
     domain_section: _Section | None,
     errors: _Collector,
+    broken: frozenset[str] = frozenset(),
 ) -> None:
-    """References between sections: alias targets, loops, postmaster, links, accounts."""
+    """References between sections: alias targets, loops, postmaster, links, accounts.
+
+    ``broken`` names mailboxes whose sections had errors: references to them are not
+    reported again."""
     for alias in config.aliases.values():
         for target in alias.targets:
             if "@" not in target and target not in config.mailboxes:
-                errors.add(alias.line, f"alias {alias.address!r}: no mailbox named {target!r}")
+                if target not in broken:
+                    errors.add(alias.line,
+                               f"alias {alias.address!r}: no mailbox named {target!r}")
                 break
         else:
             result = config._expand_alias(alias, [], [], ())
             if isinstance(result, tuple):
                 errors.add(alias.line, "alias loop: " + " -> ".join(result))
-            elif result is False:
+            elif result is False and not broken:
                 errors.add(
                     alias.line,
                     f"alias {alias.address!r}: a target is an unknown local address",
@@ -649,14 +659,14 @@ def _cross_check(
     pm = config.server.postmaster
     pm_line = _key_line(server_section, "postmaster")
     drop = config.server.queue_drop_mailbox
-    if drop is not None and drop not in config.mailboxes:
+    if drop is not None and drop not in config.mailboxes and drop not in broken:
         errors.add(
             _key_line(server_section, "queue_drop_mailbox"),
             f"queue_drop_mailbox: no mailbox named {drop!r}",
         )
-    if pm is not None and config.resolve("postmaster") is None:
+    if pm is not None and config.resolve("postmaster") is None and pm not in broken:
         errors.add(pm_line, f"postmaster: {pm!r} is not a mailbox or a resolvable address")
-    if config.domains and config.postmaster is None:
+    if config.domains and config.postmaster is None and not broken:
         errors.add(
             domain_section.number if domain_section else pm_line,
             "no mailbox can receive postmaster mail (RFC 5321 section 4.5.1): "
@@ -671,7 +681,8 @@ def _cross_check(
             if name not in config.links:
                 errors.add(account.line, f"[account {account.name}]: no [link {name}]")
         for key, drop_to in (("deliver_to", account.deliver_to), ("multidrop", account.multidrop)):
-            if drop_to is not None and not _can_receive(config, drop_to):
+            if drop_to is not None and drop_to not in broken and not _can_receive(
+                config, drop_to):
                 errors.add(
                     account.line,
                     f"[account {account.name}]: {key} {drop_to!r} "

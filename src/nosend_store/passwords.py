@@ -108,7 +108,9 @@ def _b64decode(text: str) -> bytes:
 def _parse(stored: str) -> _Scrypt | _Pbkdf2 | str:
     """Return the parsed hash, or a message saying what is wrong with it."""
     if not stored.startswith("{"):
-        return "a password hash must start with {SCHEME}, e.g. {SCRYPT}"
+        # Most often a password typed in by hand: say how to store it instead.
+        return ("a password hash must start with {SCHEME}, e.g. {SCRYPT}; a plaintext "
+                "password is never stored: set it with `nosend user passwd NAME`")
     scheme = stored[1 : stored.find("}")] if "}" in stored else ""
     if scheme == "SCRYPT":
         m = _SCRYPT_RE.fullmatch(stored)

@@ -759,3 +759,41 @@ def test_write_atomically_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path)
     fresh = tmp_path / "new.cfg"
     write_atomically(fresh, "new\n")
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+ONLY_MAILBOX = """\
+[server]
+hostname = mail.example.org
+data_dir = data
+queue_drop_mailbox = captain
+
+[domains]
+example.org
+
+[mailbox captain]
+password = hunter2
+
+[aliases]
+skipper@example.org = captain
+"""
+
+
+def test_a_plaintext_password_is_the_one_error_reported() -> None:
+    # The only mailbox fails to parse; what refers to it (postmaster, an alias, the queue
+    # drop) must not be reported before or beside the root cause.
+    with pytest.raises(ConfigError) as info:
+        parse_config(ONLY_MAILBOX, "mail.cfg")
+    rendered = [str(e) for e in info.value.all_errors]
+    assert rendered == [
+        "mail.cfg:10: password: a password hash must start with {SCHEME}, e.g. {SCRYPT}; a "
+        "plaintext password is never stored: set it with `nosend user passwd NAME`"
+    ]
+
+
+def test_references_to_a_mailbox_that_never_existed_are_still_reported() -> None:
+    text = ONLY_MAILBOX.replace("password = hunter2", "password = " + HASH)
+    text = text.replace("= captain\n", "= cook\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "mail.cfg")
+    rendered = "\n".join(str(e) for e in info.value.all_errors)
+    assert "no mailbox named 'cook'" in rendered and "queue_drop_mailbox" in rendered
