@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -29,6 +29,7 @@ from nosend_proto.smtp_events import (
     SMTPEvent,
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
+from tests.fuzz.profiles import fuzz_settings
 
 HOST = "mx.example.org"
 FUZZ_CONFIG = SMTPServerConfig(
@@ -42,7 +43,7 @@ FUZZ_CONFIG = SMTPServerConfig(
     tls_available=True,
 )
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = fuzz_settings(150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def answer(conn: ServerConnection, event: SMTPEvent) -> Reply | None:
@@ -360,4 +361,4 @@ class SequencingMachine(RuleBasedStateMachine):
 
 
 TestSequencing = SequencingMachine.TestCase
-TestSequencing.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestSequencing.settings = fuzz_settings(60, stateful_step_count=30, deadline=None)
