@@ -37,12 +37,11 @@ _MINIMUM = {"default": 0, "deep": DEEP_MIN_EXAMPLES}
 
 
 def register_profiles() -> str:
-    """Register ``deep`` (and ``default``), load the one the environment names, return it.
+    """Register ``deep``, load the profile the environment names, return its name.
 
     Called from ``tests/conftest.py`` before any test module is imported, so settings
     objects built at import time already inherit from the loaded profile.
     """
-    settings.register_profile("default", settings.get_profile("default"))
     settings.register_profile(
         "deep",
         max_examples=DEEP_MIN_EXAMPLES,
