@@ -629,8 +629,14 @@ def main() -> int:
         with ledger.lock:
             acked = len(ledger.acked) + ledger.source_acked
         samples.append(Sample(time.monotonic() - start, rss, fds, threads, acked, 0))
-    log = server.log_text()
+    # The last SIGHUP may still be in hand: give the server a moment to log it.
+    deadline = time.monotonic() + 10
+    while server.log_text().count("configuration reloaded") < server.reloads:
+        if time.monotonic() > deadline or server.proc is None or server.proc.poll() is not None:
+            break
+        time.sleep(0.1)
     exit_code = server.stop()
+    log = server.log_text()
     verdict = check_mail(server, ledger)
 
     print(f"{'t (s)':>7} {'RSS MiB':>8} {'fds':>5} {'threads':>7} {'acked':>7} {'idle':>5}")
