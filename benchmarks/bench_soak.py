@@ -514,10 +514,13 @@ def rss_growth(samples: list[Sample], warmup: float) -> tuple[float, float]:
     """(floor growth, mean growth) in MiB over the loaded samples after the warm-up.
 
     The floor growth is the lowest RSS of the last quarter minus the lowest of the first
-    quarter. RSS under this load moves in steps of about 16 MiB as worker threads come
-    and go (each has its own malloc arena, released when it ends); a leak raises the
-    floor, a thread that happens to be alive at the last sample does not. The mean growth
-    (last three samples minus the first after the warm-up) is printed too, for comparison.
+    quarter. RSS under this load moves up and down in steps of exactly 16 MiB: each
+    password check (scrypt, N=2**14, r=8) takes a 16 MiB buffer, and once glibc's dynamic
+    mmap threshold has risen past that size it keeps freed buffers in the worker
+    thread's malloc arena instead of unmapping them. A leak raises the floor; a buffer
+    kept at the last sample does not. With ``MALLOC_MMAP_THRESHOLD_=1048576`` in the
+    environment (passed on to the server) the steps are gone. The mean growth (last three
+    samples minus the first after the warm-up) is printed too, for comparison.
     """
     after = [s for s in samples if s.t >= warmup] or samples
     quarter = max(1, len(after) // 4)
