@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from nosend_proto import RemoteProtocolError
@@ -46,10 +46,11 @@ from nosend_proto.pop3_client_events import (
     UidlReply,
     UserPass,
 )
+from tests.fuzz.profiles import fuzz_settings
 from tests.proto.pop3_client_driver import Link, bodies
 from tests.proto.test_pop3_support import PASSWORD, USER, config, normalise
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz_settings(300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONFIG = POP3ClientConfig(max_listing_entries=5, max_capabilities=5, max_sasl_steps=3)
 LIMIT = max(CONFIG.max_line, CONFIG.max_sasl_line)
 

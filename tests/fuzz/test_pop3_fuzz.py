@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -24,6 +24,7 @@ from nosend_proto._pop3_stuffing import MessageEncoder
 from nosend_proto.pop3_events import ConnectionClosed, Quit, TooManyErrors
 from nosend_proto.pop3_state import POP3State, WireSizeCounter, wire_size
 from nosend_store._durable import LineEndingNormaliser, measure_wire_size
+from tests.fuzz.profiles import fuzz_settings
 from tests.proto.test_pop3_support import (
     PASSWORD,
     Session,
@@ -34,7 +35,7 @@ from tests.proto.test_pop3_support import (
     reference_encode,
 )
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz_settings(300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Content rich in the bytes that matter: CR, LF and dots, plus anything else.
 message_bytes = st.lists(
@@ -155,7 +156,7 @@ def test_any_client_bytes_any_chunking(data: st.DataObject, script: bytes, login
             assert line.startswith((b"+OK ", b"-ERR ")), line
 
 
-@settings(max_examples=100, deadline=None)
+@fuzz_settings(100, deadline=None)
 @given(client_bytes)
 def test_error_limits_always_end_the_session(script: bytes) -> None:
     session = Session.start(config(max_errors=2, max_auth_failures=1))
@@ -272,4 +273,4 @@ class MaildropMachine(RuleBasedStateMachine):
 
 
 TestMaildrop = MaildropMachine.TestCase
-TestMaildrop.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+TestMaildrop.settings = fuzz_settings(60, stateful_step_count=25, deadline=None)

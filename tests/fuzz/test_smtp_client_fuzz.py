@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from nosend_proto import RemoteProtocolError
@@ -42,10 +42,11 @@ from nosend_proto.smtp_events import (
     SMTPEvent,
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig
+from tests.fuzz.profiles import fuzz_settings
 from tests.proto.smtp_client_support import Link, Mailer, chunks
 from tests.proto.smtp_driver import HOST, default_app
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = fuzz_settings(150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONFIG = SMTPClientConfig(
     local_hostname="boat.example.net", max_reply_line=600, max_reply_lines=20, bdat_chunk_size=50
 )

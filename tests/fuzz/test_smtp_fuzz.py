@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -36,6 +36,7 @@ from nosend_proto.smtp_events import (
     SMTPEvent,
 )
 from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
+from tests.fuzz.profiles import fuzz_settings
 from tests.proto.smtp_driver import check_state_facts
 
 HOST = "mx.example.org"
@@ -50,7 +51,7 @@ FUZZ_CONFIG = SMTPServerConfig(
     tls_available=True,
 )
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = fuzz_settings(150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def answer(conn: ServerConnection, event: SMTPEvent) -> Reply | None:
@@ -462,4 +463,4 @@ class SequencingMachine(RuleBasedStateMachine):
 
 
 TestSequencing = SequencingMachine.TestCase
-TestSequencing.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestSequencing.settings = fuzz_settings(60, stateful_step_count=30, deadline=None)

@@ -8,13 +8,14 @@ import tempfile
 from pathlib import Path
 
 import anyio
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from nosend_runners.mail.backend import run_pop3 as pop3_session
 from nosend_runners.session.boundary import PeerInfo
 from nosend_runners.testing.harness import run_script
 from nosend_store.maildir import MaildirMailbox
+from tests.fuzz.profiles import fuzz_settings
 from tests.runners.session_support import PASSWORDS, captured_log, make_config
 from tests.runners.test_smtp_session_fuzz import _crashes
 
@@ -39,7 +40,7 @@ POP3_PIECES = [
 ]
 
 
-@settings(max_examples=40, deadline=None)
+@fuzz_settings(40, deadline=None)
 @given(script=st.lists(st.sampled_from(POP3_PIECES), max_size=14))
 def test_pop3_session_survives_any_conversation(script: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,12 +9,13 @@ import tempfile
 from pathlib import Path
 
 import anyio
-from hypothesis import event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from nosend_runners.mail.backend import run_smtp as smtp_session
 from nosend_runners.session.boundary import PeerInfo
 from nosend_runners.testing.harness import run_script
+from tests.fuzz.profiles import fuzz_settings
 from tests.runners.session_support import captured_log, make_config
 
 SMTP_PIECES = [
@@ -58,7 +59,7 @@ def _tmp_files(root: Path) -> list[str]:
     return found
 
 
-@settings(max_examples=40, deadline=None)
+@fuzz_settings(40, deadline=None)
 @example(
     script=[SMTP_PIECES[i] for i in (0, 2, 6, 9, 10, 2, 4, 13, 14, 24)],
     service="smtp",
