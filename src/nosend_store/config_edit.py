@@ -320,13 +320,7 @@ class ConfigDocument:
             raise ConfigEditError(
                 f"mailbox {name!r} is a target of alias {', '.join(users)}; change the alias first"
             )
-        start, end = span
-        tokens = self._tokens()
-        last = start
-        for j in range(start + 1, end):
-            if tokens[j].kind in ("entry", "word"):
-                last = j
-        self._delete_section(start, last + 1)
+        self._delete_named_section(span)
 
     # -- aliases -----------------------------------------------------------------------
 
@@ -397,30 +391,12 @@ class ConfigDocument:
 
     def links(self) -> list[str]:
         """Link names, in file order."""
-        return [
-            t.section_name
-            for t in self._tokens()
-            if t.kind == "section" and t.section_type == "link"
-        ]
+        return self._names_of("link")
 
     def add_link(self, name: str, entries: list[tuple[str, str]]) -> None:
         """Add ``[link name]`` with ``key = value`` entries after the last link (else
         before the first account, else at the end); ``ConfigEditError`` if it exists."""
-        try:
-            _name(name)
-        except _Bad as e:
-            raise ConfigEditError(f"link: {e}") from None
-        if name in self.links():
-            raise ConfigEditError(f"link {name!r} already exists")
-        for key, value in entries:
-            self._check_value(key)
-            self._check_value(value)
-        body = [f"[link {name}]", *(f"{k} = {v}" if v else f"{k} =" for k, v in entries)]
-        last = self._last_section_of("link")
-        if last is not None:
-            self._insert(self._last_content(*last) + 1, ["", *body])
-        else:
-            self._append_section(body, before="account")
+        self._add_named_section("link", name, entries, before="account")
 
     def remove_link(self, name: str) -> bool:
         """Remove ``[link name]``; if ``[schedule] link`` named it, set it to ``auto`` and
@@ -438,12 +414,7 @@ class ConfigDocument:
                 f"link {name!r} is in the links of account {', '.join(a for a, _ in tied)}; "
                 "change the account first"
             )
-        tokens = self._tokens()
-        last = span[0]
-        for j in range(span[0] + 1, span[1]):
-            if tokens[j].kind in ("entry", "word"):
-                last = j
-        self._delete_section(span[0], last + 1)
+        self._delete_named_section(span)
         schedule = self._section("schedule")
         if schedule is not None:
             index = self._entry_index(schedule, "link")
@@ -476,31 +447,55 @@ class ConfigDocument:
 
     def accounts(self) -> list[str]:
         """Transport account names (``[account NAME]``), in file order."""
-        return [
-            t.section_name
-            for t in self._tokens()
-            if t.kind == "section" and t.section_type == "account"
-        ]
+        return self._names_of("account")
 
     def add_account(self, name: str, entries: list[tuple[str, str]]) -> None:
         """Add ``[account name]`` with ``key = value`` lines, after the last account
         (else at the end); ``ConfigEditError`` if it exists."""
-        if name in self.accounts():
-            raise ConfigEditError(f"account {name!r} already exists")
-        for _, value in entries:
-            self._check_value(value)
-        body = [f"[account {name}]", *(f"{key} = {value}" for key, value in entries)]
-        last = self._last_section_of("account")
-        if last is not None:
-            self._insert(self._last_content(*last) + 1, ["", *body])
-        else:
-            self._append_section(body, before="")
+        self._add_named_section("account", name, entries, before="")
 
     def remove_account(self, name: str) -> None:
         """Remove ``[account name]`` (``ConfigEditError`` if absent)."""
         span = self._section("account", name)
         if span is None:
             raise ConfigEditError(f"no account {name!r}")
+        self._delete_named_section(span)
+
+    # -- sections ----------------------------------------------------------------------
+
+    def _names_of(self, kind: str) -> list[str]:
+        """The names of the ``[kind NAME]`` sections, in file order."""
+        return [
+            t.section_name
+            for t in self._tokens()
+            if t.kind == "section" and t.section_type == kind
+        ]
+
+    def _add_named_section(
+        self, kind: str, name: str, entries: list[tuple[str, str]], before: str
+    ) -> None:
+        """Add ``[kind name]`` with ``key = value`` entries after the last ``[kind]``
+        section (else before the first ``[before]`` one, else at the end);
+        ``ConfigEditError`` if the name is bad or taken."""
+        try:
+            _name(name)
+        except _Bad as e:
+            raise ConfigEditError(f"{kind}: {e}") from None
+        if name in self._names_of(kind):
+            raise ConfigEditError(f"{kind} {name!r} already exists")
+        for key, value in entries:
+            self._check_value(key)
+            self._check_value(value)
+        body = [f"[{kind} {name}]", *(f"{k} = {v}" if v else f"{k} =" for k, v in entries)]
+        last = self._last_section_of(kind)
+        if last is not None:
+            self._insert(self._last_content(*last) + 1, ["", *body])
+        else:
+            self._append_section(body, before=before)
+
+    def _delete_named_section(self, span: tuple[int, int]) -> None:
+        """Delete the section at ``span`` through its last entry (comments after it stay:
+        they usually introduce the next section)."""
         start, end = span
         tokens = self._tokens()
         last = start
@@ -508,8 +503,6 @@ class ConfigDocument:
             if tokens[j].kind in ("entry", "word"):
                 last = j
         self._delete_section(start, last + 1)
-
-    # -- sections ----------------------------------------------------------------------
 
     def _append_section(self, body: list[str], before: str) -> None:
         """Put a new section before the first ``[before ...]`` section, else at the end."""
