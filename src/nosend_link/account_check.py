@@ -2,8 +2,8 @@
 
 Owns: :func:`check_account` (what ``nosend account test`` runs) -- for smtp the
 greeting, EHLO, STARTTLS and AUTH through :mod:`nosend_runners.client.smtp`; for pop3
-the greeting, CAPA, STLS, the login and STAT through the POP3 client engine, lock step
-(one command at a time: a check is not worth optimising).
+the greeting, CAPA, STLS, the login and STAT through :mod:`nosend_runners.client.pop3`,
+the fetch's own driver and login choice.
 
 Must not: send mail, retrieve or delete a message (POP3 QUIT is sent from the
 TRANSACTION state with nothing marked deleted, so the UPDATE state removes nothing,
@@ -24,30 +24,9 @@ from nosend_link.relay import (
 )
 from nosend_link.secrets import SecretError
 from nosend_proto import LocalProtocolError, RemoteProtocolError
-from nosend_proto.pop3_client import ClientConnection as POP3Connection
-from nosend_proto.pop3_client_events import (
-    NEED_DATA,
-    Auth,
-    Capa,
-    Capabilities,
-    CapabilitiesReceived,
-    CommandFailed,
-    ConnectionClosed,
-    Greeting,
-    GreetingRefused,
-    LoggedIn,
-    LoginFailed,
-    POP3ClientConfig,
-    POP3Command,
-    Quit,
-    SignedOff,
-    Stat,
-    StatReply,
-    Stls,
-    StlsAccepted,
-    UserPass,
-)
+from nosend_proto.pop3_client_events import Capabilities, CommandFailed, Quit, Stat, StatReply
 from nosend_runners.client.connection import UpstreamConnection, UpstreamError, open_upstream
+from nosend_runners.client.pop3 import POP3Client, POP3Error
 from nosend_runners.client.smtp import Login, SMTPClientError, SMTPClientSession
 from nosend_runners.client.tls import TLSVerifyError
 from nosend_store.config import Account, Config
@@ -62,6 +41,9 @@ async def check_account(config: Config, account: Account, say: Say) -> str | Non
     well. Never raises for a network, TLS, login or secret problem."""
     try:
         login = await anyio.to_thread.run_sync(account_login, account)
+        if account.type == "pop3":
+            await _check_pop3(account, login, say)
+            return None
         upstream = await open_upstream(
             account.host, account.port, tls=account.tls, ca_file=account.ca_file,
             fingerprint=account.fingerprint, timeout=IDLE_TIMEOUT,
@@ -69,13 +51,11 @@ async def check_account(config: Config, account: Account, say: Say) -> str | Non
         say(f"connected to {account.host}:{account.port}"
             f"{' (TLS)' if account.tls == 'implicit' else ''}")
         try:
-            if account.type == "smtp":
-                await _check_smtp(config, account, upstream, login, say)
-            else:
-                await _check_pop3(account, upstream, login, say)
+            await _check_smtp(config, account, upstream, login, say)
         finally:
             await upstream.aclose()
-    except (SecretError, UpstreamError, SMTPClientError, TLSVerifyError, _Failed) as exc:
+    except (SecretError, UpstreamError, SMTPClientError, TLSVerifyError, POP3Error,
+            _Failed) as exc:
         return str(exc)
     except (RemoteProtocolError, LocalProtocolError) as exc:
         return f"protocol error: {exc}"
@@ -110,28 +90,6 @@ async def _check_smtp(config: Config, account: Account, upstream: UpstreamConnec
     say("nothing was sent")
 
 
-class _POP3:
-    """The POP3 engine over ``upstream``, one command at a time."""
-
-    def __init__(self, upstream: UpstreamConnection, account: Account) -> None:
-        self.upstream = upstream
-        # No login in clear unless the account says tls = none (RFC 2595 section 2.1).
-        self.engine = POP3Connection(POP3ClientConfig(
-            require_tls=account.tls != "none", tls_active=account.tls == "implicit"))
-
-    async def event(self) -> object:
-        while True:
-            event = self.engine.next_event()
-            if event is not NEED_DATA:
-                return event
-            await self.upstream.send(self.engine.data_to_send())
-            self.engine.receive_data(await self.upstream.receive())
-
-    async def command(self, command: POP3Command) -> object:
-        await self.upstream.send(self.engine.send(command))
-        return await self.event()
-
-
 def _capabilities(caps: Capabilities) -> str:
     if not caps.advertised:
         return "(no CAPA: an RFC 1939 server)"
@@ -146,51 +104,27 @@ def _capabilities(caps: Capabilities) -> str:
     return " ".join(words)
 
 
-async def _check_pop3(account: Account, upstream: UpstreamConnection, login: Login | None,
-                      say: Say) -> None:
-    pop = _POP3(upstream, account)
-    greeting = await pop.event()
-    if isinstance(greeting, GreetingRefused):
-        raise _Failed(f"greeting refused: -ERR {greeting.text}")
-    if isinstance(greeting, Greeting):
-        say(f"greeting: +OK {greeting.text}")
-    caps = await pop.command(Capa())
-    if account.tls == "starttls":
-        answer = await pop.command(Stls())
-        if not isinstance(answer, StlsAccepted):
-            raise _Failed("the server refused STLS; refusing to log in in clear")
-        await upstream.start_tls()
-        pop.engine.start_tls_done()
-        caps = await pop.command(Capa())  # RFC 2595 section 4: ask again under TLS
-    say(f"tls: {'yes' if upstream.tls else 'no'}")
-    if isinstance(caps, CapabilitiesReceived):
-        say(f"capabilities: {_capabilities(caps.capabilities)}")
-    if login is None:
-        raise _Failed("the account has no user")
-    offered = caps.capabilities.sasl if isinstance(caps, CapabilitiesReceived) else ()
-    mechanism = None if account.auth == "auto" else account.auth.upper()
-    command: POP3Command
-    if mechanism is not None:
-        command = Auth(mechanism, login.user, login.secret)
-    else:
-        command = UserPass(login.user, login.secret)
-    answer = await pop.command(command)
-    if isinstance(answer, LoginFailed):
-        if answer.tls_required:
-            raise _Failed("refusing to send the password without TLS (tls = none)")
-        raise _Failed(f"login failed: -ERR {answer.text}")
-    if not isinstance(answer, LoggedIn):
-        raise _Failed(f"unexpected answer to the login: {answer!r}")
-    say(f"login: ok ({answer.method})" + (f" (server offers SASL {','.join(offered)})"
-                                            if offered and mechanism is None else ""))
-    stat = await pop.command(Stat())
-    if isinstance(stat, StatReply):
-        say(f"waiting: {stat.count} message{'s' if stat.count != 1 else ''}, "
-            f"{stat.octets} bytes")
-    elif isinstance(stat, CommandFailed):
-        raise _Failed(f"STAT refused: -ERR {stat.text}")
-    # QUIT in TRANSACTION with nothing marked deleted: the UPDATE state removes nothing.
-    bye = await pop.command(Quit())
-    if not isinstance(bye, SignedOff | ConnectionClosed):
-        raise _Failed(f"unexpected answer to QUIT: {bye!r}")
+async def _check_pop3(account: Account, login: Login | None, say: Say) -> None:
+    # The fetch's own driver and login choice, so the check tries what a cycle will do.
+    client = await POP3Client.connect(
+        account.host, account.port, tls=account.tls, ca_file=account.ca_file,
+        fingerprint=account.fingerprint, timeout=IDLE_TIMEOUT, verify=account.tls_verify)
+    try:
+        say(f"connected to {account.host}:{account.port}")
+        say(f"tls: {'yes' if client.upstream.tls else 'no'}")
+        say(f"capabilities: {_capabilities(client.capabilities)}")
+        if login is None:
+            raise _Failed("the account has no user")
+        method = await client.login(login.user, login.secret, account.auth)
+        say(f"login: ok ({method})")
+        # QUIT in TRANSACTION with nothing marked deleted: the UPDATE state removes
+        # nothing (RFC 1939 section 6).
+        async for event in client.exchange((Stat(), Quit())):
+            if isinstance(event, StatReply):
+                say(f"waiting: {event.count} message{'s' if event.count != 1 else ''}, "
+                    f"{event.octets} bytes")
+            elif isinstance(event, CommandFailed):
+                raise _Failed(f"STAT refused: -ERR {event.text}")
+    finally:
+        await client.aclose()
     say("nothing was fetched or deleted")

@@ -369,10 +369,6 @@ class _Session:
             raise FetchError(f"account {account.name}: no user")
         if link is not None and account.links and link not in account.links:
             raise FetchError(f"account {account.name} is not used over link {link}")
-        if account.tls != "none" and not account.tls_verify and account.fingerprint is None:
-            # The upstream connection verifies by CA or by pin; it has no "trust anything".
-            raise FetchError(f"account {account.name}: tls_verify = no is not supported; "
-                             "pin the certificate with fingerprint instead")
         self.config = config
         self.account = account
         self.link = link
@@ -406,7 +402,8 @@ class _Session:
         try:
             self.client = await POP3Client.connect(
                 account.host, account.port, tls=account.tls, ca_file=account.ca_file,
-                fingerprint=account.fingerprint, timeout=self.timeout, meter=self.meter)
+                fingerprint=account.fingerprint, timeout=self.timeout, meter=self.meter,
+                verify=account.tls_verify)
             try:
                 assert account.user is not None
                 await self.client.login(account.user, secret, account.auth)

@@ -148,6 +148,7 @@ class POP3Client:
         fingerprint: str | None = None,
         timeout: float = 60.0,
         meter: LinkMeter | None = None,
+        verify: bool = True,
     ) -> POP3Client:
         """Connect, read the greeting, CAPA, STLS when ``tls="starttls"`` and CAPA again.
 
@@ -155,7 +156,7 @@ class POP3Client:
         :class:`POP3Error` (the server)."""
         upstream = await open_upstream(
             host, port, tls=tls, ca_file=ca_file, fingerprint=fingerprint,
-            timeout=timeout, connect_timeout=timeout, meter=meter,
+            timeout=timeout, connect_timeout=timeout, meter=meter, verify=verify,
         )  # fmt: skip
         engine = ClientConnection(
             POP3ClientConfig(require_tls=tls != "none", tls_active=tls == "implicit"))
