@@ -98,6 +98,18 @@ def test_an_untrusted_certificate_fetches_nothing(tmp_path: Path, provider: Nose
     assert site.messages("skipper") == [] and len(provider.messages("alice")) == 1
 
 
+def test_tls_verify_no_fetches_from_an_unknown_certificate(
+    tmp_path: Path, provider: NosendServer
+) -> None:
+    # The administrator's explicit choice (config check warns): TLS, but no CA check.
+    fill(provider, 1)
+    site = site_for(tmp_path, provider)
+    del site.account["ca_file"]
+    site.account["tls_verify"] = "no"
+    report = site.fetch()
+    assert report.ok and report.fetched == 1, report.errors
+
+
 def test_keep_yes_never_deletes_and_never_fetches_again(
     tmp_path: Path, provider: NosendServer
 ) -> None:
