@@ -411,3 +411,17 @@ def test_after_a_kill_9_the_next_check_brings_the_link_down_first(boat: Boat) ->
 def test_an_unknown_link_is_a_user_error(boat: Boat) -> None:
     done = boat.check("--link", "nope")
     assert done.returncode == 1 and "no link 'nope'" in done.stderr
+
+
+def test_report_each_puts_the_cycle_report_into_the_postmasters_mailbox(boat: Boat) -> None:
+    boat.schedule = "[schedule]\nreport = each\n"
+    boat.write()
+    boat.enqueue(1)
+    done = boat.check()
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    # The postmaster is the first mailbox (skipper); delivered locally, never queued.
+    (report,) = boat.mailbox("skipper")
+    assert b"Subject: nosend cycle: done" in report
+    assert b"link sat" in report and b"sent 1 message(s), fetched 0" in report
+    assert b"skipper: " in report
+    assert boat.queued() == []
