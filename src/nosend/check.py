@@ -105,6 +105,9 @@ def _run_as(config: Config, path: Path) -> RunAs | None:
 
 def _as_user(run_as: RunAs | None) -> Callable[[Exchange], Exchange]:
     """Wrap an exchange so that it runs with ``run_as``'s effective ids."""
+    # Imported while still root: the service user need not be able to read the sources.
+    import nosend_link.fetch  # noqa: F401, PLC0415
+    import nosend_link.relay  # noqa: F401, PLC0415
     from nosend.privileges import acting_as  # noqa: PLC0415
 
     def wrap(exchange: Exchange) -> Exchange:
