@@ -192,15 +192,15 @@ def _cycle(config: Config, mode: str | None, run_as: RunAs | None) -> int:
 
 
 def _report(config: Config, outcome: Any, run_as: RunAs | None) -> None:
-    """``[schedule] report = each``: the cycle's report to the postmaster."""
-    if config.schedule.report != "each" or outcome.record is None:
+    """``[schedule] report``: the report to the postmaster, after a recorded cycle."""
+    if config.schedule.report == "no" or outcome.record is None:
         return
     from nosend.privileges import acting_as  # noqa: PLC0415
-    from nosend_link.report import deliver_report  # noqa: PLC0415
+    from nosend_link.report import report_after_cycle  # noqa: PLC0415
 
     with acting_as(run_as):
         try:
-            deliver_report(config, [outcome.record])
+            report_after_cycle(config, outcome.record)
         except OSError as exc:
             print(f"nosend: the report to the postmaster was not delivered: "
                   f"{exc.strerror or exc}", file=sys.stderr)

@@ -382,11 +382,11 @@ async def _links(holder: Any) -> None:
             log.exception("the cycle failed")
             return
         log.info("cycle %s: %s", outcome.result.value, outcome.message)
-        if outcome.record is not None and conf.schedule.report == "each":
-            from nosend_link.report import deliver_report  # noqa: PLC0415
+        if outcome.record is not None and conf.schedule.report != "no":
+            from nosend_link.report import report_after_cycle  # noqa: PLC0415
 
             try:
-                await anyio.to_thread.run_sync(deliver_report, conf, [outcome.record])
+                await anyio.to_thread.run_sync(report_after_cycle, conf, outcome.record)
             except OSError as exc:
                 log.error("the report to the postmaster was not delivered: %s", exc)
 

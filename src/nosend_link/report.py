@@ -1,7 +1,9 @@
-"""The cycle report to the postmaster (``[schedule] report = each``).
+"""The cycle report to the postmaster (``[schedule] report = each`` or ``daily``).
 
 Owns: :func:`report_message` (a short plain-text message: each cycle's link, duration,
-bytes and messages each way, cost and errors) and :func:`deliver_report`, which puts it
+bytes and messages each way, cost and errors), :func:`report_after_cycle` (what to
+report after a cycle: that cycle, or once a day the cycles since the last daily report,
+remembered in ``state/report-daily``) and :func:`deliver_report`, which puts it
 into the postmaster's local mailboxes through the store's Maildir delivery (the same
 :class:`~nosend_runners.mail.delivery.MessageSink` that delivery reports use; envelope
 sender ``<>``).
@@ -10,21 +12,30 @@ Decision: the report is delivered to local mailboxes only. When ``postmaster`` p
 a remote address (nothing local), no report is made: a report about what the link cost
 must never itself be sent over the link.
 
-Must not: read the ledger or decide when a report is due (the caller passes the records).
+A daily report is made by the first cycle of a new day (nosend has no timer of its
+own); a day without cycles has nothing to report. It is delivered before the day is
+marked as reported: a crash in between repeats the report, never loses it.
+
+Must not: send anything over a link, or write anything but the report and its mark.
 """
 
 from __future__ import annotations
 
 import email.utils
+import os
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from nosend_link import _format
-from nosend_link.ledger import CycleRecord
+from nosend_link.ledger import CycleRecord, Ledger
 from nosend_store.config import Config
 
-__all__ = ["deliver_report", "report_message"]
+__all__ = ["DAY", "deliver_report", "report_after_cycle", "report_message"]
+
+#: Seconds a first daily report looks back (there is no mark yet).
+DAY = 24 * 3600.0
 
 
 def _line(record: CycleRecord) -> list[str]:
@@ -89,3 +100,32 @@ def deliver_report(config: Config, records: Sequence[CycleRecord]) -> bool:
         raise
     sink.commit()
     return True
+
+
+def report_after_cycle(config: Config, record: CycleRecord, *,
+                       now: float | None = None) -> bool:
+    """After a cycle that made ``record``: deliver what ``[schedule] report`` asks for.
+    True if a report was delivered. Blocking."""
+    mode = config.schedule.report
+    if record.link is None and not record.attempts:
+        return False  # no link was touched: nothing to bill, nothing in the ledger
+    if mode == "each":
+        return deliver_report(config, [record])
+    if mode != "daily":
+        return False
+    now = time.time() if now is None else now
+    mark = Path(config.server.data_dir) / "state" / "report-daily"
+    try:
+        last: float | None = float(mark.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        last = None
+    today = datetime.fromtimestamp(now).astimezone().date()
+    if last is not None and datetime.fromtimestamp(last).astimezone().date() >= today:
+        return False
+    since = last if last is not None else now - DAY
+    records = [r for r in Ledger(mark.with_name("cycles.jsonl")).records() if r.start > since]
+    delivered = deliver_report(config, records)
+    tmp = mark.with_name(mark.name + ".tmp")
+    tmp.write_text(f"{now}\n")
+    os.replace(tmp, mark)
+    return delivered
