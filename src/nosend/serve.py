@@ -335,7 +335,9 @@ async def _serve_with_links(
 
         def ready(value: object = None) -> None:
             started(value)
-            if holder.current.links:
+            # Links, or a marker of a link left up (its section since removed).
+            marker = Path(holder.current.server.data_dir) / "state" / "link-up.json"
+            if holder.current.links or marker.exists():
                 tg.start_soon(_links, holder)
 
         try:
