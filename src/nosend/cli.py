@@ -30,9 +30,9 @@ def _command_modules() -> list[ModuleType]:
         pass
     else:
         modules.append(serve)
-    from nosend import accounts, exchange, links, status  # noqa: PLC0415
+    from nosend import accounts, check, exchange, links, status  # noqa: PLC0415
 
-    modules += [links, status, accounts, exchange]
+    modules += [links, status, accounts, exchange, check]
     return modules
 
 

@@ -1,9 +1,10 @@
 """``nosend exchange``: one cycle over the network as it is now -- no dialling.
 
 Owns: the command's syntax, its live progress and its summary. The work is done by
-:func:`nosend_link.relay.relay_queue` (every smtp account: the outbound queue to the
-smarthost) and then ``nosend_link.fetch.fetch_account`` (every pop3 account: remote
-mailboxes into local Maildirs); both report :mod:`nosend_link.transfer_events`, from
+:func:`nosend_link.exchange.exchange_accounts`, the sequence every cycle over a link
+runs too: :func:`nosend_link.relay.relay_queue` (every smtp account: the outbound queue
+to the smarthost) and then :func:`nosend_link.fetch.fetch_account` (every pop3 account:
+remote mailboxes into local Maildirs); both report :mod:`nosend_link.transfer_events`, from
 which the progress line and the message counts are drawn, and share one
 :class:`~nosend_runners.client.connection.LinkMeter` for the link's bytes and round trips.
 
@@ -17,6 +18,7 @@ when every account did its work; 1 otherwise (the summary names what failed).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -132,13 +134,6 @@ class ProgressPrinter:
         self._end_line()
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    account: str
-    ok: bool
-    text: str
-
-
 def _pick(config: Config, names: list[str] | None) -> list[Account]:
     if names:
         unknown = [n for n in names if n not in config.accounts]
@@ -149,48 +144,13 @@ def _pick(config: Config, names: list[str] | None) -> list[Account]:
         chosen = list(config.accounts.values())
     if not chosen:
         raise UserError("no accounts in mail.cfg; add one with `nosend account add`")
-    # The queue goes first: outbound mail is what the crew is waiting to see leave.
-    return [a for a in chosen if a.type == "smtp"] + [a for a in chosen if a.type == "pop3"]
-
-
-async def _run(config: Config, accounts: list[Account], progress: ProgressPrinter,
-               meter: Any) -> list[_Outcome]:
-    from nosend_link.relay import relay_queue  # noqa: PLC0415
-
-    outcomes = []
-    for account in accounts:
-        if account.type == "smtp":
-            report = await relay_queue(config, account, progress=progress, meter=meter)
-            text = (f"{report.sent} sent, {report.deferred} deferred, {report.failed} failed, "
-                    f"{report.skipped} skipped")
-            if report.error:
-                text += f"; {report.error}"
-            outcomes.append(_Outcome(account.name, report.ok, text))
-        else:
-            outcomes.append(await _fetch(config, account, progress, meter))
-    return outcomes
-
-
-async def _fetch(config: Config, account: Account, progress: ProgressPrinter,
-                 meter: Any) -> _Outcome:
-    try:
-        from nosend_link.fetch import fetch_account  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415,I001
-    except ImportError:
-        return _Outcome(account.name, False,
-                        "POP3 fetching is not available in this build yet")
-    report = await fetch_account(config, account, progress=progress, meter=meter)
-    # FetchReport: fetched, held, deleted, errors (texts without secrets), ok.
-    text = (f"{getattr(report, 'fetched', 0)} fetched, {getattr(report, 'held', 0)} held, "
-            f"{getattr(report, 'deleted', 0)} deleted")
-    errors = tuple(getattr(report, "errors", ()) or ())
-    if errors:
-        text += "; " + "; ".join(str(e) for e in errors)
-    return _Outcome(account.name, bool(getattr(report, "ok", False)), text)
+    return chosen
 
 
 def _exchange(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 -- the other commands do not pay for the runners
 
+    from nosend_link.exchange import exchange_accounts  # noqa: PLC0415
     from nosend_runners.client.connection import LinkMeter  # noqa: PLC0415
 
     config = load_config(_config_path(args))
@@ -199,7 +159,8 @@ def _exchange(args: argparse.Namespace) -> int:
     meter = LinkMeter()
     started = time.monotonic()
     try:
-        outcomes = anyio.run(_run, config, accounts, progress, meter)
+        summary = anyio.run(functools.partial(
+            exchange_accounts, config, accounts, progress=progress, meter=meter))
     finally:
         progress.close()
     elapsed = time.monotonic() - started
@@ -210,6 +171,6 @@ def _exchange(args: argparse.Namespace) -> int:
     print(f"link: {_size(meter.bytes_sent)} up, {_size(meter.bytes_received)} down, "
           f"{meter.round_trips} round trip{'s' if meter.round_trips != 1 else ''}, "
           f"{elapsed:.1f} s")
-    for outcome in outcomes:
+    for outcome in summary.outcomes:
         print(f"{outcome.account}: {'ok' if outcome.ok else 'FAILED'}: {outcome.text}")
-    return 0 if all(o.ok for o in outcomes) else 1
+    return 0 if summary.ok else 1

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nosend_store.config import RunAs
@@ -27,6 +29,7 @@ from nosend_store.datadir import DATA_SUBDIRS
 
 __all__ = [
     "PrivilegeError",
+    "acting_as",
     "become_service_user",
     "describe_current",
     "drop_privileges",
@@ -184,3 +187,47 @@ def become_service_user(run_as: RunAs | None, config_path: Path | str, data_dir:
     if target is not None:
         give_data_dir(data_dir, target, recursive=False)
         drop_privileges(target)
+
+
+@contextmanager
+def acting_as(run_as: RunAs | None) -> Iterator[None]:
+    """Root, for a while, as ``run_as`` (None: nothing changes): the effective ids and
+    groups change, the saved ids stay root, and root comes back when the block ends.
+
+    For ``nosend check`` and ``nosend watch`` run as root: the link's ``up`` and
+    ``down`` (pppd, nmcli) usually need root, while what the exchange writes (Maildir
+    files, queue records, fetch records, delivery reports) must belong to the service
+    user from the moment it exists, or the server could not read it. On Linux the change
+    applies to every thread of the process (glibc makes ``seteuid`` process-wide), so the
+    worker threads the exchange uses write as ``run_as`` too. Not a security boundary:
+    the saved uid is root; use :func:`drop_privileges` for that.
+    """
+    if run_as is None or os.geteuid() != 0:
+        yield
+        return
+    groups = os.getgroups()
+    egid = os.getegid()
+    os.setgroups(os.getgrouplist(run_as.user, run_as.gid))
+    os.setegid(run_as.gid)
+    os.seteuid(run_as.uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)
+
+
+def give_tree(path: Path, run_as: RunAs) -> int:
+    """Give ``path`` and everything below it to ``run_as`` (as root; never through a
+    symbolic link, see :func:`give_data_dir`); how many entries changed. A missing
+    ``path`` changes nothing."""
+    if not path.is_dir():
+        return 0
+    links_ok = _hardlinks_protected()
+    changed = 0
+    for _, _, files, dir_fd in os.fwalk(path, follow_symlinks=False):
+        changed += _give(dir_fd, None, run_as, links_ok=links_ok)
+        for name in files:
+            changed += _give(dir_fd, name, run_as, dir_fd=dir_fd, links_ok=links_ok)
+    return changed

@@ -309,7 +309,7 @@ def _serve(args: argparse.Namespace) -> int:
             on_listening=listening,
         )
         anyio.run(
-            functools.partial(server.serve, task_status=_Started(started)),
+            functools.partial(_serve_with_links, server, holder, started),
             backend=args.backend,
         )
     except (ServerSetupError, SessionsUnavailable, TLSConfigError, PrivilegeError) as exc:
@@ -317,6 +317,83 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         pid_file.release()
     return 0
+
+
+async def _serve_with_links(
+    server: Any, holder: Any, started: Callable[[object], None]
+) -> None:
+    """Run ``server``; once it listens, the link task (:func:`_links`) beside it.
+
+    The link task lives in the same event loop and does its blocking work in threads,
+    so a cycle never holds up the mail service. When the server stops (SIGTERM), the
+    task is cancelled; a running cycle still brings its link down first.
+    """
+    import anyio  # noqa: PLC0415 - see _SESSIONS
+
+    failure: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        def ready(value: object = None) -> None:
+            started(value)
+            # Links, or a marker of a link left up (its section since removed).
+            marker = Path(holder.current.server.data_dir) / "state" / "link-up.json"
+            if holder.current.links or marker.exists():
+                tg.start_soon(_links, holder)
+
+        try:
+            await server.serve(task_status=_Started(ready))
+        except Exception as exc:  # raised below, outside the task group, unwrapped
+            failure.append(exc)
+        tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+
+
+async def _links(holder: Any) -> None:
+    """``nosend serve``'s link task: bring down a link a killed cycle left up, then, with
+    ``[schedule] scheduler = yes``, run cycles when the schedule says.
+
+    It runs after root was given up: with ``user =`` set, the links' ``up`` and ``down``
+    run as that user. ``pon``/``poff`` work for members of the ``dip`` group and
+    ``nmcli`` needs a polkit rule for the user; where neither is possible, set
+    ``scheduler = no`` and let a root timer run ``nosend check`` (README, "When cycles
+    run"). ``scheduler`` is read at start; a reload changes the rest.
+    """
+    import anyio  # noqa: PLC0415 - see _SESSIONS
+
+    from nosend_link.cycle_lock import state_dir  # noqa: PLC0415
+    from nosend_link.exchange import site_cycle  # noqa: PLC0415
+    from nosend_link.progress import LogRenderer  # noqa: PLC0415
+    from nosend_link.scheduler_loop import SchedulerLoop, run_site_cycle  # noqa: PLC0415
+
+    log = logging.getLogger("nosend.scheduler")
+    config = holder.current
+    try:
+        state = await anyio.to_thread.run_sync(state_dir, config.server.data_dir)
+        for line in await site_cycle(config, state, log=log.info).bring_down_stale():
+            log.warning("%s", line)
+    except Exception:
+        log.exception("bringing a stale link down failed")
+    if not config.schedule.scheduler:
+        return
+
+    async def cycle(conf: Config) -> None:
+        try:
+            outcome = await run_site_cycle(conf, progress=LogRenderer(log.info), log=log.info)
+        except Exception:  # a bug or a full disk: the mail service goes on
+            log.exception("the cycle failed")
+            return
+        log.info("cycle %s: %s", outcome.result.value, outcome.message)
+        if outcome.record is not None and conf.schedule.report != "no":
+            from nosend_link.report import report_after_cycle  # noqa: PLC0415
+
+            try:
+                await anyio.to_thread.run_sync(report_after_cycle, conf, outcome.record)
+            except OSError as exc:
+                log.error("the report to the postmaster was not delivered: %s", exc)
+
+    log.info("scheduler running")
+    await SchedulerLoop(lambda: holder.current, cycle, log=log.info).run()
 
 
 def _check_tls(settings: ServerSettings, running: ServerSettings) -> None:

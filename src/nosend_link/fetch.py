@@ -339,6 +339,12 @@ async def fetch_account(
         return report("another fetch of this account is running")
     except ProtocolError as exc:  # e.g. bytes injected before TLS, a name POP3 cannot carry
         return report(f"{account.host}: {exc}")
+    except BaseException:
+        # Cancelled (max_online, Ctrl-C, SIGTERM): the bytes that crossed are still
+        # billed by the caller's meter.
+        if meter is not None:
+            meter.add(own)
+        raise
     return report()
 
 

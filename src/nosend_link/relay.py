@@ -474,6 +474,12 @@ async def relay_queue(
         error = f"protocol error: {exc}"
     except OSError as exc:
         error = f"{type(exc).__name__}: {exc.strerror or exc}"
+    except BaseException:
+        # Cancelled (max_online, Ctrl-C, SIGTERM): the bytes that crossed are still
+        # billed by the caller's meter.
+        if meter is not None:
+            meter.add(local_meter)
+        raise
     finally:
         for item in cycle.items:
             if not item.done:

@@ -19,10 +19,6 @@ import pytest
 from nosend.cli import build_parser
 
 UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
-#: Units whose command arrives in another branch: `nosend check` comes with the
-#: transport. test_the_check_unit_runs_a_command_the_parser_accepts fails (strict
-#: xfail) once it is there: then empty this set and drop that test's mark.
-COMMAND_NOT_YET = {"nosend-check.service"}
 WELL_KNOWN = {"smtp": 25, "submission": 587, "smtps": 465, "pop3": 110, "pop3s": 995}
 
 
@@ -66,8 +62,6 @@ def test_every_exec_line_is_a_nosend_command_the_parser_accepts() -> None:
     parser = build_parser()
     seen = 0
     for name, unit in all_units().items():
-        if name in COMMAND_NOT_YET:
-            continue
         for key in ("ExecStart", "ExecReload"):
             for line in values(unit, "Service", key):
                 argv = shlex.split(line)
@@ -75,7 +69,7 @@ def test_every_exec_line_is_a_nosend_command_the_parser_accepts() -> None:
                 parsed = parser.parse_args(argv[1:])  # SystemExit(2) if unknown
                 assert callable(parsed.handler)
                 seen += 1
-    assert seen == 5  # serve, reload, inetd smtp, inetd pop3, queue maintain
+    assert seen == 6  # serve, reload, inetd smtp, inetd pop3, queue maintain, check
 
 
 def test_the_check_timer_runs_one_cycle_with_the_servers_config() -> None:
@@ -94,8 +88,6 @@ def test_the_check_timer_runs_one_cycle_with_the_servers_config() -> None:
     assert values(timer, "Timer", "OnUnitActiveSec") and values(timer, "Install", "WantedBy")
 
 
-@pytest.mark.xfail(strict=True, raises=SystemExit,
-                   reason="`nosend check` arrives with the transport (another branch)")
 def test_the_check_unit_runs_a_command_the_parser_accepts() -> None:
     unit = all_units()["nosend-check.service"]
     parsed = build_parser().parse_args(shlex.split(values(unit, "Service", "ExecStart")[0])[1:])
