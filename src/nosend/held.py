@@ -80,8 +80,19 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The configuration; started as root with ``user =`` set, the command goes on as
+    that user, since opening a fetch record may rewrite it and the server must still
+    be able to (:func:`nosend.privileges.become_service_user`)."""
+    from nosend.privileges import PrivilegeError, become_service_user  # noqa: PLC0415
+
     given = getattr(args, "config", None)
-    return load_config(Path(given) if given else default_config_path())
+    path = Path(given) if given else default_config_path()
+    config = load_config(path)
+    try:
+        become_service_user(config.server.run_as, path, config.server.data_dir)
+    except PrivilegeError as e:
+        raise _UserError(str(e)) from None
+    return config
 
 
 def _states(config: Config) -> Iterator[tuple[str, FetchState]]:

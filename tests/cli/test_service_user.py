@@ -362,6 +362,30 @@ def test_queue_maintain_as_root_works_as_the_account(
         assert path.stat().st_uid == account.pw_uid, path
 
 
+def test_held_commands_as_root_leave_fetch_records_to_the_account(
+    account: pwd.struct_passwd, place: Path
+) -> None:
+    from nosend_link.notice import held_id
+    from nosend_store.fetch_state import FetchState
+
+    config = write_config(place, f"user = {account.pw_name}")
+    with config.open("a") as cfg:
+        cfg.write("\n[account isp]\ntype = pop3\nhost = pop.example.org\nuser = u\n"
+                  "secret_file = /nonexistent\ndeliver_to = user\n")
+    data = place / "data"
+    data.mkdir(mode=0o700)
+    with FetchState.open(data, "isp") as state:  # a message held by the server earlier,
+        state.hold("big-1", 9_000_000)
+    for path in (data, *data.rglob("*")):  # which runs as the account
+        os.chown(path, account.pw_uid, account.pw_gid)
+    (data / "fetch" / "isp.lock").unlink()  # lock files are made when first needed
+    result = nosend("held", "fetch", held_id("isp", "big-1"), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    records = list((data / "fetch").iterdir())
+    assert records and all(p.stat().st_uid == account.pw_uid for p in records), [
+        (p, p.stat().st_uid) for p in records]
+
+
 def test_serve_says_at_start_what_the_account_cannot_reach(
     account: pwd.struct_passwd, place: Path
 ) -> None:
