@@ -93,7 +93,7 @@ def _renderer() -> Callable[[ProgressEvent], None]:
     return TerminalRenderer(sys.stderr) if sys.stderr.isatty() else LogRenderer(_printer)
 
 
-def _run_as(config: Config, path: Path) -> RunAs | None:
+def service_user(config: Config, path: Path) -> RunAs | None:
     """The service user a root ``check``/``watch`` writes mail as (see the docstring)."""
     from nosend.privileges import PrivilegeError, plan_switch  # noqa: PLC0415
 
@@ -120,7 +120,7 @@ def _as_user(run_as: RunAs | None) -> Callable[[Exchange], Exchange]:
     return wrap
 
 
-def _give_state(config: Config, run_as: RunAs | None) -> None:
+def give_state(config: Config, run_as: RunAs | None) -> None:
     """Root, before and after a cycle: the data folder's top folders and ``state/``
     (lock, marker, ledger) to the service user."""
     if run_as is None:
@@ -142,7 +142,7 @@ def _check(args: argparse.Namespace) -> int:
         raise UserError(f"no link {args.link!r} (auto, cost, or one of: {known})")
     if args.dry_run:
         return _dry_run(config, args.link)
-    run_as = _run_as(config, path)
+    run_as = service_user(config, path)
     return _cycle(config, args.link, run_as)
 
 
@@ -167,7 +167,7 @@ def _cycle(config: Config, mode: str | None, run_as: RunAs | None) -> int:
     from nosend_link.signals import run_until_signalled  # noqa: PLC0415
 
     state = state_dir(config.server.data_dir)
-    _give_state(config, run_as)
+    give_state(config, run_as)
     cycle = site_cycle(config, state, mode=mode, progress=_renderer(), log=_printer,
                        exchange=_as_user(run_as)(cycle_exchange(config)))
 
@@ -178,7 +178,7 @@ def _cycle(config: Config, mode: str | None, run_as: RunAs | None) -> int:
     try:
         done = anyio.run(run_until_signalled, one)
     finally:
-        _give_state(config, run_as)
+        give_state(config, run_as)
     if done.value is None:
         print("nosend: interrupted; the link was brought down", file=sys.stderr)
         return done.exit_code or CycleResult.INTERRUPTED.exit_code
@@ -221,7 +221,7 @@ def _watch(args: argparse.Namespace) -> int:
 
     path = _config_path(args)
     config = load_config(path)
-    run_as = _run_as(config, path)
+    run_as = service_user(config, path)
     _setup_logging(config.server.log_level, logging.StreamHandler(sys.stderr))
     log = logging.getLogger("nosend.watch")
     current = [config, config_stamp(path)]
@@ -241,12 +241,12 @@ def _watch(args: argparse.Namespace) -> int:
         return new
 
     async def cycle(conf: Config) -> None:
-        await anyio.to_thread.run_sync(_give_state, conf, run_as)
+        await anyio.to_thread.run_sync(give_state, conf, run_as)
         try:
             outcome = await run_site_cycle(conf, progress=LogRenderer(log.info),
                                            log=log.info, wrap=_as_user(run_as))
         finally:
-            await anyio.to_thread.run_sync(_give_state, conf, run_as)
+            await anyio.to_thread.run_sync(give_state, conf, run_as)
         log.info("cycle %s: %s", outcome.result.value, outcome.message)
         if outcome.record is not None:
             await anyio.to_thread.run_sync(_report, conf, outcome, run_as)
@@ -255,7 +255,7 @@ def _watch(args: argparse.Namespace) -> int:
         from nosend_link.cycle_lock import state_dir  # noqa: PLC0415
 
         state = state_dir(config.server.data_dir)
-        _give_state(config, run_as)
+        give_state(config, run_as)
         for line in await site_cycle(config, state, log=log.info).bring_down_stale():
             log.warning("%s", line)
         log.info("watching the queue (scheduler)")

@@ -237,12 +237,17 @@ def _command_text(argv: tuple[str, ...]) -> str:
 def _test(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
+    from nosend.check import give_state, service_user  # noqa: PLC0415
     from nosend_link.cycle_lock import CycleBusy, CycleLock, state_dir  # noqa: PLC0415
     from nosend_link.signals import run_until_signalled  # noqa: PLC0415
     from nosend_link.site import link_plans  # noqa: PLC0415
     from nosend_link.trial import try_link  # noqa: PLC0415
 
-    config = load_config(_config_path(args))
+    path = _config_path(args)
+    config = load_config(path)
+    # Root dials (up/down usually need it); what the test leaves in state/ (the lock,
+    # the marker, the ledger line) goes to the service user, as after `nosend check`.
+    run_as = service_user(config, path)
     plans = {p.name: p for p in link_plans(config)}
     plan = plans.get(args.name)
     if plan is None:
@@ -264,6 +269,7 @@ def _test(args: argparse.Namespace) -> int:
                          lambda: try_link(plan, state, take_lock=False))
     finally:
         lock.release()
+        give_state(config, run_as)
     if done.value is None:
         print("interrupted; down ran (if the link was dialled)", file=sys.stderr)
         return done.exit_code or 130
