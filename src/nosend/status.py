@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # imported when used: `nosend --help` stays fast
     from nosend_link.site import HeldSnapshot, MailboxSnapshot, QueueSnapshot
     from nosend_link.status import LinkStatus
 
-__all__ = ["RECENT", "StatusReport", "gather", "register"]
+__all__ = ["RECENT", "StatusReport", "gather", "register", "too_large"]
 
 #: How many of the latest ledger records ``nosend status`` shows, in all and per link
 #: (``--json``: each link's own, whatever the other links did since).
@@ -155,7 +155,9 @@ def as_json(report: StatusReport) -> dict[str, Any]:
         "config": str(report.config.path),
         "now": report.now.isoformat(timespec="seconds"),
         "queue": {"count": q.count, "bytes": q.bytes, "oldest": _iso(q.oldest, tz),
-                  "urgent": q.urgent, "due": len(q.due), "unreadable": q.unreadable},
+                  "urgent": q.urgent, "due": len(q.due), "unreadable": q.unreadable,
+                  "too_large": [{"link": link, "max_size": cap, "count": n, "bytes": b}
+                                for link, cap, n, b in too_large(report)]},
         "held": [{"account": h.account, "count": h.count, "bytes": h.bytes,
                   "fetch_requested": h.fetch_requested}
                  for h in report.held],
@@ -235,6 +237,10 @@ def text_lines(report: StatusReport) -> list[str]:
     if q.unreadable:
         lines.append(f"  {q.unreadable} unreadable entr{'y' if q.unreadable == 1 else 'ies'}"
                      " (see nosend queue list)")
+    for link, cap, count, nbytes in too_large(report):
+        lines.append(f"  too large for link {link} (max_size {_size(cap)}): "
+                     f"{_plural(count, 'message')}, {_size(nbytes)}; they wait for a link "
+                     "that takes them")
     for h in report.held:
         if h.count:
             wanted = f" ({h.fetch_requested} to fetch)" if h.fetch_requested else ""
@@ -264,6 +270,21 @@ def text_lines(report: StatusReport) -> list[str]:
         lines.append("  ([schedule] scheduler = no: nosend serve does not start it; "
                      "cron or a timer runs nosend check)")
     return lines
+
+
+def too_large(report: StatusReport) -> list[tuple[str, int, int, int]]:
+    """Per link with a ``max_size``: (link, cap, messages, bytes) of the queued messages
+    due to go that are larger, so wait for a link that takes them (issue: a costly
+    link's cap keeps big mail for a cheaper one). Links that would take all are left
+    out."""
+    out = []
+    for plan in _plans(report.config):
+        if plan.max_size is None:
+            continue
+        over = [size for size in report.queue.due if size > plan.max_size]
+        if over:
+            out.append((plan.name, plan.max_size, len(over), sum(over)))
+    return out
 
 
 def _plans(config: Config) -> tuple[LinkPlan, ...]:

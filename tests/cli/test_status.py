@@ -46,6 +46,7 @@ up = pon iridium
 down = poff iridium
 cost_per_minute = 1.20
 budget = 50
+max_size = 2k
 
 [link marina]
 priority = 10
@@ -115,6 +116,9 @@ def test_status_for_a_person(
     lines = out.splitlines()
     assert lines[0].startswith("queue: 2 messages, 3.1 kB, oldest ")
     assert lines[0].endswith(", 0 waiting to retry, 1 urgent")
+    # The 3 kB message waits for a link whose max_size takes it.
+    assert ("  too large for link iridium (max_size 2.0 kB): 1 message, 3.0 kB; they wait "
+            "for a link that takes them") in lines
     assert "held on home: 1 message, 4.0 MB (nosend held list)" in lines
     assert "mailboxes: captain 1 (22 B)" in lines
     assert "link in use: auto" in lines
@@ -138,6 +142,8 @@ def test_status_json(
     data = json.loads(out)
     assert data["queue"]["count"] == 2 and data["queue"]["urgent"] == 1
     assert data["queue"]["due"] == 2 and data["queue"]["bytes"] > 3000
+    [over] = data["queue"]["too_large"]
+    assert (over["link"], over["max_size"], over["count"]) == ("iridium", 2048, 1)
     oldest = datetime.fromisoformat(data["queue"]["oldest"])
     assert abs(oldest.timestamp() - (time.time() - 7200)) < 60
     assert data["held"] == [{"account": "home", "count": 1, "bytes": 4_000_000,
