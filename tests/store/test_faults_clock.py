@@ -114,3 +114,21 @@ def test_clean_tmp_after_a_jump_forward_never_leaves_a_half_delivery(tmp_path: P
     with pytest.raises(FileNotFoundError):
         writer.commit()  # not published, so never acknowledged: the client retries
     assert box.list_messages() == []
+
+
+def test_clock_forward_past_expiry_reports_to_the_sender_never_drops_silently(
+    tmp_path: Path,
+) -> None:
+    # The documented cost of a jump forwards (docs/architecture.md, "The clock jumping"):
+    # expiry may come early, and the sender gets the failure report.
+    reports: list[tuple[str, bytes]] = []
+    clock = Clock(T)
+    queue = OutboundQueue(tmp_path / "queue", clock=clock, policy=RetryPolicy(),
+                          bounce_sink=lambda rcpt, chunks: reports.append(
+                              (rcpt, b"".join(chunks))))
+    qid = queue.enqueue(Envelope.simple("s@example.test", ["r@remote.test"]), [MESSAGE])
+    clock.now = T + RetryPolicy().expire_after + 3600.0
+    queue.maintain()
+    assert queue.get(qid) is None
+    [(rcpt, report)] = [r for r in reports if b"failed" in r[1].lower()]
+    assert rcpt == "s@example.test" and b"r@remote.test" in report
