@@ -39,7 +39,7 @@ import anyio.to_thread
 from anyio.abc import SocketAttribute
 
 from nosend_runners.mail.housekeeping import DEFAULT_INTERVAL, run_housekeeping
-from nosend_runners.serve import fastpath
+from nosend_runners.serve import fastpath, memory
 from nosend_runners.serve.activation import InheritedSocket
 from nosend_runners.serve.connection import run_connection
 from nosend_runners.serve.datadir import secure_data_dir, set_private_umask
@@ -170,8 +170,10 @@ class MailServer:
         """Listen, serve until ``shutdown()`` (or a signal), then shut down gracefully."""
         limits = self.settings.limits
         if self._handle_signals:
-            # The process is the server's (the command line): what it creates is private.
+            # The process is the server's (the command line): what it creates is private,
+            # and the password checks' large buffers go back to the system when freed.
             set_private_umask()
+            memory.return_large_buffers()
         data_dir = getattr(getattr(self.state.config, "server", None), "data_dir", None)
         if data_dir is not None:
             await anyio.to_thread.run_sync(secure_data_dir, data_dir)
