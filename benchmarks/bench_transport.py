@@ -56,6 +56,7 @@ from tests.interop.conftest import (  # noqa: E402
     build_server,
     make_tls_files,
 )
+from tests.interop.postfix_fixture import MASTER_SERVICES  # noqa: E402
 from tests.link.link_proxy import LinkProxy  # noqa: E402
 from tests.link.relay_support import boat_config, enqueue  # noqa: E402
 
@@ -95,28 +96,7 @@ smtp_sasl_security_options = noanonymous
 """
 
 # No smtpd: the messages come in through sendmail/pickup.
-_MASTER_CF = """\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+_MASTER_CF = MASTER_SERVICES
 
 
 @dataclass(frozen=True, slots=True)

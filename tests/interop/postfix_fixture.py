@@ -72,17 +72,9 @@ smtpd_client_restrictions =
 smtpd_helo_required = yes
 """
 
-# The smtpd on our port: TLS before anything (encrypt), AUTH through Dovecot, relaying
-# only for authenticated clients -- what a provider's submission port does.
-_MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-  -o smtpd_tls_security_level=encrypt
-  -o smtpd_tls_auth_only=yes
-  -o smtpd_sasl_auth_enable=yes
-  -o smtpd_sasl_type=dovecot
-  -o smtpd_sasl_path={root}/dovecot-run/auth-postfix
-  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
+#: The Postfix services a private instance needs besides smtpd (the master.cf body
+#: shared with benchmarks/bench_transport.py, whose Postfix takes mail by sendmail).
+MASTER_SERVICES = """\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -100,10 +92,24 @@ showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
-virtual   unix  -       n       n       -       -       virtual
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+# The smtpd on our port: TLS before anything (encrypt), AUTH through Dovecot, relaying
+# only for authenticated clients -- what a provider's submission port does.
+_MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path={root}/dovecot-run/auth-postfix
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
+""" + MASTER_SERVICES + """\
+virtual   unix  -       n       n       -       -       virtual
 """
 
 _DOVECOT_CONF = """\
