@@ -1,7 +1,9 @@
-"""Coverage-guided fuzzing of the SMTP and POP3 server engines (atheris, libFuzzer).
+"""Coverage-guided fuzzing of the SMTP and POP3 engines, both roles (atheris, libFuzzer).
 
-Owns: one fuzz target per engine, ``smtp_one_input`` and ``pop3_one_input``, each taking
-any bytes. Must not: need atheris to be imported (the targets are plain functions, so
+Owns: one fuzz target per engine, ``smtp_one_input`` and ``pop3_one_input`` (the server
+engines, fed client bytes) and ``smtp_client_one_input`` and ``pop3_client_one_input``
+(the client engines, fed server bytes; see the section at the end), each taking any
+bytes. Must not: need atheris to be imported (the targets are plain functions, so
 ``tests/fuzz/test_atheris_targets.py`` replays the seeds and every past finding in the
 ordinary test run), or touch anything but the engines and the in-memory test session.
 
@@ -25,6 +27,10 @@ Run (``pip install -e '.[fuzz]'`` or ``pip install atheris``), from the reposito
         -max_len=4096 .fuzz-corpus/smtp
     PYTHONPATH=src python tests/fuzz/atheris_engines.py pop3 -max_total_time=300 \
         -max_len=4096 .fuzz-corpus/pop3
+    PYTHONPATH=src python tests/fuzz/atheris_engines.py smtp-client -max_total_time=300 \
+        -max_len=4096 .fuzz-corpus/smtp-client
+    PYTHONPATH=src python tests/fuzz/atheris_engines.py pop3-client -max_total_time=300 \
+        -max_len=4096 .fuzz-corpus/pop3-client
 
 Arguments after the engine name are libFuzzer's; a corpus folder is grown in place, and a
 failing input is written to ``crash-<sha1>`` (``-artifact_prefix=`` chooses where).
@@ -316,7 +322,177 @@ def pop3_transcript(data: bytes) -> bytes:
     return whole_wire
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {"smtp": smtp_one_input, "pop3": pop3_one_input}
+# -- the client engines ------------------------------------------------------------------
+#
+# An input is: one byte of configuration flags, three chunk sizes, then the SERVER's
+# bytes. A well-behaved application answers every event as the API allows (it logs in
+# when offered, sends one transaction or one batch of commands, then QUIT). Whatever the
+# input: only RemoteProtocolError escapes, the reply/line buffer stays bounded between
+# reads, and once the server's EOF is read the connection is closed.
+
+
+def _smtp_client_run(flags: int, chunks: list[bytes]) -> list[str]:
+    from nosend_proto import RemoteProtocolError  # noqa: PLC0415
+    from nosend_proto.smtp_client import ClientConnection, ClientState  # noqa: PLC0415
+    from nosend_proto.smtp_client_events import (  # noqa: PLC0415
+        NEED_DATA,
+        Authenticate,
+        BodyChunk,
+        ConnectionClosed,
+        EndOfBody,
+        Quit,
+        Ready,
+        Recipient,
+        SendBody,
+        SMTPClientConfig,
+        TLSHandshakeNeeded,
+        Transaction,
+    )
+
+    config = SMTPClientConfig(
+        local_hostname="boat.example", pipelining=bool(flags & 1), chunking=bool(flags & 2),
+        starttls=bool(flags & 4), require_tls=bool(flags & 8), auth_requires_tls=False,
+        bdat_chunk_size=7)
+    conn = ClientConnection(config)
+    bound = config.max_reply_line * config.max_reply_lines + 12288  # a reply, or a SASL line
+    body = b"Subject: x\r\n\r\n.dot\rbare\nline\r\n"
+    sent = tried_auth = False
+    seen: list[str] = []
+    try:
+        for piece in [*chunks, b""]:
+            conn.receive_data(piece)
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    assert conn._reader.pending() <= bound + len(piece)
+                    break
+                seen.append(type(event).__name__)
+                if isinstance(event, ConnectionClosed):
+                    assert conn.state is ClientState.CLOSED
+                    return seen
+                if isinstance(event, TLSHandshakeNeeded):
+                    conn.start_tls_done()
+                elif isinstance(event, Ready) and "AUTH" in event.extensions.keywords:
+                    if not tried_auth:
+                        tried_auth = True
+                        conn.send(Authenticate("u", "secret", ("PLAIN", "LOGIN", "CRAM-MD5")))
+                elif isinstance(event, SendBody):
+                    conn.send(BodyChunk(body))
+                    conn.send(EndOfBody())
+                if conn.state is ClientState.READY and conn.replies_owed == 0:
+                    if not sent:
+                        sent = True
+                        conn.send(Transaction("a@b.example", (Recipient("c@d.example"),),
+                                              size=len(body)))
+                    else:
+                        conn.send(Quit())
+                conn.data_to_send()
+        raise AssertionError("EOF did not close the connection")
+    except RemoteProtocolError:
+        return [*seen, "RemoteProtocolError"]
+
+
+def smtp_client_one_input(data: bytes) -> None:
+    """Fuzz target: the SMTP client engine against any server bytes."""
+    tape = Tape(data)
+    flags = tape.byte()
+    sizes = bytes(tape.byte() for _ in range(3))
+    _smtp_client_run(flags, cut(tape.rest(), sizes))
+
+
+def smtp_client_events(data: bytes) -> list[str]:
+    """The names of the events ``smtp_client_one_input`` saw, for tests of its seeds."""
+    tape = Tape(data)
+    flags = tape.byte()
+    sizes = bytes(tape.byte() for _ in range(3))
+    return _smtp_client_run(flags, cut(tape.rest(), sizes))
+
+
+def _pop3_client_run(flags: int, chunks: list[bytes]) -> list[str]:
+    from nosend_proto import RemoteProtocolError  # noqa: PLC0415
+    from nosend_proto.pop3_client import ClientConnection  # noqa: PLC0415
+    from nosend_proto.pop3_client_events import (  # noqa: PLC0415
+        NEED_DATA,
+        Apop,
+        Auth,
+        Capa,
+        CapabilitiesReceived,
+        ConnectionClosed,
+        Dele,
+        Greeting,
+        List,
+        LoggedIn,
+        LoginFailed,
+        POP3ClientConfig,
+        Quit,
+        Retr,
+        Stat,
+        Top,
+        Uidl,
+        UserPass,
+    )
+
+    config = POP3ClientConfig(max_listing_entries=5, max_capabilities=5, max_sasl_steps=3)
+    limit = max(config.max_line, config.max_sasl_line)
+    conn = ClientConnection(config)
+    logins = (UserPass("u", "p"), Apop("u", "p"), Auth("PLAIN", "u", "p"),
+              Auth("CRAM-MD5", "u", "p"))
+    seen: list[str] = []
+    try:
+        for piece in [*chunks, b""]:
+            conn.receive_data(piece)
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    assert conn.buffered < limit + len(piece)
+                    break
+                seen.append(type(event).__name__)
+                if isinstance(event, ConnectionClosed):
+                    return seen
+                if isinstance(event, Greeting):
+                    conn.send(Capa())
+                elif isinstance(event, CapabilitiesReceived) and conn.outstanding == 0:
+                    login = logins[flags % len(logins)]
+                    if isinstance(login, Apop) and conn.timestamp is None:
+                        login = UserPass("u", "p")
+                    conn.send(login)
+                elif isinstance(event, LoginFailed) and conn.outstanding == 0:
+                    conn.send(Quit())
+                elif isinstance(event, LoggedIn):
+                    batch = [Stat(), Uidl(), List(), Retr(1), Top(2, 1), Dele(1), Quit()]
+                    if conn.pipelining:
+                        for command in batch:
+                            conn.send(command)
+                    else:
+                        conn.send(Quit())
+                conn.data_to_send()
+        raise AssertionError("EOF did not close the connection")
+    except RemoteProtocolError:
+        return [*seen, "RemoteProtocolError"]
+
+
+def pop3_client_one_input(data: bytes) -> None:
+    """Fuzz target: the POP3 client engine against any server bytes."""
+    tape = Tape(data)
+    flags = tape.byte()
+    sizes = bytes(tape.byte() for _ in range(3))
+    _pop3_client_run(flags, cut(tape.rest(), sizes))
+
+
+def pop3_client_events(data: bytes) -> list[str]:
+    """The names of the events ``pop3_client_one_input`` saw, for tests of its seeds."""
+    tape = Tape(data)
+    flags = tape.byte()
+    sizes = bytes(tape.byte() for _ in range(3))
+    return _pop3_client_run(flags, cut(tape.rest(), sizes))
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "smtp": smtp_one_input,
+    "pop3": pop3_one_input,
+    "smtp-client": smtp_client_one_input,
+    "pop3-client": pop3_client_one_input,
+}
 
 
 def main() -> None:
@@ -329,7 +505,9 @@ def main() -> None:
     sys.path[:0] = [str(root), str(root / "src")]
     target = TARGETS[sys.argv[1]]
     with atheris.instrument_imports(include=["nosend_proto"]):
+        import nosend_proto.pop3_client  # noqa: F401, PLC0415
         import nosend_proto.pop3_state  # noqa: F401, PLC0415
+        import nosend_proto.smtp_client  # noqa: F401, PLC0415
         import nosend_proto.smtp_state  # noqa: F401, PLC0415
     atheris.Setup([sys.argv[0], *sys.argv[2:]], target)
     atheris.Fuzz()

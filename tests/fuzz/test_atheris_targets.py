@@ -13,8 +13,10 @@ import pytest
 from tests.fuzz.atheris_engines import (
     Tape,
     cut,
+    pop3_client_events,
     pop3_one_input,
     pop3_transcript,
+    smtp_client_events,
     smtp_one_input,
     smtp_transcript,
 )
@@ -42,6 +44,17 @@ POP3_SEEDS = {
     "sasl": b"AUTH PLAIN\r\nAGJvYgB0YW5zdGFhZg==\r\nAUTH CRAM-MD5\r\n*\r\nQUIT\r\n",
     "garbage": b"\xff\r\nUSER\r\nPASS\r\n" + b"y" * 400 + b"\r\nNOOP 1 2 3\r\n",
 }
+
+# The client targets read: one byte of flags, three chunk sizes, then the SERVER's bytes.
+# SMTP flags 3: PIPELINING and CHUNKING used, no STARTTLS; chunks of 6, 2 and 8 octets.
+SMTP_CLIENT_SEED = bytes([3, 5, 1, 7]) + (
+    b"220 mx ESMTP\r\n250-mx\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-AUTH PLAIN\r\n"
+    b"250 SIZE 1000\r\n235 2.7.0 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n221 bye\r\n")
+# POP3 flags 1: APOP; chunks of 6, 2 and 8 octets.
+POP3_CLIENT_SEED = bytes([1, 5, 1, 7]) + (
+    b"+OK <1.2@h>\r\n+OK\r\nPIPELINING\r\nUIDL\r\nTOP\r\n.\r\n+OK\r\n+OK 1 5\r\n"
+    b"+OK\r\n1 a\r\n.\r\n+OK\r\n1 5\r\n.\r\n+OK\r\nhi\r\n..x\r\n.\r\n+OK\r\nh\r\n.\r\n"
+    b"+OK\r\n+OK bye\r\n")
 
 #: Inputs fuzz runs found failing, reduced by hand: (target, input, what it showed).
 REGRESSIONS: list[tuple[str, bytes, str]] = [
@@ -76,6 +89,20 @@ def test_pop3_target_runs_its_seeds(name: str) -> None:
     if name == "session":
         assert b"\r\n+OK maildrop has 3 messages" in wire
     pop3_one_input(POP3_ZERO + POP3_SEEDS[name])
+
+
+def test_client_targets_run_a_whole_session_from_their_seeds() -> None:
+    smtp = smtp_client_events(SMTP_CLIENT_SEED)
+    assert smtp[:2] == ["Greeting", "Ready"] and "AuthSucceeded" in smtp
+    assert "MessageResult" in smtp and smtp[-1] == "ConnectionClosed"
+    pop3 = pop3_client_events(POP3_CLIENT_SEED)
+    assert pop3[:3] == ["Greeting", "CapabilitiesReceived", "LoggedIn"]
+    assert "MessageComplete" in pop3 and pop3[-2:] == ["SignedOff", "ConnectionClosed"]
+    # Noise ends in the one error the engines may raise, never another exception.
+    assert smtp_client_events(bytes(4) + b"220 mx\r\n\x00garbage\r\n")[-1] in (
+        "RemoteProtocolError", "ConnectionClosed")
+    assert pop3_client_events(bytes(4) + b"+OK\r\n\xffnoise")[-1] in (
+        "RemoteProtocolError", "ConnectionClosed")
 
 
 @pytest.mark.parametrize(("target", "data", "why"), REGRESSIONS)
