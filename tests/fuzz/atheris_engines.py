@@ -331,6 +331,14 @@ def pop3_transcript(data: bytes) -> bytes:
 # reads, and once the server's EOF is read the connection is closed.
 
 
+def _client_tape(data: bytes) -> tuple[int, list[bytes]]:
+    """A client target's input: the flags byte, and the server's bytes in chunks."""
+    tape = Tape(data)
+    flags = tape.byte()
+    sizes = bytes(tape.byte() for _ in range(3))
+    return flags, cut(tape.rest(), sizes)
+
+
 def _smtp_client_run(flags: int, chunks: list[bytes]) -> list[str]:
     from nosend_proto import RemoteProtocolError  # noqa: PLC0415
     from nosend_proto.smtp_client import ClientConnection, ClientState  # noqa: PLC0415
@@ -394,18 +402,12 @@ def _smtp_client_run(flags: int, chunks: list[bytes]) -> list[str]:
 
 def smtp_client_one_input(data: bytes) -> None:
     """Fuzz target: the SMTP client engine against any server bytes."""
-    tape = Tape(data)
-    flags = tape.byte()
-    sizes = bytes(tape.byte() for _ in range(3))
-    _smtp_client_run(flags, cut(tape.rest(), sizes))
+    smtp_client_events(data)
 
 
 def smtp_client_events(data: bytes) -> list[str]:
     """The names of the events ``smtp_client_one_input`` saw, for tests of its seeds."""
-    tape = Tape(data)
-    flags = tape.byte()
-    sizes = bytes(tape.byte() for _ in range(3))
-    return _smtp_client_run(flags, cut(tape.rest(), sizes))
+    return _smtp_client_run(*_client_tape(data))
 
 
 def _pop3_client_run(flags: int, chunks: list[bytes]) -> list[str]:
@@ -473,18 +475,12 @@ def _pop3_client_run(flags: int, chunks: list[bytes]) -> list[str]:
 
 def pop3_client_one_input(data: bytes) -> None:
     """Fuzz target: the POP3 client engine against any server bytes."""
-    tape = Tape(data)
-    flags = tape.byte()
-    sizes = bytes(tape.byte() for _ in range(3))
-    _pop3_client_run(flags, cut(tape.rest(), sizes))
+    pop3_client_events(data)
 
 
 def pop3_client_events(data: bytes) -> list[str]:
     """The names of the events ``pop3_client_one_input`` saw, for tests of its seeds."""
-    tape = Tape(data)
-    flags = tape.byte()
-    sizes = bytes(tape.byte() for _ in range(3))
-    return _pop3_client_run(flags, cut(tape.rest(), sizes))
+    return _pop3_client_run(*_client_tape(data))
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
