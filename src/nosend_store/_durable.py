@@ -213,7 +213,9 @@ class UniqueNamer:
         now = self._clock()
         seconds = int(now)
         micros = int((now - seconds) * 1_000_000)
-        return f"{seconds}.M{micros}P{pid}Q{counter}R{digits[slot : slot + 8]}.{self._host}"
+        # Six digits: then the names sort as strings in the order they were made, as
+        # mutt, scripts and `ls` sort them (M99999 would sort after M100000).
+        return f"{seconds}.M{micros:06d}P{pid}Q{counter}R{digits[slot : slot + 8]}.{self._host}"
 
 
 _CR_BEFORE_LF = re.compile(rb"\r+\n")

@@ -112,6 +112,15 @@ def test_unique_names_differ_within_one_microsecond() -> None:
     assert all(n.endswith(".h\\057o\\072st") and "/" not in n for n in names)
 
 
+def test_names_sort_as_strings_in_the_order_they_were_made() -> None:
+    # 0.099999 s then 0.1 s: unpadded, "M99999" would sort after "M100000"
+    clock = iter([1000.099999, 1000.1, 1000.100001, 1000.5, 1001.0078125])
+    namer = UniqueNamer(hostname="h", clock=lambda: next(clock))
+    names = [namer.new_name() for _ in range(5)]
+    assert sorted(names) == names
+    assert names[3].startswith("1000.M500000P") and names[4].startswith("1001.M007812P")
+
+
 def test_uidl_is_stable_printable_and_short() -> None:
     key = "1.M2P3Q4R00000000." + "h" * 80 + ",S=1,W=2"
     uidl = uidl_for_key(key)
