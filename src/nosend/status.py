@@ -266,6 +266,11 @@ def text_lines(report: StatusReport) -> list[str]:
     nxt = report.next_cycle
     at = "none" if nxt.when is None else nxt.when.strftime(when)
     lines.append(f"next cycle: {at} ({nxt.reason})")
+    pop3 = sorted(n for n, a in report.config.accounts.items() if a.type == "pop3")
+    if nxt.when is None and pop3:
+        # Mail waiting on a remote account is unseen until a cycle asks: say what fetches it.
+        lines.append(f"  (account {', '.join(pop3)}: fetched by nosend check, or by a "
+                     "[schedule] times or every)")
     if not report.config.schedule.scheduler:
         lines.append("  ([schedule] scheduler = no: nosend serve does not start it; "
                      "cron or a timer runs nosend check)")

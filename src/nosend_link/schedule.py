@@ -102,7 +102,7 @@ def next_cycle(now: datetime, state: ScheduleState) -> NextCycle:
         at = now if last is None else last + timedelta(seconds=policy.every)
         triggers.append((at, f"every {policy.every / 3600:g} h"))
     if not triggers:
-        return NextCycle(None, "nothing waiting and no schedule")
+        return NextCycle(None, "no outbound mail waits and no schedule")
     when, reason = min(triggers, key=lambda t: t[0])
     when = max(when, now)
     if last is not None and when < last + timedelta(seconds=policy.min_interval):

@@ -186,6 +186,22 @@ def test_status_shows_a_link_left_up_and_a_disabled_scheduler(
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["state"]
 
 
+def test_with_nothing_queued_and_no_schedule_status_says_what_fetches_the_accounts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write_config(tmp_path)
+    status, out, _ = run(capsys, monkeypatch, "status", "--config", str(cfg))
+    assert status == 0
+    lines = out.splitlines()
+    at = lines.index("next cycle: none (no outbound mail waits and no schedule)")
+    assert lines[at + 1] == ("  (account home: fetched by nosend check, or by a [schedule] "
+                             "times or every)")
+    # with a schedule there is a next cycle, and no such line
+    cfg = write_config(tmp_path, "every = 6h")
+    out = run(capsys, monkeypatch, "status", "--config", str(cfg))[1]
+    assert "next cycle: none" not in out and "fetched by nosend check" not in out
+
+
 def test_status_of_a_broken_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,7 +27,7 @@ NO_AGE = SchedulePolicy(queue_age=None, min_interval=0)
 
 def test_nothing_waiting_and_no_schedule_means_no_cycle() -> None:
     assert next_cycle(at(12), ScheduleState()) == NextCycle(
-        None, "nothing waiting and no schedule")
+        None, "no outbound mail waits and no schedule")
 
 
 def test_mail_older_than_the_queue_age_starts_a_cycle() -> None:
