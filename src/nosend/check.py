@@ -21,7 +21,9 @@ usually need it -- and the exchange runs with the service user's effective ids
 (:func:`nosend.privileges.acting_as`), so every Maildir file, queue record and fetch
 record it writes belongs to the service user from the moment it exists. The cycle's
 own files (``state/``: the lock, the link-up marker, the ledger) are written as root and
-given to the service user before and after the cycle. Started as another user who is
+given to the service user before and after the cycle; the marker is the service user's
+from the moment it is written, so a check killed with -9 leaves none the server cannot
+read and clear. Started as another user who is
 not the service user, both commands refuse (what they wrote would belong to the wrong
 user), as the admin commands do.
 

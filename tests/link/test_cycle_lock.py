@@ -4,9 +4,11 @@ leaves no stale lock) and the durable link-up marker."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,37 @@ def test_an_unreadable_marker_is_reported_and_can_be_cleared(tmp_path: Path) -> 
         marker.read()
     marker.clear()
     assert marker.read() == ()
+
+
+def test_root_writes_the_marker_as_the_owner_of_state_so_the_server_can_clear_it() -> None:
+    # A root `nosend check` killed with -9 never hands state/ back to the service user.
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("needs root (CI runs the tests as root)")
+        pytest.skip("needs root: writes as root into a folder another user owns")
+    nobody = 65534
+    place = Path(tempfile.mkdtemp(prefix="nosend-marker-", dir="/tmp"))
+    try:
+        os.chmod(place, 0o755)
+        state = place / "state"
+        state.mkdir(mode=0o700)
+        os.chown(state, nobody, nobody)
+        UpMarker(state).add(LinkUp("iridium", ("poff",), 1_800_000_000.0, 4242))
+        assert (state / "link-up.json").stat().st_uid == nobody
+        pid = os.fork()
+        if pid == 0:  # the child, as the service user would run: read it and clear it
+            code = 1
+            try:
+                os.setgid(nobody)
+                os.setuid(nobody)
+                marker = UpMarker(state)
+                if [e.link for e in marker.read()] == ["iridium"]:
+                    marker.remove("iridium")
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not (state / "link-up.json").exists()
+    finally:
+        shutil.rmtree(place, ignore_errors=True)
