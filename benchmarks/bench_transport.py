@@ -56,7 +56,7 @@ from tests.interop.conftest import (  # noqa: E402
     build_server,
     make_tls_files,
 )
-from tests.interop.postfix_fixture import MASTER_SERVICES  # noqa: E402
+from tests.interop.postfix_fixture import MASTER_SERVICES, private_main_cf  # noqa: E402
 from tests.link.link_proxy import LinkProxy  # noqa: E402
 from tests.link.relay_support import boat_config, enqueue  # noqa: E402
 
@@ -68,24 +68,8 @@ _WAIT = 240.0  # bound on any one phase, so a broken run ends instead of hanging
 
 # Postfix as the boat's MTA: everything goes to the relayhost (our proxy), over
 # STARTTLS, authenticated; mail submitted with Subject "bench" is held until released.
+# (after private_main_cf)
 _MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {root}/queue
-data_directory = {root}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = boat.example
-mydomain = boat.example
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-maillog_file = /dev/stdout
-alias_maps =
-alias_database =
 relayhost = [127.0.0.1]:{port}
 header_checks = regexp:{root}/hold
 smtp_tls_security_level = encrypt
@@ -194,7 +178,8 @@ class PrivatePostfix:
             (root / sub).mkdir()
         shutil.chown(root / "data", "postfix")
         values = {"root": root, "port": relay_port, "cert": cert}
-        (self.etc / "main.cf").write_text(_MAIN_CF.format(**values))
+        (self.etc / "main.cf").write_text(
+            private_main_cf(root, "boat.example") + _MAIN_CF.format(**values))
         (self.etc / "master.cf").write_text(_MASTER_CF)
         (root / "hold").write_text("/^Subject: postfix out/ HOLD benchmark\n")
         # Read by the smtp client before it drops privileges, as /etc/postfix/sasl_passwd.

@@ -39,7 +39,11 @@ PASSWORD = "alice-Postfix-1"
 _NOBODY = 65534
 _STOP_TIMEOUT = 15.0
 
-_MAIN_CF = """\
+def private_main_cf(root: Path, hostname: str) -> str:
+    """The start of ``main.cf`` for a private Postfix under ``root`` (shared with
+    benchmarks/bench_transport.py): its own queue and data folders, the system's
+    programs, no local domain, no aliases, the log on stdout, IPv4 on loopback."""
+    return f"""\
 compatibility_level = 3.6
 queue_directory = {root}/queue
 data_directory = {root}/data
@@ -49,12 +53,19 @@ shlib_directory = /usr/lib/postfix
 meta_directory = /etc/postfix
 mail_owner = postfix
 setgid_group = postdrop
-myhostname = smarthost.test
-mydomain = smarthost.test
+myhostname = {hostname}
+mydomain = {hostname}
 mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 maillog_file = /dev/stdout
+alias_maps =
+alias_database =
+"""
+
+
+# The smarthost's own settings, after private_main_cf.
+_MAIN_CF = """\
 smtputf8_enable = yes
 message_size_limit = {size}
 virtual_mailbox_domains = smarthost.test
@@ -62,8 +73,6 @@ virtual_mailbox_base = {root}/mail
 virtual_mailbox_maps = texthash:{root}/vmailbox
 virtual_uid_maps = static:{nobody}
 virtual_gid_maps = static:{nobody}
-alias_maps =
-alias_database =
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 relayhost =
@@ -240,7 +249,8 @@ def postfix_smarthost(message_size_limit: int = 10_240_000) -> Iterator[PostfixS
         port = free_port()
         values = {"root": root, "port": port, "size": message_size_limit, "nobody": _NOBODY,
                   "cert": tls.cert, "key": tls.key}
-        (root / "etc" / "main.cf").write_text(_MAIN_CF.format(**values))
+        (root / "etc" / "main.cf").write_text(
+            private_main_cf(root, "smarthost.test") + _MAIN_CF.format(**values))
         (root / "etc" / "master.cf").write_text(_MASTER_CF.format(**values))
         (root / "dovecot.conf").write_text(_DOVECOT_CONF.format(**values))
         (root / "vmailbox").write_text(f"{USER} alice/\n")
