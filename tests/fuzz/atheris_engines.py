@@ -19,7 +19,10 @@ cut into chunks, then the client's bytes. Each target checks, whatever the input
 * the same bytes cut into other chunks give the same events and the same reply bytes
   (DATA chunks joined, since their boundaries follow the input's; body bytes that no end
   of body completed are left out, see ``_completed_bodies_only``), in sessions without
-  STARTTLS/STLS (bytes read together with those are dropped on purpose).
+  STARTTLS/STLS (bytes read together with those are dropped on purpose). The SMTP client
+  target likewise compares the server's bytes whole and in the input's chunks (events,
+  any ``RemoteProtocolError``, the bytes written between events), up to a 220 to
+  STARTTLS; the POP3 client target does not (``test_pop3_client_fuzz.py`` does).
 
 Run (``pip install -e '.[fuzz]'`` or ``pip install atheris``), from the repository root::
 
@@ -328,7 +331,9 @@ def pop3_transcript(data: bytes) -> bytes:
 # bytes. A well-behaved application answers every event as the API allows (it logs in
 # when offered, sends one transaction or one batch of commands, then QUIT). Whatever the
 # input: only RemoteProtocolError escapes, the reply/line buffer stays bounded between
-# reads, and once the server's EOF is read the connection is closed.
+# reads, and once the server's EOF is read the connection is closed. The SMTP client
+# target also runs the server's bytes whole: the events, any RemoteProtocolError and the
+# bytes written between events must be the same as in the input's chunks.
 
 
 def _client_tape(data: bytes) -> tuple[int, list[bytes]]:
@@ -339,7 +344,10 @@ def _client_tape(data: bytes) -> tuple[int, list[bytes]]:
     return flags, cut(tape.rest(), sizes)
 
 
-def _smtp_client_run(flags: int, chunks: list[bytes]) -> list[str]:
+def _smtp_client_run(flags: int, chunks: list[bytes]) -> list[object]:
+    """Feed ``chunks`` then EOF; answer every event; check the bounds; return the trace:
+    the events by value, the bytes the client wrote between them (joined), and at the end
+    ``(type name, message)`` if a ``RemoteProtocolError`` was raised."""
     from nosend_proto import RemoteProtocolError  # noqa: PLC0415
     from nosend_proto.smtp_client import ClientConnection, ClientState  # noqa: PLC0415
     from nosend_proto.smtp_client_events import (  # noqa: PLC0415
@@ -365,39 +373,61 @@ def _smtp_client_run(flags: int, chunks: list[bytes]) -> list[str]:
     bound = config.max_reply_line * config.max_reply_lines + 12288  # a reply, or a SASL line
     body = b"Subject: x\r\n\r\n.dot\rbare\nline\r\n"
     sent = tried_auth = False
-    seen: list[str] = []
+    trace: list[object] = []
+
+    def write(data: bytes) -> None:
+        if data and trace and isinstance(trace[-1], bytes):
+            trace[-1] += data
+        elif data:
+            trace.append(data)
+
     try:
         for piece in [*chunks, b""]:
             conn.receive_data(piece)
             while True:
                 event = conn.next_event()
+                write(conn.data_to_send())  # what reaching this event wrote, or a flush
                 if event is NEED_DATA:
                     assert conn._reader.pending() <= bound + len(piece)
                     break
-                seen.append(type(event).__name__)
+                trace.append(event)
                 if isinstance(event, ConnectionClosed):
                     assert conn.state is ClientState.CLOSED
-                    return seen
+                    return trace
                 if isinstance(event, TLSHandshakeNeeded):
                     conn.start_tls_done()
                 elif isinstance(event, Ready) and "AUTH" in event.extensions.keywords:
                     if not tried_auth:
                         tried_auth = True
-                        conn.send(Authenticate("u", "secret", ("PLAIN", "LOGIN", "CRAM-MD5")))
+                        write(conn.send(Authenticate("u", "secret", ("PLAIN", "LOGIN",
+                                                                      "CRAM-MD5"))))
                 elif isinstance(event, SendBody):
-                    conn.send(BodyChunk(body))
-                    conn.send(EndOfBody())
+                    write(conn.send(BodyChunk(body)))
+                    write(conn.send(EndOfBody()))
                 if conn.state is ClientState.READY and conn.replies_owed == 0:
                     if not sent:
                         sent = True
-                        conn.send(Transaction("a@b.example", (Recipient("c@d.example"),),
-                                              size=len(body)))
+                        write(conn.send(Transaction("a@b.example", (Recipient("c@d.example"),),
+                                                    size=len(body))))
                     else:
-                        conn.send(Quit())
-                conn.data_to_send()
+                        write(conn.send(Quit()))
+                write(conn.data_to_send())
         raise AssertionError("EOF did not close the connection")
-    except RemoteProtocolError:
-        return [*seen, "RemoteProtocolError"]
+    except RemoteProtocolError as err:
+        write(conn.data_to_send())
+        return [*trace, (type(err).__name__, str(err))]
+
+
+def _before_tls(trace: list[object]) -> list[object]:
+    """``trace`` up to the 220 to STARTTLS: bytes read together with it are refused on
+    purpose (RFC 3207 section 4, CVE-2011-0411), so from there on the outcome depends on
+    the chunking by design."""
+    for i, item in enumerate(trace):
+        if type(item).__name__ == "TLSHandshakeNeeded" or (
+            isinstance(item, tuple) and item[1].startswith("data after the 220 reply to STARTTLS")
+        ):
+            return [*trace[:i], "220 to STARTTLS"]
+    return trace
 
 
 def smtp_client_one_input(data: bytes) -> None:
@@ -406,8 +436,18 @@ def smtp_client_one_input(data: bytes) -> None:
 
 
 def smtp_client_events(data: bytes) -> list[str]:
-    """The names of the events ``smtp_client_one_input`` saw, for tests of its seeds."""
-    return _smtp_client_run(*_client_tape(data))
+    """Run ``smtp_client_one_input``'s checks on ``data``; the names of the events it saw
+    with the input's chunks (and "RemoteProtocolError" last if one was raised).
+
+    The server's bytes are run twice, whole and in the input's chunks: the traces must be
+    equal (up to a 220 to STARTTLS, see ``_before_tls``)."""
+    flags, chunks = _client_tape(data)
+    payload = b"".join(chunks)
+    whole = _before_tls(_smtp_client_run(flags, [payload] if payload else []))
+    trace = _smtp_client_run(flags, chunks)
+    assert _before_tls(trace) == whole, (whole, trace)
+    return [item[0] if isinstance(item, tuple) else type(item).__name__
+            for item in trace if not isinstance(item, bytes)]
 
 
 def _pop3_client_run(flags: int, chunks: list[bytes]) -> list[str]:

@@ -17,6 +17,7 @@ from tests.fuzz.atheris_engines import (
     pop3_one_input,
     pop3_transcript,
     smtp_client_events,
+    smtp_client_one_input,
     smtp_one_input,
     smtp_transcript,
 )
@@ -121,3 +122,24 @@ def test_the_target_checks_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(atheris_engines, "SMTP_REPLY_LINE", atheris_engines.re.compile(rb"\A9"))
     with pytest.raises(AssertionError):
         smtp_one_input(SMTP_HEAD + SMTP_SEEDS["data"])
+
+
+def test_the_smtp_client_target_compares_chunkings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SMTP client target's comparison is not vacuous: a reply reader that takes six
+    octets without their LF for a whole line fails it on the seed (cut 6, 2, 8)."""
+    from nosend_proto._smtp_client_wire import ReplyReader  # noqa: PLC0415
+
+    original = ReplyReader._next_line
+
+    def hasty(reader: ReplyReader) -> bytes | None:
+        line = original(reader)
+        if line is None and len(reader._data) >= 6:
+            line = bytes(reader._data)
+            reader._data.clear()
+            reader._scanned = 0
+        return line
+
+    smtp_client_one_input(SMTP_CLIENT_SEED)
+    monkeypatch.setattr(ReplyReader, "_next_line", hasty)
+    with pytest.raises(AssertionError):
+        smtp_client_one_input(SMTP_CLIENT_SEED)

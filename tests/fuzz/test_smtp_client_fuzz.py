@@ -7,22 +7,33 @@
   normalisation, over BDAT, pipelined DATA and lock-step DATA;
 * against a server that answers every command at random, each transaction gets exactly
   one result, and the client reports as accepted exactly the messages the server
-  acknowledged (a queue relying on it never drops or duplicates mail).
+  acknowledged (a queue relying on it never drops or duplicates mail);
+* a session (EHLO, STARTTLS refused or not offered, AUTH, transactions with refused
+  recipients, bodies, QUIT) against well-formed server replies, the same replies
+  corrupted, or arbitrary server bytes: the events, any ``RemoteProtocolError`` and the
+  bytes the client sends between events are the same whether the server's bytes arrive
+  whole, split anywhere or one byte at a time.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from hypothesis import HealthCheck, given
+import pytest
+from hypothesis import HealthCheck, event, given
 from hypothesis import strategies as st
 
 from nosend_proto import RemoteProtocolError
+from nosend_proto._smtp_client_wire import ReplyReader
 from nosend_proto.smtp_client import ClientConnection, ClientState
 from nosend_proto.smtp_client_events import (
     NEED_DATA,
     Authenticate,
     BodyChunk,
+    ClientCommand,
+    ClientEvent,
     ConnectionClosed,
     EndOfBody,
     Quit,
@@ -34,17 +45,21 @@ from nosend_proto.smtp_client_events import (
     Transaction,
 )
 from nosend_proto.smtp_events import (
+    AuthAttempt,
+    BdatChunkEnd,
     DataStart,
     EndOfData,
+    Hello,
     MailFrom,
     RcptTo,
     Reply,
     SMTPEvent,
+    StartTLS,
 )
-from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig
+from nosend_proto.smtp_state import ServerConnection, SMTPServerConfig, SMTPState
 from tests.fuzz.profiles import fuzz_settings
 from tests.proto.smtp_client_support import Link, Mailer, chunks
-from tests.proto.smtp_driver import HOST, default_app
+from tests.proto.smtp_driver import HOST, Harness, default_app
 
 FAST = fuzz_settings(150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONFIG = SMTPClientConfig(
@@ -220,3 +235,237 @@ def test_each_transaction_gets_one_result_and_accepted_means_acknowledged(
     for r in results:
         assert not set(map(id, r.delivered)) & set(map(id, r.retry))
         assert bool(r.delivered) == r.accepted
+
+
+# -- the events and the bytes sent do not depend on how the server's bytes are split -------
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """The client's side of a session: its configuration and what the application sends."""
+
+    config: SMTPClientConfig
+    auth: bool
+    messages: tuple[tuple[Transaction, tuple[bytes, ...]], ...]
+
+
+class Sender:
+    """The application of a :class:`Scenario`: AUTH when asked for and offered, then each
+    transaction in turn, then QUIT. It acts on events only (never on a NEED_DATA), as an
+    application does, so the same events get the same commands however the bytes came."""
+
+    def __init__(self, scenario: Scenario, send: Callable[[ClientCommand], object]) -> None:
+        self.scenario = scenario
+        self.send = send
+        self.queue = list(scenario.messages)
+        self.body: tuple[bytes, ...] = ()
+        self.tried_auth = self.quit_sent = False
+
+    def on_event(self, conn: ClientConnection, event: ClientEvent) -> None:
+        if isinstance(event, Ready) and self.scenario.auth and not self.tried_auth:
+            if "AUTH" in event.extensions.keywords:
+                self.tried_auth = True
+                self.send(Authenticate("u", "secret", ("CRAM-MD5", "LOGIN", "PLAIN")))
+        elif isinstance(event, SendBody):
+            for chunk in self.body:
+                self.send(BodyChunk(chunk))
+            self.send(EndOfBody())
+        if conn.state is not ClientState.READY:
+            return
+        if self.queue:
+            transaction, self.body = self.queue.pop(0)
+            self.send(transaction)
+        elif not self.quit_sent:
+            self.quit_sent = True
+            self.send(Quit())
+
+
+# A Trace is the events by value, the bytes the client wrote between them (one item per
+# gap, however many writes), and at the end (the error's type name, its message) or
+# STARTTLS_220.
+Trace = list[object]
+# The 220 to STARTTLS ends the comparison: bytes read together with it are refused on
+# purpose (RFC 3207 section 4, CVE-2011-0411), bytes read after it count as TLS, so from
+# there on the outcome depends on the split by design.
+STARTTLS_220 = "220 to STARTTLS"
+
+
+def replay(scenario: Scenario, pieces: list[bytes]) -> Trace:
+    """Feed ``pieces`` then EOF to a fresh engine driven by :class:`Sender`; the trace."""
+    conn = ClientConnection(scenario.config)
+    trace: Trace = []
+
+    def write(data: bytes) -> None:
+        if data and trace and isinstance(trace[-1], bytes):
+            trace[-1] += data
+        elif data:
+            trace.append(data)
+
+    sender = Sender(scenario, lambda command: write(conn.send(command)))
+    try:
+        for piece in [*pieces, b""]:
+            conn.receive_data(piece)
+            while True:
+                event = conn.next_event()
+                # RFC 2920: flush before waiting; before an event, what reaching it wrote.
+                write(conn.data_to_send())
+                if event is NEED_DATA:
+                    break
+                assert not isinstance(event, type(NEED_DATA))
+                if isinstance(event, TLSHandshakeNeeded):
+                    return [*trace, STARTTLS_220]
+                trace.append(event)
+                if isinstance(event, ConnectionClosed):
+                    return trace
+                sender.on_event(conn, event)
+    except RemoteProtocolError as err:
+        write(conn.data_to_send())
+        if str(err).startswith("data after the 220 reply to STARTTLS"):
+            return [*trace, STARTTLS_220]
+        return [*trace, (type(err).__name__, str(err))]
+    raise AssertionError("EOF did not close the connection")  # pragma: no cover
+
+
+def ending(trace: Trace) -> str:
+    """How a trace ended, for hypothesis's statistics (``--hypothesis-show-statistics``)."""
+    last = trace[-1]
+    if isinstance(last, ConnectionClosed):
+        return "EOF" if last.reply is None else f"{last.reply.code}"
+    return str(last[0] if isinstance(last, tuple) else last)
+
+
+TEXTS = st.sampled_from(["random", "first\nsecond", "5.1.1 one\n5.1.1 two\nthree", ""])
+
+
+def server_bytes(data: st.DataObject, scenario: Scenario, server: SMTPServerConfig) -> bytes:
+    """Everything our server engine writes to ``scenario``'s client, answering at random
+    (multi-line texts too): the greeting and each burst of replies, joined."""
+
+    def answer(conn: ServerConnection, event: SMTPEvent) -> Reply | None:
+        codes = {
+            MailFrom: MAIL_CODES, RcptTo: RCPT_CODES, DataStart: DATA_CODES,
+            EndOfData: END_CODES, BdatChunkEnd: END_CODES, AuthAttempt: [235, 535, 454],
+            Hello: [250, 250, 250, 502], StartTLS: [454, 502],
+        }.get(type(event))  # fmt: skip
+        if codes is None:
+            return default_app(conn, event)
+        code = data.draw(st.sampled_from(codes), label=type(event).__name__)
+        if code == 250 and isinstance(event, Hello):
+            return conn.default_reply(event)  # with the extensions
+        return Reply(code, data.draw(TEXTS))
+
+    harness = Harness(server, answer)
+    client = ClientConnection(scenario.config)
+    wire = bytearray(harness.greet())
+    client.receive_data(bytes(wire))
+    outgoing = bytearray()
+    sender = Sender(scenario, lambda command: outgoing.extend(client.send(command)))
+    while True:
+        event = client.next_event()
+        if event is NEED_DATA:
+            outgoing += client.data_to_send()
+            if not outgoing:
+                return bytes(wire)  # the server owes nothing more, or waits for a body
+            replies = harness.feed(bytes(outgoing))
+            outgoing.clear()
+            wire += replies
+            client.receive_data(replies)
+            if harness.conn.state is SMTPState.CLOSED:
+                client.receive_data(b"")
+            continue
+        assert not isinstance(event, type(NEED_DATA) | TLSHandshakeNeeded)
+        if isinstance(event, ConnectionClosed):
+            return bytes(wire)
+        sender.on_event(client, event)
+
+
+ASCII_BODY = BODY.map(lambda body: bytes(c & 0x7F for c in body))
+SCENARIOS = st.builds(
+    Scenario,
+    st.builds(
+        SMTPClientConfig,
+        local_hostname=st.just("boat.example.net"),
+        starttls=st.booleans(),
+        auth_requires_tls=st.just(False),
+        pipelining=st.booleans(),
+        chunking=st.booleans(),
+        max_reply_line=st.just(CONFIG.max_reply_line),
+        max_reply_lines=st.just(CONFIG.max_reply_lines),
+        bdat_chunk_size=st.integers(1, 40),
+    ),
+    st.booleans(),
+    st.lists(
+        st.tuples(st.integers(1, 4), ASCII_BODY, st.lists(st.integers(1, 64), max_size=3)).map(
+            lambda t: (
+                Transaction(
+                    "a@b.example",
+                    tuple(Recipient(f"r{i}@d.example") for i in range(t[0])),
+                    size=len(t[1]),
+                ),
+                tuple(chunks(t[1], t[2])),
+            )
+        ),
+        min_size=1,
+        max_size=3,
+    ).map(tuple),
+)
+# SERVERS, with or without STARTTLS (always refused: see STARTTLS_220) and AUTH.
+SERVERS_TLS_AUTH = st.builds(
+    replace,
+    SERVERS,
+    tls_available=st.booleans(),
+    auth_mechanisms=st.sampled_from([(), ("PLAIN",), ("LOGIN",), ("LOGIN", "CRAM-MD5")]),
+    auth_requires_tls=st.just(False),
+)
+GARBAGE = st.one_of(REPLY_LINES, st.binary(max_size=12))
+
+
+@st.composite
+def split_anywhere(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    """``data`` cut at arbitrary points (no empty piece: b"" means EOF)."""
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=10)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+@FAST
+@given(st.data(), SCENARIOS, st.sampled_from(["server", "corrupted", "noise"]))
+def test_events_and_bytes_sent_do_not_depend_on_the_split(
+    data: st.DataObject, scenario: Scenario, kind: str
+) -> None:
+    if kind == "noise":
+        wire = data.draw(SERVER_BYTES, label="wire")
+    else:
+        wire = server_bytes(data, scenario, data.draw(SERVERS_TLS_AUTH, label="server"))
+    if kind == "corrupted":
+        # Garbage put in, or bytes cut out, anywhere in a well-formed conversation.
+        at = data.draw(st.integers(0, len(wire)), label="at")
+        cut_out = data.draw(st.integers(0, 8), label="cut out")
+        wire = wire[:at] + data.draw(GARBAGE, label="put in") + wire[at + cut_out :]
+    whole = replay(scenario, [wire] if wire else [])
+    event(f"{kind}: ends with {ending(whole)}")
+    assert replay(scenario, data.draw(split_anywhere(wire), label="split")) == whole
+    assert replay(scenario, [wire[i : i + 1] for i in range(len(wire))]) == whole
+
+
+def test_the_split_comparison_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not vacuous: a reply reader that takes six octets without their LF for a whole
+    line gives other events when the same bytes come one at a time."""
+    original = ReplyReader._next_line
+
+    def hasty(reader: ReplyReader) -> bytes | None:
+        line = original(reader)
+        if line is None and len(reader._data) >= 6:
+            line = bytes(reader._data)
+            reader._data.clear()
+            reader._scanned = 0
+        return line
+
+    wire = b"220 mx ESMTP\r\n250 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n"
+    transaction = Transaction("a@b.example", (Recipient("c@d.example"),))
+    scenario = Scenario(CONFIG, False, ((transaction, (b"hi\r\n",)),))
+    whole = replay(scenario, [wire])
+    assert isinstance(whole[-1], ConnectionClosed) and whole[-1].reply is not None
+    monkeypatch.setattr(ReplyReader, "_next_line", hasty)
+    assert replay(scenario, [wire]) == whole  # read whole, no line is ever partial
+    assert replay(scenario, [wire[i : i + 1] for i in range(len(wire))]) != whole
