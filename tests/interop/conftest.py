@@ -33,6 +33,7 @@ import pytest
 
 from nosend_store.passwords import hash_password
 from tests.conftest import require_tool
+from tests.ports import free_port
 
 DOMAIN = "nosend.test"
 #: mailbox -> password of every server these fixtures start.
@@ -56,13 +57,6 @@ SAMPLE_MESSAGES = (
     b"From: skipper@nosend.test\nTo: alice@nosend.test\nSubject: big\n\n"
     + b"".join(b"line %06d of a big message, with some padding text\n" % i for i in range(6000)),
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)

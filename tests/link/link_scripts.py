@@ -9,10 +9,11 @@ probe answers -- and ``banner_down`` stops it, like ``pon``/``poff``.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from pathlib import Path
+
+from tests.ports import free_port as free_port  # the link tests take it from here
 
 PY = sys.executable
 
@@ -33,13 +34,6 @@ while True:
     finally:
         conn.close()
 """
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def python(code: str, *args: str | os.PathLike[str]) -> tuple[str, ...]:
