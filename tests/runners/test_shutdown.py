@@ -118,7 +118,8 @@ def test_sigterm_finishes_the_message_in_flight_then_exits_0(tmp_path: Path, bac
         wait_for_port(port)
         busy = SyncClient.connect(port)
         assert busy.line().startswith(b"220 ")
-        busy.sock.sendall(b"BUSY 0.8\r\n")
+        busy.sock.sendall(b"PEER\r\nBUSY 0.8\r\n")  # busy once PEER is answered
+        assert busy.line().startswith(b"250 127.0.0.1 ")
         idle = SyncClient.connect(port)
         assert idle.line().startswith(b"220 ")
         proc.send_signal(signal.SIGTERM)
