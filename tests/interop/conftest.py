@@ -197,6 +197,23 @@ class NosendServer:
         except OSError:
             return ""
 
+    def wait_until_sessions_end(self, timeout: float = 30.0) -> None:
+        """Return once every session the server logged has ended (a disconnect line for
+        each connect line; the log is at debug level), or fail at ``timeout``.
+
+        A session ends after its clean-up (a cut message's tmp/ file removed, a POP3
+        maildrop unlocked), which can be well after the client has gone. Call it after
+        the server has answered the test at least once: a connection the server has not
+        accepted yet is not in the log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            connects = log.count(" event=connect\n")
+            if connects and connects == log.count(" event=disconnect "):
+                return
+            assert time.monotonic() < deadline, f"sessions still open:\n{log[-3000:]}"
+            time.sleep(0.05)
+
     # -- where things are ----------------------------------------------------------------
 
     def port(self, service: str) -> int:

@@ -43,13 +43,6 @@ def plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
 
-def sessions_ended(server: NosendServer) -> bool:
-    """Whether every session the server logged (its log is at debug level) has ended."""
-    log = server.log()
-    connects = log.count(" event=connect\n")
-    return connects > 0 and connects == log.count(" event=disconnect ")
-
-
 def nothing_left_behind(server: NosendServer, *mailboxes: str) -> None:
     """No message delivered to, and no half-written file left in, any of ``mailboxes``.
 
@@ -57,10 +50,7 @@ def nothing_left_behind(server: NosendServer, *mailboxes: str) -> None:
     removes its tmp/ file when it ends, which can be well after the client has gone (and
     a slow server may even create the file after the client has gone). Every caller has
     had an answer from the server, so its sessions are in the log already."""
-    deadline = time.monotonic() + 30
-    while not sessions_ended(server):
-        assert time.monotonic() < deadline, server.log()[-3000:]
-        time.sleep(0.05)
+    server.wait_until_sessions_end()
     for mailbox in mailboxes:
         assert server.messages(mailbox) == [], mailbox
         assert server.tmp_files(mailbox) == [], mailbox
