@@ -8,12 +8,13 @@ import json
 import os
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+import nosend.status
 from nosend.cli import main
 from nosend_link.cycle_lock import LinkUp, UpMarker
 from nosend_link.ledger import CycleRecord, Ledger, UserShare
@@ -67,12 +68,30 @@ deliver_to = captain
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Path:
+def now(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The time ``nosend status`` takes for now: noon on the 15th of this month.
+
+    The site's cycles "this month" started an hour and half an hour before now; with the
+    real clock they would fall in last month during the first hour of a month and fail
+    the month's totals. Mid-month, they are this month's whenever the test runs."""
+    real = datetime.fromtimestamp(time.time()).astimezone()
+    pinned = real.replace(day=15, hour=12, minute=0, second=0, microsecond=0).timestamp()
+
+    class PinnedDatetime(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> PinnedDatetime:
+            return cls.fromtimestamp(pinned, tz)
+
+    monkeypatch.setattr(nosend.status, "datetime", PinnedDatetime)
+    return pinned
+
+
+@pytest.fixture
+def site(tmp_path: Path, now: float) -> Path:
     """A data folder: two queued messages (one urgent), a held message, a delivered one,
     and a ledger with two cycles this month and one far back."""
     cfg = write_config(tmp_path, "queue_age = no")  # so urgent mail is what triggers
     data = tmp_path / "data"
-    now = time.time()
     queue = OutboundQueue(data / "queue", hostname="t", clock=lambda: now - 7200)
     queue.enqueue(Envelope.simple("captain@yacht.example", ["a@example.net"]),
                   [b"Subject: one\r\nX-Priority: 1\r\n\r\nhelp\r\n"])
@@ -135,7 +154,7 @@ def test_status_for_a_person(
 
 
 def test_status_json(
-    site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    site: Path, now: float, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     status, out, err = run(capsys, monkeypatch, "status", "--json", "--config", str(site))
     assert (status, err) == (0, "")
@@ -145,7 +164,7 @@ def test_status_json(
     [over] = data["queue"]["too_large"]
     assert (over["link"], over["max_size"], over["count"]) == ("iridium", 2048, 1)
     oldest = datetime.fromisoformat(data["queue"]["oldest"])
-    assert abs(oldest.timestamp() - (time.time() - 7200)) < 60
+    assert oldest.timestamp() == now - 7200
     assert data["held"] == [{"account": "home", "count": 1, "bytes": 4_000_000,
                              "fetch_requested": 0}]
     assert data["mailboxes"] == [{"name": "captain", "count": 1, "bytes": 22}]

@@ -14,7 +14,8 @@ Hypothesis tests that name no count at all take the loaded profile's ``max_examp
 directly (100 by default, 10,000 under ``deep``).
 
 Hypothesis has no time budget for a property, only an example count; the bound on a deep
-run is the ``timeout`` around it in ``.ci/run`` (see ``tests/fuzz/README.md``).
+run is the ``timeout`` around it in ``.ci/run`` (see ``tests/fuzz/README.md``). Neither
+profile has a per-example ``deadline``: no test asserts how long something took.
 """
 
 from __future__ import annotations
@@ -37,11 +38,19 @@ _MINIMUM = {"default": 0, "deep": DEEP_MIN_EXAMPLES}
 
 
 def register_profiles() -> str:
-    """Register ``deep``, load the profile the environment names, return its name.
+    """Register ``default`` and ``deep``, load the profile the environment names, return
+    its name.
 
     Called from ``tests/conftest.py`` before any test module is imported, so settings
     objects built at import time already inherit from the loaded profile.
     """
+    # Hypothesis's own default fails an example that takes over 200 ms (``deadline``), and
+    # its too_slow health check then allows only 1 s to generate the first ten inputs: a
+    # timed assertion, which a loaded CI machine can fail by chance. (Hypothesis would load
+    # its own "ci" profile without a deadline under CI=true, but ``load_profile`` below
+    # replaces it.) With ``deadline=None`` too_slow allows 30 s: it still catches a strategy
+    # that is really too slow. Everything else stays hypothesis's default.
+    settings.register_profile("default", parent=settings.get_profile("default"), deadline=None)
     settings.register_profile(
         "deep",
         max_examples=DEEP_MIN_EXAMPLES,

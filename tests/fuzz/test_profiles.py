@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, settings
 
 from tests.fuzz.profiles import (
     DEEP_MIN_EXAMPLES,
@@ -23,6 +23,14 @@ def test_default_keeps_each_count_and_deep_raises_it(monkeypatch: pytest.MonkeyP
     assert deep.stateful_step_count == 25 and deep.deadline is None
     assert HealthCheck.too_slow in deep.suppress_health_check
     assert fuzz_settings(DEEP_MIN_EXAMPLES + 1).max_examples == DEEP_MIN_EXAMPLES + 1
+
+
+def test_no_profile_fails_an_example_for_taking_long() -> None:
+    # Hypothesis's own default would fail an example over 200 ms: on a loaded CI machine
+    # that is chance, not a finding.
+    for name in ("default", "deep"):
+        assert settings.get_profile(name).deadline is None
+    assert settings.default is not None and settings.default.deadline is None
 
 
 def test_statistics_become_a_table_row() -> None:

@@ -33,6 +33,7 @@ import pytest
 
 from nosend_store.passwords import hash_password
 from tests.conftest import require_tool
+from tests.ports import free_port
 
 DOMAIN = "nosend.test"
 #: mailbox -> password of every server these fixtures start.
@@ -56,13 +57,6 @@ SAMPLE_MESSAGES = (
     b"From: skipper@nosend.test\nTo: alice@nosend.test\nSubject: big\n\n"
     + b"".join(b"line %06d of a big message, with some padding text\n" % i for i in range(6000)),
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +196,23 @@ class NosendServer:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def wait_until_sessions_end(self, timeout: float = 30.0) -> None:
+        """Return once every session the server logged has ended (a disconnect line for
+        each connect line; the log is at debug level), or fail at ``timeout``.
+
+        A session ends after its clean-up (a cut message's tmp/ file removed, a POP3
+        maildrop unlocked), which can be well after the client has gone. Call it after
+        the server has answered the test at least once: a connection the server has not
+        accepted yet is not in the log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            connects = log.count(" event=connect\n")
+            if connects and connects == log.count(" event=disconnect "):
+                return
+            assert time.monotonic() < deadline, f"sessions still open:\n{log[-3000:]}"
+            time.sleep(0.05)
 
     # -- where things are ----------------------------------------------------------------
 

@@ -9,10 +9,11 @@ probe answers -- and ``banner_down`` stops it, like ``pon``/``poff``.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from pathlib import Path
+
+from tests.ports import free_port as free_port  # the link tests take it from here
 
 PY = sys.executable
 
@@ -33,13 +34,6 @@ while True:
     finally:
         conn.close()
 """
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def python(code: str, *args: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -92,12 +86,15 @@ def banner_up(port: int, pidfile: Path, log: Path) -> tuple[str, ...]:
     return python(code, str(port), pidfile, log)
 
 
-def banner_down(pidfile: Path, log: Path, delay: float = 0.0) -> tuple[str, ...]:
-    """argv that stops the banner server (if running) and notes that down ran, after
-    ``delay`` seconds (a hang-up that takes a while)."""
+def banner_down(pidfile: Path, log: Path, until: Path | None = None) -> tuple[str, ...]:
+    """argv that stops the banner server (if running) and notes that down ran; with
+    ``until``, only once that file exists (a hang-up that lasts until the test says so,
+    at most a minute)."""
     code = (
         "import os, signal, sys, time\n"
-        f"time.sleep({delay!r})\n"
+        f"until, deadline = {str(until) if until else None!r}, time.monotonic() + 60\n"
+        "while until and not os.path.exists(until) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
         "pidfile, log = sys.argv[1], sys.argv[2]\n"
         "open(log, 'a').write('down\\n')\n"
         "if os.path.exists(pidfile):\n"

@@ -55,7 +55,9 @@ def test_a_signal_cancels_the_cycle_and_down_runs_even_if_it_comes_again(
     port = free_port()
     pidfile, log = tmp_path / "server.pid", tmp_path / "link.log"
     up = banner_up(port, pidfile, log)
-    down = banner_down(pidfile, log, delay=0.5)
+    # down lasts until the test has sent its signals: they always land while it runs.
+    hung_up = tmp_path / "hung-up"
+    down = banner_down(pidfile, log, until=hung_up)
     child = subprocess.Popen(
         [sys.executable, "-c", _CYCLE, str(tmp_path / "state"), str(port), json.dumps(up),
          json.dumps(down), backend],
@@ -74,6 +76,7 @@ def test_a_signal_cancels_the_cycle_and_down_runs_even_if_it_comes_again(
             elif line == "hanging up\n":
                 child.send_signal(sig)  # impatient: again, while down runs
                 child.send_signal(signal.SIGTERM)
+                hung_up.touch()
         status = child.wait(timeout=60)
     finally:
         if child.poll() is None:

@@ -28,19 +28,13 @@ from nosend_runners.serve.settings import Listen, ServerSettings
 from nosend_runners.session.boundary import SessionFunc, Timeouts
 from nosend_runners.testing.echo import echo_session_factory
 from tests.conftest import require_tool
+from tests.ports import free_port
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run every ``@pytest.mark.anyio`` test on asyncio and on trio."""
     return str(request.param)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(name="free_port")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import threading
+from types import SimpleNamespace
 
 import anyio
 import anyio.to_thread
@@ -15,6 +17,7 @@ from nosend_runners.serve.limits import LimitSettings
 from nosend_runners.serve.settings import Listen, ServerSettings
 from nosend_runners.session.boundary import SessionContext, Stream
 from nosend_runners.session.services import SessionsUnavailable
+from nosend_runners.testing import echo
 from nosend_runners.testing.echo import echo_session_factory
 from tests.runners.conftest import (
     CertFiles,
@@ -61,9 +64,11 @@ async def test_pipelined_lines_are_answered_in_order() -> None:
 async def test_idle_client_is_closed_with_421_at_the_command_timeout() -> None:
     settings = echo_settings("smtp", timeouts=fast_timeouts(command=0.3))
     async with running_server(settings) as server:
+        # Taken before connecting: the server's timer starts after the accept, so this
+        # bound holds however late this task sees the greeting.
+        started = anyio.current_time()
         client = await LineClient.connect(port_of(server, "smtp"))
         await client.line()
-        started = anyio.current_time()
         assert await client.line(timeout=5) == b"421 4.4.2 Idle timeout, closing"
         assert anyio.current_time() - started >= 0.25
         assert await client.closed()
@@ -117,16 +122,32 @@ async def test_a_slow_reader_that_keeps_reading_is_not_cut_off() -> None:
         await client.aclose()
 
 
-async def test_blocking_work_runs_in_a_thread_without_stalling_other_sessions() -> None:
+async def test_blocking_work_runs_in_a_thread_without_stalling_other_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # BLOCK's work holds its thread until the other session has been answered: no clock.
+    # Were it run on the event loop, the loop would stop and "ping" would not be answered
+    # (fail_after only guards against that hang).
+    blocking, release = threading.Event(), threading.Event()
+
+    def held(seconds: float) -> None:
+        blocking.set()
+        release.wait(30)
+
+    monkeypatch.setattr(echo, "time", SimpleNamespace(sleep=held))
     async with running_server(echo_settings("smtp")) as server:
         port = port_of(server, "smtp")
         slow, fast = await LineClient.connect(port), await LineClient.connect(port)
         await slow.line(), await fast.line()
         await slow.send(b"BLOCK 1.0\r\n")
-        await anyio.sleep(0.1)
-        started = anyio.current_time()
-        assert await fast.command(b"ping") == b"250 ping"
-        assert anyio.current_time() - started < 0.8  # not waiting behind the 1 s sleep
+        try:
+            with anyio.fail_after(10):
+                while not blocking.is_set():
+                    await anyio.sleep(0.01)
+                assert await fast.command(b"ping") == b"250 ping"
+            assert slow.buffer == b""  # the blocking work is still in progress
+        finally:
+            release.set()
         assert await slow.line() == b"250 2.0.0 blocked work done"
         await slow.aclose(), await fast.aclose()
 

@@ -99,20 +99,28 @@ async def test_many_calls_returning_together_all_complete() -> None:
 async def test_slow_hashing_does_not_hold_up_disk_work() -> None:
     # Password hashing (slow on purpose) runs in anyio's threads, the disk calls in the
     # server's small pool: a login in progress never delays a delivery.
+    # The hash holds its thread until the disk call has returned: no clock in the test.
+    # Were the disk call queued behind the hash, it would never return (fail_after ends
+    # the wait; the hash then gives up waiting too).
     state = ServerState(thread_pool=ThreadPool(1))
     ctx = SessionContext("smtp", state=state, peer=lambda: PeerInfo("127.0.0.1"))
-    hashing_done = threading.Event()
+    hashing, disk_done, hashing_done = threading.Event(), threading.Event(), threading.Event()
 
     def slow_hash() -> None:
-        time.sleep(0.6)
+        hashing.set()
+        disk_done.wait(30)
         hashing_done.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(ctx.run_cpu_bound, slow_hash)
-        await anyio.sleep(0.05)
-        started = time.monotonic()
-        assert await ctx.run_blocking(int, "5") == 5
-        assert time.monotonic() - started < 0.4
-        assert not hashing_done.is_set()
+        with anyio.fail_after(30):
+            while not hashing.is_set():
+                await anyio.sleep(0.01)
+        try:
+            with anyio.fail_after(10):
+                assert await ctx.run_blocking(int, "5") == 5
+            assert not hashing_done.is_set()  # the hash was still in progress
+        finally:
+            disk_done.set()
     assert hashing_done.is_set()
     state.thread_pool.close()  # type: ignore[union-attr]

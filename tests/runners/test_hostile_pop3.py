@@ -55,7 +55,8 @@ def test_dele_without_quit_deletes_nothing(
         assert peer.pop3("STAT").startswith(b"+OK 0 ")  # deleted in this session's view
         # ...and the connection drops without QUIT (RFC 1939 section 6: no UPDATE).
         peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-    time.sleep(0.3)
+    # Not a sleep: until the server has seen the reset, the maildrop is still locked.
+    lan_server.wait_until_sessions_end()
     assert len(lan_server.messages("alice")) == len(SAMPLE_MESSAGES)
     # The lock is released: a new session sees every message and can delete for real.
     with RawPeer(lan_server.address("pop3")) as peer:
@@ -92,9 +93,11 @@ def test_client_that_sends_nothing_is_closed_at_the_timeout(
     backend: str,
 ) -> None:
     server = nosend_factory(services=POP3, pop3_timeout="1s", backend=backend)
+    # Taken before connecting: the server's timer starts after the accept, so this
+    # bound holds however late this process sees the greeting.
+    start = time.monotonic()
     with RawPeer(server.address("pop3")) as peer:
         assert peer.line().startswith(b"+OK")
-        start = time.monotonic()
         closed, said = peer.closed_within(8)
         assert closed, said
         assert time.monotonic() - start >= 0.9
@@ -245,7 +248,7 @@ def test_queue_drop_dele_without_quit_keeps_the_queue(
         login(peer, server, "bob")
         assert peer.pop3("STAT").startswith(b"+OK 1 ")
         assert peer.pop3("DELE 1").startswith(b"+OK")
-    time.sleep(0.3)
+    server.wait_until_sessions_end()  # the dropped session has unlocked the drop
     with RawPeer(server.address("pop3")) as peer:
         login(peer, server, "bob")
         assert peer.pop3("STAT").startswith(b"+OK 1 ")

@@ -36,8 +36,10 @@ async def test_shutdown_lets_a_busy_session_finish_and_closes_idle_ones_with_421
         port = port_of(server, "smtp")
         busy, idle = await LineClient.connect(port), await LineClient.connect(port)
         await busy.line(), await idle.line()
-        await busy.send(b"BUSY 0.6\r\n")  # stands in for DATA: body + commit
-        await anyio.sleep(0.1)
+        # BUSY stands in for DATA: body + commit. Sent with PEER in one write: once PEER
+        # is answered, BUSY is read too and no shutdown can take the session as idle.
+        await busy.send(b"PEER\r\nBUSY 0.6\r\n")
+        assert (await busy.line()).startswith(b"250 127.0.0.1 ")
         server.shutdown()
         assert await idle.line() == b"421 4.3.2 Server shutting down"
         assert await idle.closed()
@@ -60,8 +62,8 @@ async def test_a_session_still_busy_after_the_grace_period_is_cancelled() -> Non
         async with running_server(settings) as server:
             client = await LineClient.connect(port_of(server, "smtp"))
             await client.line()
-            await client.send(b"BUSY 30\r\n")
-            await anyio.sleep(0.1)
+            await client.send(b"PEER\r\nBUSY 30\r\n")  # busy once PEER is answered
+            assert (await client.line()).startswith(b"250 127.0.0.1 ")
             server.shutdown()
             # Closed without the 250: the client retries; nothing was acknowledged.
             assert await client.line(timeout=5) == b""
@@ -116,7 +118,8 @@ def test_sigterm_finishes_the_message_in_flight_then_exits_0(tmp_path: Path, bac
         wait_for_port(port)
         busy = SyncClient.connect(port)
         assert busy.line().startswith(b"220 ")
-        busy.sock.sendall(b"BUSY 0.8\r\n")
+        busy.sock.sendall(b"PEER\r\nBUSY 0.8\r\n")  # busy once PEER is answered
+        assert busy.line().startswith(b"250 127.0.0.1 ")
         idle = SyncClient.connect(port)
         assert idle.line().startswith(b"220 ")
         proc.send_signal(signal.SIGTERM)
@@ -192,8 +195,10 @@ def test_sigterm_under_inetd_finishes_the_message_in_flight(tmp_path: Path, back
     client = SyncClient(ours)
     try:
         assert client.line().startswith(b"220 ")  # signal handler is installed by now
-        ours.sendall(b"BUSY 0.8\r\n")
-        time.sleep(0.2)
+        # One write: once PEER is answered the session has read BUSY as well, so the
+        # signal finds it busy however late it comes (a sleep here raced the reading).
+        ours.sendall(b"PEER\r\nBUSY 0.8\r\n")
+        assert client.line().startswith(b"250 ")
         proc.send_signal(signal.SIGTERM)
         assert client.line() == b"250 2.0.0 committed"
         assert client.line() == b"421 4.3.2 Server shutting down"
@@ -237,8 +242,8 @@ def test_a_second_sigterm_during_the_grace_period_stops_at_once(tmp_path: Path) 
         wait_for_port(port)
         busy = SyncClient.connect(port)
         assert busy.line().startswith(b"220 ")
-        busy.sock.sendall(b"BUSY 30\r\n")
-        time.sleep(0.2)
+        busy.sock.sendall(b"PEER\r\nBUSY 30\r\n")  # busy once PEER is answered
+        assert busy.line().startswith(b"250 127.0.0.1 ")
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
         while b"shutting down: 1 session(s) open" not in (line := proc.stderr.readline()):
