@@ -136,6 +136,21 @@ def pop3_tls(port: int, context: ssl.SSLContext, user: str) -> list[bytes]:
         client.quit()
 
 
+def listening_as(account: pwd.struct_passwd, smtp: int | None = None,
+                 pop3: int | None = None) -> list[str]:
+    """The mail.cfg lines of a server on free ports (no submission) that drops to
+    ``account``."""
+    return [f"smtp_listen = 127.0.0.1:{smtp or free_port()}", "submission_listen =",
+            f"pop3_listen = 127.0.0.1:{pop3 or free_port()}", f"user = {account.pw_name}"]
+
+
+def owned_as_the_readme_says(config: Path, account: pwd.struct_passwd) -> Path:
+    """``config`` made root:account 0640, as the README says to install it."""
+    os.chown(config, 0, account.pw_gid)
+    os.chmod(config, 0o640)
+    return config
+
+
 def test_serve_started_as_root_runs_as_the_account(account: pwd.struct_passwd, place: Path) -> None:
     uid, gid = account.pw_uid, account.pw_gid
     # A key only root may read, in a folder only root may enter (like /etc/ssl/private).
@@ -153,17 +168,9 @@ def test_serve_started_as_root_runs_as_the_account(account: pwd.struct_passwd, p
     outside.write_text("root's\n")
     (data / "mail" / "trap").symlink_to(outside)
     smtp, pop3 = free_port(), free_port()
-    config = write_config(
-        place,
-        f"smtp_listen = 127.0.0.1:{smtp}",
-        "submission_listen =",
-        f"pop3_listen = 127.0.0.1:{pop3}",
-        f"user = {account.pw_name}",
-        f"tls_cert = {made.cert}",
-        f"tls_key = {made.key}",
-    )
-    os.chown(config, 0, gid)
-    os.chmod(config, 0o640)  # root:account 0640, as the README says
+    config = owned_as_the_readme_says(write_config(
+        place, *listening_as(account, smtp, pop3),
+        f"tls_cert = {made.cert}", f"tls_key = {made.key}"), account)
     log = place / "serve.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -241,15 +248,7 @@ def test_serve_reload_by_sighup_as_the_account(
 ) -> None:
     """A plain SIGHUP (systemctl kill -s HUP) reaches the dropped server's reload."""
     data = place / "data"
-    config = write_config(
-        place,
-        f"smtp_listen = 127.0.0.1:{free_port()}",
-        "submission_listen =",
-        f"pop3_listen = 127.0.0.1:{free_port()}",
-        f"user = {account.pw_name}",
-    )
-    os.chown(config, 0, account.pw_gid)
-    os.chmod(config, 0o640)
+    config = owned_as_the_readme_says(write_config(place, *listening_as(account)), account)
     log = place / "serve.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -272,9 +271,7 @@ def test_serve_reload_by_sighup_as_the_account(
 def test_serve_as_another_user_than_root_refuses_to_start(
     account: pwd.struct_passwd, place: Path
 ) -> None:
-    config = write_config(place, "user = root")
-    os.chown(config, 0, account.pw_gid)
-    os.chmod(config, 0o640)
+    config = owned_as_the_readme_says(write_config(place, "user = root"), account)
     result = subprocess.run(
         [*NOSEND, "serve", "--config", str(config)],
         user=account.pw_uid, group=account.pw_gid, extra_groups=[],
@@ -291,15 +288,7 @@ def test_serve_as_the_account_itself_is_a_no_op(account: pwd.struct_passwd, plac
     data = place / "data"
     data.mkdir(mode=0o700)
     os.chown(data, account.pw_uid, account.pw_gid)
-    config = write_config(
-        place,
-        f"smtp_listen = 127.0.0.1:{free_port()}",
-        "submission_listen =",
-        f"pop3_listen = 127.0.0.1:{free_port()}",
-        f"user = {account.pw_name}",
-    )
-    os.chown(config, 0, account.pw_gid)
-    os.chmod(config, 0o640)
+    config = owned_as_the_readme_says(write_config(place, *listening_as(account)), account)
     log = place / "serve.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -390,13 +379,7 @@ def test_serve_says_at_start_what_the_account_cannot_reach(
     account: pwd.struct_passwd, place: Path
 ) -> None:
     # mail.cfg left root:root 0600: it starts (read as root) and warns about reloads.
-    config = write_config(
-        place,
-        f"smtp_listen = 127.0.0.1:{free_port()}",
-        "submission_listen =",
-        f"pop3_listen = 127.0.0.1:{free_port()}",
-        f"user = {account.pw_name}",
-    )
+    config = write_config(place, *listening_as(account))
     data = place / "data"
     log = place / "serve.log"
     with log.open("ab") as out:
