@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shlex
 import sys
@@ -10,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nosend.cli import main
 from nosend_link.cycle_lock import CycleLock, UpMarker
 from nosend_link.ledger import Ledger
 from nosend_store.config import load_config
+from tests.cli.test_admin import run
 from tests.link.link_scripts import banner_down, banner_up, free_port, touch
 
 HASH = "{PBKDF2}$1$salt$2$ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957"
@@ -48,18 +47,6 @@ def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     os.chmod(path, 0o600)
     monkeypatch.setenv("NOSEND_CONFIG", str(tmp_path / "not-this-one.cfg"))
     return path
-
-
-def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        *argv: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    capsys.readouterr()
-    try:
-        status = main(list(argv))
-    except SystemExit as e:
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_add_writes_every_key_and_keeps_the_rest(

@@ -3,10 +3,8 @@ and a ledger."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import sys
 import time
 from datetime import datetime, tzinfo
 from decimal import Decimal
@@ -15,12 +13,12 @@ from pathlib import Path
 import pytest
 
 import nosend.status
-from nosend.cli import main
 from nosend_link.cycle_lock import LinkUp, UpMarker
 from nosend_link.ledger import CycleRecord, Ledger, UserShare
 from nosend_store.fetch_state import FetchState
 from nosend_store.maildir import MaildirMailbox
 from nosend_store.queue import Envelope, OutboundQueue
+from tests.cli.test_admin import run
 
 HASH = "{PBKDF2}$1$salt$2$ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957"
 
@@ -113,18 +111,6 @@ def site(tmp_path: Path, now: float) -> Path:
         start=now - 1800, duration=10, result="partly", link="marina", online_seconds=10,
         bytes_up=1000, cost=Decimal(0), error="deferred: 451 try later"))
     return cfg
-
-
-def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        *argv: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    capsys.readouterr()
-    try:
-        status = main(list(argv))
-    except SystemExit as e:
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_status_for_a_person(
